@@ -1,0 +1,42 @@
+# The two commands of the README. Both install what is missing first.
+#   make run   build the release preset and run the main job
+#   make test  build the sanitizer preset, run every test and the fuzzer
+.PHONY: run test build deps deps-test bench fuzz clean
+
+FUZZ_SECONDS ?= 60
+HYLAB_CONFIG_FILE ?= examples/hylab.yaml
+
+run: deps
+	cmake --preset release
+	cmake --build --preset release
+	./build/release/src/cli/hylab --config $(HYLAB_CONFIG_FILE) place examples/jobs/*.yaml
+
+build: deps
+	cmake --preset release
+	cmake --build --preset release
+
+deps:
+	scripts/install-deps.sh build
+
+deps-test:
+	scripts/install-deps.sh test
+
+test: deps-test
+	cmake --preset debug
+	cmake --build --preset debug
+	ctest --preset debug
+	$(MAKE) fuzz
+
+fuzz: deps-test
+	cmake --preset fuzz
+	cmake --build --preset fuzz
+	FUZZ_SECONDS=$(FUZZ_SECONDS) ctest --preset fuzz
+
+bench:
+	scripts/install-deps.sh bench
+	cmake --preset bench
+	cmake --build --preset bench
+	bench/run.sh
+
+clean:
+	rm -rf build

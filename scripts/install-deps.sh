@@ -1,0 +1,34 @@
+#!/usr/bin/env bash
+# Installs the Debian 12 packages hylab needs that are missing; skips what is present.
+# Usage: scripts/install-deps.sh build|test|bench
+set -euo pipefail
+
+build_pkgs=(cmake ninja-build g++ pkg-config ccache
+  libyaml-cpp-dev libcli11-dev libfmt-dev libboost1.81-dev libboost-json1.81-dev)
+test_pkgs=(clang libclang-rt-14-dev libgtest-dev libgmock-dev)
+bench_pkgs=(libbenchmark-dev valgrind)
+
+want=("${build_pkgs[@]}")
+case "${1:-build}" in
+  build) ;;
+  test) want+=("${test_pkgs[@]}") ;;
+  bench) want+=("${test_pkgs[@]}" "${bench_pkgs[@]}") ;;
+  *) echo "usage: $0 build|test|bench" >&2; exit 2 ;;
+esac
+
+missing=()
+for p in "${want[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+((${#missing[@]} == 0)) && exit 0
+
+echo "Installing missing packages: ${missing[*]}"
+sudo=()
+if [[ $(id -u) -ne 0 ]]; then
+  command -v sudo >/dev/null || { echo "error: need root or sudo to install ${missing[*]}" >&2; exit 1; }
+  sudo=(sudo)
+fi
+export DEBIAN_FRONTEND=noninteractive
+# Refresh the package lists only when an install fails for want of them.
+"${sudo[@]}" apt-get install -y --no-install-recommends "${missing[@]}" ||
+  { "${sudo[@]}" apt-get update && "${sudo[@]}" apt-get install -y --no-install-recommends "${missing[@]}"; }

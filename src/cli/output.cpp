@@ -1,0 +1,230 @@
+#include "cli/output.h"
+
+#include <boost/json.hpp>
+#include <fmt/format.h>
+
+#include <cmath>
+
+#include "common/units.h"
+
+namespace hylab::cli {
+
+namespace json = boost::json;
+using placement::Decision;
+
+namespace {
+
+double round_to(double v, int digits) {
+  double f = std::pow(10.0, digits);
+  return std::round(v * f) / f;
+}
+
+json::value money(double usd) { return round_to(usd, 4); }
+
+json::object local_json(const placement::LocalCost& l) {
+  json::object o;
+  o["fits"] = l.fits;
+  if (l.fits) {
+    o["allocation"] = l.allocation;
+    o["share"] = round_to(l.share, 4);
+    o["hours"] = round_to(l.hours, 3);
+    o["usd"] = money(l.usd);
+  } else {
+    o["reason"] = l.why_not;
+  }
+  return o;
+}
+
+json::value cloud_json(const placement::CloudCost& c, bool spot) {
+  json::object o;
+  o["available"] = c.available;
+  if (!c.available) {
+    o["reason"] = c.why_not;
+    return o;
+  }
+  o["provider"] = c.provider;
+  o["instance"] = c.instance;
+  o["count"] = c.count;
+  o["hours"] = round_to(c.hours, 3);
+  o["usd_per_hour"] = money(c.usd_per_hour);
+  o["spot_usd_per_hour"] = money(c.spot_usd_per_hour);
+  o["usd_on_demand"] = money(c.usd_on_demand);
+  o["usd_spot"] = money(c.usd_spot);
+  o["usd"] = money(spot ? c.usd_spot : c.usd_on_demand);
+  o["note"] = c.note;
+  o["source"] = c.source;
+  o["date"] = c.date;
+  return o;
+}
+
+std::string money_cell(const placement::CostEstimate& c, bool local_side, bool spot) {
+  std::string per = c.per_hour ? "/h" : "";
+  if (local_side) {
+    if (!c.local.fits) return "does not fit";
+    return format_usd(c.local.usd) + per;
+  }
+  if (!c.cloud.available) return "no price";
+  double usd = spot ? c.cloud.usd_spot : c.cloud.usd_on_demand;
+  return fmt::format("{}{} {}{}", format_usd(usd), per, c.cloud.instance,
+                     c.cloud.count > 1 ? fmt::format(" x{}", c.cloud.count) : "");
+}
+
+}  // namespace
+
+json::object decision_json(const Decision& d) {
+  json::object o;
+  o["name"] = d.name;
+  o["file"] = d.file;
+  o["placeable"] = d.placeable;
+  o["environment"] = std::string(placement::to_string(d.environment));
+  o["rule"] = d.rule;
+  o["spot"] = d.spot;
+  json::array reasons;
+  for (const auto& r : d.reasons) reasons.emplace_back(r);
+  o["reasons"] = std::move(reasons);
+  json::array path;
+  for (const auto& c : d.path) {
+    json::object step;
+    step["rule"] = c.rule;
+    step["question"] = c.question;
+    step["answer"] = c.answer;
+    json::object inputs;
+    for (const auto& [k, v] : c.inputs) inputs[k] = v;
+    step["inputs"] = std::move(inputs);
+    step["then"] = c.note;
+    path.emplace_back(std::move(step));
+  }
+  o["path"] = std::move(path);
+  json::object cost;
+  cost["hours"] = round_to(d.cost.hours, 3);
+  cost["per_hour"] = d.cost.per_hour;
+  cost["local"] = local_json(d.cost.local);
+  cost["cloud"] = cloud_json(d.cost.cloud, d.spot);
+  o["cost"] = std::move(cost);
+  o["breakeven_months"] = d.breakeven_months ? json::value(round_to(*d.breakeven_months, 3)) : json::value(nullptr);
+  o["matrix_cell"] = d.matrix_cell ? json::value(*d.matrix_cell) : json::value(nullptr);
+  return o;
+}
+
+std::string columns(const std::vector<std::vector<std::string>>& rows) {
+  std::vector<std::size_t> width;
+  for (const auto& r : rows) {
+    if (width.size() < r.size()) width.resize(r.size(), 0);
+    for (std::size_t i = 0; i < r.size(); ++i) width[i] = std::max(width[i], r[i].size());
+  }
+  std::string out;
+  for (const auto& r : rows) {
+    std::string line;
+    for (std::size_t i = 0; i < r.size(); ++i) {
+      line += r[i];
+      if (i + 1 < r.size()) line += std::string(width[i] - r[i].size() + 2, ' ');
+    }
+    out += line + '\n';
+  }
+  return out;
+}
+
+std::string decisions_table(const std::vector<Decision>& ds) {
+  std::vector<std::vector<std::string>> rows{{"JOB", "ENV", "RULE", "SPOT", "LOCAL", "CLOUD", "WHY"}};
+  for (const auto& d : ds) {
+    std::string env = d.placeable ? std::string(placement::to_string(d.environment)) : "-";
+    std::string why = d.reasons.empty() ? "" : d.reasons.front();
+    for (const auto& r : d.reasons) {
+      if (r.rfind("category not set", 0) != 0) {
+        why = r;
+        break;
+      }
+    }
+    rows.push_back({d.name, env, d.placeable ? d.rule : "CANNOT PLACE", d.spot ? "yes" : "no",
+                    money_cell(d.cost, true, false), money_cell(d.cost, false, d.spot), why});
+  }
+  return columns(rows);
+}
+
+std::string explain_text(const Decision& d) {
+  std::string out = fmt::format("{} ({})\n", d.name, d.file);
+  int i = 1;
+  for (const auto& c : d.path) {
+    out += fmt::format("  {}. {}  {}  -> {}\n", i++, c.question, c.answer ? "yes" : "no", c.note);
+    for (const auto& [k, v] : c.inputs) out += fmt::format("       {}: {}\n", k, v);
+  }
+  if (d.placeable) {
+    out += fmt::format("  => {} by rule {}{}\n", placement::to_string(d.environment), d.rule,
+                       d.spot ? ", on spot" : "");
+  } else {
+    out += "  => cannot place\n";
+  }
+  for (const auto& r : d.reasons) out += "     - " + r + "\n";
+  out += cost_text(d);
+  return out;
+}
+
+std::string cost_text(const Decision& d) {
+  const auto& c = d.cost;
+  std::string basis = c.per_hour ? "per hour (the spec gives no hours)" : fmt::format("for {} of work", format_hours(c.hours));
+  std::string out = fmt::format("  cost {}:\n", basis);
+  if (c.local.fits) {
+    out += fmt::format("     local: {} on {} ({:.0f}% of the lab) for {}\n", format_usd(c.local.usd),
+                       c.local.allocation, c.local.share * 100, format_hours(c.local.hours));
+  } else {
+    out += "     local: does not fit: " + c.local.why_not + "\n";
+  }
+  if (c.cloud.available) {
+    out += fmt::format("     cloud: {} on-demand, {} spot: {}{} ({}) for {}, {}/h on-demand\n",
+                       format_usd(c.cloud.usd_on_demand), format_usd(c.cloud.usd_spot),
+                       c.cloud.count > 1 ? fmt::format("{}x ", c.cloud.count) : "", c.cloud.instance,
+                       c.cloud.provider, format_hours(c.cloud.hours), format_usd(c.cloud.usd_per_hour));
+    out += fmt::format("            {}; price from {} ({})\n", c.cloud.note, c.cloud.source, c.cloud.date);
+  } else {
+    out += "     cloud: no price: " + c.cloud.why_not + "\n";
+  }
+  if (d.breakeven_months) out += fmt::format("     break-even of the lab's share at 24/7: {:.1f} months\n", *d.breakeven_months);
+  return out;
+}
+
+namespace {
+void pretty(std::string& out, const json::value& v, int indent) {
+  std::string pad(static_cast<std::size_t>(indent) * 2, ' ');
+  std::string pad_in(static_cast<std::size_t>(indent + 1) * 2, ' ');
+  if (v.is_object()) {
+    const auto& o = v.get_object();
+    if (o.empty()) {
+      out += "{}";
+      return;
+    }
+    out += "{\n";
+    bool first = true;
+    for (const auto& kv : o) {
+      if (!first) out += ",\n";
+      first = false;
+      out += pad_in + json::serialize(json::value(kv.key())) + ": ";
+      pretty(out, kv.value(), indent + 1);
+    }
+    out += "\n" + pad + "}";
+  } else if (v.is_array()) {
+    const auto& a = v.get_array();
+    if (a.empty()) {
+      out += "[]";
+      return;
+    }
+    out += "[\n";
+    for (std::size_t i = 0; i < a.size(); ++i) {
+      if (i) out += ",\n";
+      out += pad_in;
+      pretty(out, a[i], indent + 1);
+    }
+    out += "\n" + pad + "]";
+  } else {
+    out += json::serialize(v);
+  }
+}
+}  // namespace
+
+std::string pretty_json(const json::value& v) {
+  std::string out;
+  pretty(out, v, 0);
+  out += '\n';
+  return out;
+}
+
+}  // namespace hylab::cli

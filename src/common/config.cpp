@@ -1,0 +1,199 @@
+#include "common/config.h"
+
+#include <fmt/format.h>
+
+#include <cerrno>
+#include <cstdlib>
+#include <cstring>
+#include <fstream>
+#include <sys/stat.h>
+
+#include "common/catalog_yaml.h"
+#include "common/text.h"
+#include "common/yaml_reader.h"
+
+namespace hylab {
+
+int Lab::gpu_count() const {
+  int n = 0;
+  for (const auto& g : gpus) n += g.count;
+  return n;
+}
+
+std::uint64_t Lab::gpu_memory_bytes() const {
+  std::uint64_t n = 0;
+  for (const auto& g : gpus) n += g.memory_bytes * static_cast<std::uint64_t>(g.count);
+  return n;
+}
+
+std::string default_config_path() {
+  const char* xdg = std::getenv("XDG_CONFIG_HOME");
+  if (xdg && *xdg) return std::string(xdg) + "/hylab/hylab.yaml";
+  const char* home = std::getenv("HOME");
+  return std::string(home && *home ? home : ".") + "/.config/hylab/hylab.yaml";
+}
+
+std::optional<ConfigLocation> locate_config(const std::optional<std::string>& flag) {
+  if (flag) return ConfigLocation{*flag, "--config"};
+  if (const char* env = std::getenv("HYLAB_CONFIG"); env && *env) {
+    return ConfigLocation{env, "$HYLAB_CONFIG"};
+  }
+  std::string def = default_config_path();
+  struct stat st {};
+  if (::stat(def.c_str(), &st) == 0) return ConfigLocation{def, "the default location"};
+  return std::nullopt;
+}
+
+Result<std::string> read_text_file(const std::string& path, std::size_t max_bytes) {
+  struct stat st {};
+  if (::stat(path.c_str(), &st) != 0) {
+    return Error{Errc::kNotFound, fmt::format("{}: cannot open: {}", path, std::strerror(errno))};
+  }
+  if (S_ISDIR(st.st_mode)) return Error{Errc::kIo, fmt::format("{}: is a directory, not a file", path)};
+  std::ifstream in(path, std::ios::binary);
+  if (!in) return Error{Errc::kIo, fmt::format("{}: cannot open: {}", path, std::strerror(errno))};
+  std::string data;
+  char buf[65536];
+  while (in.read(buf, sizeof buf) || in.gcount() > 0) {
+    data.append(buf, static_cast<std::size_t>(in.gcount()));
+    if (data.size() > max_bytes) {
+      return Error{Errc::kInvalidInput,
+                   fmt::format("{}: file is over the limit of {} bytes", path, max_bytes)};
+    }
+  }
+  if (in.bad()) return Error{Errc::kIo, fmt::format("{}: read error", path)};
+  return data;
+}
+
+namespace {
+
+void read_lab_gpus(const yaml::Where& w, const YAML::Node& node, const std::string& path,
+                   const Catalog& catalog, Lab& lab) {
+  if (node.IsNull()) return;
+  if (!node.IsSequence()) {
+    yaml::error_at(w, node, path, fmt::format("expected a list of GPUs (model, count), got {}",
+                                              yaml::type_name(node)));
+    return;
+  }
+  std::size_t i = 0;
+  for (const auto& item : node) {
+    std::string p = fmt::format("{}[{}]", path, i++);
+    yaml::MapReader m(w, item, p);
+    if (!m.ok()) continue;
+    auto model_node = m.take("model");
+    auto count = m.integer("count", 1);
+    auto memory = m.bytes("memory", kGB);
+    m.finish();
+    if (!model_node) {
+      yaml::error_at(w, item, p + ".model", "missing: which GPU model (e.g. RTX4090)?");
+      continue;
+    }
+    auto model_name = yaml::as_string(w, *model_node, p + ".model");
+    if (!model_name) continue;
+    const GpuModel* model = catalog.find_gpu(*model_name);
+    if (!model) {
+      std::string msg = fmt::format("unknown GPU model {}", quote(*model_name));
+      if (auto near = did_you_mean(*model_name, catalog.gpu_names())) {
+        msg += fmt::format(" (did you mean '{}'?)", *near);
+      } else {
+        msg += "; add it under catalog.gpus with its memory and tflops";
+      }
+      yaml::error_at(w, *model_node, p + ".model", msg);
+      continue;
+    }
+    lab.gpus.push_back(LabGpu{model->name, static_cast<int>(count.value_or(1)),
+                              memory.value_or(model->memory_bytes), model->tflops});
+  }
+}
+
+void read_lab(const yaml::Where& w, const YAML::Node& node, const Catalog& catalog, Lab& lab) {
+  yaml::MapReader m(w, node, "lab");
+  if (!m.ok()) return;
+  if (auto v = m.string("name")) lab.name = *v;
+  if (auto g = m.take("gpus")) read_lab_gpus(w, *g, "lab.gpus", catalog, lab);
+  if (auto v = m.integer("cpus", 1)) lab.cpus = static_cast<int>(*v);
+  if (auto v = m.bytes("memory", kGiB)) lab.memory_bytes = *v;
+  if (auto v = m.bytes("disk", kGB)) lab.disk_bytes = *v;
+  auto hardware = m.number("hardware_usd", 0);
+  if (auto v = m.number("service_life_months", 0, true)) lab.service_life_months = *v;
+  std::optional<double> busy;
+  if (auto p = m.take("power")) {
+    yaml::MapReader pm(w, *p, "lab.power");
+    if (pm.ok()) {
+      busy = pm.number("busy_watts", 0);
+      if (auto v = pm.number("idle_watts", 0)) lab.idle_watts = *v;
+      pm.finish();
+    }
+  }
+  if (auto v = m.number("electricity_usd_per_kwh", 0)) lab.electricity_usd_per_kwh = *v;
+  m.finish();
+
+  // Left out, the price and power of the whole lab default to those of its GPU cards.
+  double card_price = 0;
+  double card_watts = 0;
+  for (const auto& g : lab.gpus) {
+    const GpuModel* model = catalog.find_gpu(g.model);
+    card_price += model->price_usd.value_or(0) * g.count;
+    card_watts += model->watts.value_or(0) * g.count;
+  }
+  lab.hardware_usd = hardware.value_or(card_price);
+  lab.busy_watts = busy.value_or(card_watts);
+  if (lab.idle_watts > lab.busy_watts) {
+    yaml::error_at(w, node, "lab.power.idle_watts",
+                   fmt::format("idle power ({:g} W) is above busy power ({:g} W)", lab.idle_watts,
+                               lab.busy_watts));
+  }
+}
+
+void read_policy(const yaml::Where& w, const YAML::Node& node, Policy& policy) {
+  yaml::MapReader m(w, node, "policy");
+  if (!m.ok()) return;
+  if (auto v = m.number("breakeven_limit_months", 0, true)) policy.breakeven_limit_months = *v;
+  if (auto v = m.bytes("large_data_threshold", kGB)) policy.large_data_bytes = *v;
+  if (auto v = m.hours("max_local_wait")) policy.max_local_wait_hours = *v;
+  if (auto n = m.take("large_job_hours")) {
+    if (auto v = yaml::as_hours(w, *n, "policy.large_job_hours")) {
+      if (*v <= 0) {
+        yaml::error_at(w, *n, "policy.large_job_hours", "must be greater than 0");
+      } else {
+        policy.large_job_hours = *v;
+      }
+    }
+  }
+  m.finish();
+}
+
+}  // namespace
+
+std::optional<Config> load_config_text(std::string_view text, const std::string& file,
+                                       Diagnostics& diag) {
+  std::size_t errors_before = diag.error_count();
+  auto doc = yaml::parse(text, file, diag);
+  if (!doc) return std::nullopt;
+  yaml::Where w{file, diag};
+  Config cfg;
+  cfg.source = file;
+  yaml::MapReader top(w, *doc, "");
+  if (!top.ok()) return std::nullopt;
+  // The catalog first: lab GPUs may name models the config adds.
+  if (auto c = top.take("catalog")) read_catalog(w, *c, "catalog", cfg.catalog, true);
+  if (auto lab = top.take("lab"); lab && !lab->IsNull()) {
+    cfg.has_lab = true;
+    read_lab(w, *lab, cfg.catalog, cfg.lab);
+  }
+  if (auto p = top.take("policy")) read_policy(w, *p, cfg.policy);
+  top.finish();
+  if (diag.error_count() > errors_before) return std::nullopt;
+  return cfg;
+}
+
+std::optional<Config> load_config_file(const std::string& path, Diagnostics& diag) {
+  auto text = read_text_file(path, yaml::kMaxDocumentBytes);
+  if (!text) {
+    diag.error(path, 0, 0, "", text.error().message.substr(path.size() + 2));
+    return std::nullopt;
+  }
+  return load_config_text(*text, path, diag);
+}
+
+}  // namespace hylab

@@ -1,0 +1,72 @@
+// The lab configuration (hylab.yaml): the lab's inventory and running costs, the
+// placement policy, and catalog overrides. Found from --config, $HYLAB_CONFIG or
+// ~/.config/hylab/hylab.yaml. Loading reports every problem at once with
+// file:line:column. A loaded Config is an immutable value: share it freely.
+#pragma once
+
+#include <cstdint>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "common/catalog.h"
+#include "common/diagnostics.h"
+#include "common/units.h"
+
+namespace hylab {
+
+struct LabGpu {
+  std::string model;  // canonical catalog name
+  int count = 0;
+  std::uint64_t memory_bytes = 0;  // per card
+  double tflops = 0;               // per card
+};
+
+struct Lab {
+  std::string name = "lab";
+  std::vector<LabGpu> gpus;
+  int cpus = 0;
+  std::uint64_t memory_bytes = 0;
+  std::uint64_t disk_bytes = 0;
+  double hardware_usd = 0;          // purchase price of the whole lab
+  double service_life_months = 36;  // over which the hardware is amortised
+  double busy_watts = 0;            // whole lab at full load
+  double idle_watts = 0;            // whole lab idle
+  double electricity_usd_per_kwh = 0.15;
+
+  int gpu_count() const;
+  std::uint64_t gpu_memory_bytes() const;
+};
+
+struct Policy {
+  double breakeven_limit_months = 6;         // continuous work stays local under this
+  std::uint64_t large_data_bytes = 100 * kGB;  // the data matrix's "100 GB"
+  double max_local_wait_hours = 4;           // longest a job should queue for lab GPUs
+  double large_job_hours = 24;               // a one-time job longer than this locally is "large"
+};
+
+struct Config {
+  std::string source = "(built-in defaults)";  // file it came from
+  bool has_lab = false;                        // false: no lab section, nothing local
+  Lab lab;
+  Policy policy;
+  Catalog catalog = builtin_catalog();
+};
+
+// Where the config comes from: the flag, then $HYLAB_CONFIG, then the user's default
+// file. Returns nothing when none is given and the default file does not exist.
+struct ConfigLocation {
+  std::string path;
+  std::string how;  // "--config", "$HYLAB_CONFIG", "~/.config/hylab/hylab.yaml"
+};
+std::optional<ConfigLocation> locate_config(const std::optional<std::string>& flag);
+std::string default_config_path();
+
+std::optional<Config> load_config_text(std::string_view text, const std::string& file,
+                                       Diagnostics& diag);
+std::optional<Config> load_config_file(const std::string& path, Diagnostics& diag);
+
+// Reads a whole file with a size limit; an error names the file and the reason.
+Result<std::string> read_text_file(const std::string& path, std::size_t max_bytes);
+
+}  // namespace hylab

@@ -1,0 +1,346 @@
+#include "common/job_spec.h"
+
+#include <fmt/format.h>
+
+#include <charconv>
+
+#include "common/config.h"
+#include "common/text.h"
+#include "common/units.h"
+#include "common/yaml_reader.h"
+
+namespace hylab {
+
+std::string_view to_string(Category c) {
+  switch (c) {
+    case Category::kDevelopment: return "development";
+    case Category::kTraining: return "training";
+    case Category::kInference: return "inference";
+    case Category::kDataProcessing: return "data-processing";
+  }
+  return "?";
+}
+
+std::string_view to_string(Sensitivity s) {
+  switch (s) {
+    case Sensitivity::kPublic: return "public";
+    case Sensitivity::kInternal: return "internal";
+    case Sensitivity::kSensitive: return "sensitive";
+    case Sensitivity::kRegulated: return "regulated";
+  }
+  return "?";
+}
+
+std::string_view to_string(Pattern p) {
+  switch (p) {
+    case Pattern::kOneTime: return "one-time";
+    case Pattern::kRecurring: return "recurring";
+    case Pattern::kContinuous: return "continuous";
+  }
+  return "?";
+}
+
+std::string_view to_string(Reach r) { return r == Reach::kGlobal ? "global" : "regional"; }
+
+namespace {
+
+// SkyPilot keys hylab accepts but does not act on yet (warned about by name).
+constexpr std::string_view kWhyNotYet = "accepted for SkyPilot compatibility; hylab does not act on it yet";
+
+std::optional<AcceleratorRequest> parse_accelerator(const yaml::Where& w, const YAML::Node& at,
+                                                    const std::string& key, std::string_view model,
+                                                    std::optional<std::string_view> count_text,
+                                                    const Catalog& catalog) {
+  std::string model_s = trim(model);
+  const GpuModel* gpu = catalog.find_gpu(model_s);
+  if (!gpu) {
+    std::string msg = fmt::format("unknown GPU model {}", quote(model_s));
+    if (auto near = did_you_mean(model_s, catalog.gpu_names())) {
+      msg += fmt::format(" (did you mean '{}'?)", *near);
+    } else {
+      msg += "; the catalog knows " + join(catalog.gpu_names(), ", ");
+    }
+    yaml::error_at(w, at, key, msg);
+    return std::nullopt;
+  }
+  int count = 1;
+  if (count_text) {
+    std::string c = trim(*count_text);
+    auto n = parse_number(c);
+    if (!n && !c.empty() && c.front() == '-') {
+      yaml::error_at(w, at, key, fmt::format("GPU count must be at least 1, got {}", c));
+      return std::nullopt;
+    }
+    if (!n) {
+      yaml::error_at(w, at, key, fmt::format("GPU count must be a whole number, got {}", quote(c)));
+      return std::nullopt;
+    }
+    if (*n != static_cast<double>(static_cast<long long>(*n))) {
+      yaml::error_at(w, at, key,
+                     fmt::format("fractional GPU count {} is not supported: ask for whole GPUs", c));
+      return std::nullopt;
+    }
+    if (*n < 1) {
+      yaml::error_at(w, at, key, fmt::format("GPU count must be at least 1, got {}", c));
+      return std::nullopt;
+    }
+    if (*n > 4096) {
+      yaml::error_at(w, at, key, fmt::format("GPU count {} is over the limit of 4096 per node", c));
+      return std::nullopt;
+    }
+    count = static_cast<int>(*n);
+  }
+  return AcceleratorRequest{gpu->name, count};
+}
+
+std::optional<AcceleratorRequest> parse_accelerator_string(const yaml::Where& w, const YAML::Node& n,
+                                                           const std::string& key,
+                                                           const Catalog& catalog) {
+  auto s = yaml::as_string(w, n, key);
+  if (!s) return std::nullopt;
+  auto colon = s->find(':');
+  if (colon == std::string::npos) return parse_accelerator(w, n, key, *s, std::nullopt, catalog);
+  return parse_accelerator(w, n, key, std::string_view(*s).substr(0, colon),
+                           std::string_view(*s).substr(colon + 1), catalog);
+}
+
+// accelerators: "A100:8" | {A100: 8, V100: 8} | ["A100:8", "V100:8"]
+bool read_accelerators(const yaml::Where& w, const YAML::Node& n, const Catalog& catalog,
+                       JobSpec& spec) {
+  const std::string key = "resources.accelerators";
+  bool ok = true;
+  auto add = [&](std::optional<AcceleratorRequest> a) {
+    if (a) {
+      spec.accelerators.push_back(*a);
+    } else {
+      ok = false;
+    }
+  };
+  if (n.IsNull()) return true;
+  if (n.IsScalar()) {
+    add(parse_accelerator_string(w, n, key, catalog));
+  } else if (n.IsMap()) {
+    for (const auto& kv : n) {
+      auto model = yaml::as_string(w, kv.first, key);
+      if (!model) {
+        ok = false;
+        continue;
+      }
+      std::optional<std::string> count;
+      if (!kv.second.IsNull()) {
+        count = yaml::as_string(w, kv.second, key + "." + *model);
+        if (!count) {
+          ok = false;
+          continue;
+        }
+      }
+      add(parse_accelerator(w, kv.second.IsNull() ? kv.first : kv.second, key + "." + *model,
+                            *model, count, catalog));
+    }
+  } else if (n.IsSequence()) {
+    std::size_t i = 0;
+    for (const auto& item : n) add(parse_accelerator_string(w, item, fmt::format("{}[{}]", key, i++), catalog));
+  } else {
+    yaml::error_at(w, n, key, "expected a GPU request such as A100:8");
+    return false;
+  }
+  return ok;
+}
+
+// "4", 4, "4+": a positive amount with an optional "at least" marker.
+std::optional<std::string> at_least_value(const yaml::Where& w, const YAML::Node& n,
+                                          const std::string& key) {
+  auto s = yaml::as_string(w, n, key);
+  if (!s) return std::nullopt;
+  std::string v = trim(*s);
+  if (!v.empty() && v.back() == '+') v.pop_back();
+  return v;
+}
+
+void read_resources(const yaml::Where& w, const YAML::Node& node, const Catalog& catalog,
+                    JobSpec& spec) {
+  yaml::MapReader m(w, node, "resources");
+  if (!m.ok()) return;
+  if (auto a = m.take("accelerators")) read_accelerators(w, *a, catalog, spec);
+  if (auto c = m.take("cpus"); c && !c->IsNull()) {
+    if (auto v = at_least_value(w, *c, "resources.cpus")) {
+      auto n = parse_number(*v);
+      if (!n) {
+        yaml::error_at(w, *c, "resources.cpus", "expected a number of CPUs such as 8 or 8+, got " + quote(c->Scalar()));
+      } else if (*n <= 0) {
+        yaml::error_at(w, *c, "resources.cpus", "must be greater than 0");
+      } else {
+        spec.cpus = *n;
+      }
+    }
+  }
+  if (auto mem = m.take("memory"); mem && !mem->IsNull()) {
+    if (auto v = at_least_value(w, *mem, "resources.memory")) {
+      auto b = parse_bytes(*v, kGiB);
+      if (!b) {
+        yaml::error_at(w, *mem, "resources.memory", b.error().message);
+      } else if (*b == 0) {
+        yaml::error_at(w, *mem, "resources.memory", "must be greater than 0");
+      } else {
+        spec.memory_bytes = *b;
+      }
+    }
+  }
+  spec.use_spot = m.boolean("use_spot");
+  if (auto it = m.take("instance_type"); it && !it->IsNull()) {
+    if (auto s = yaml::as_string(w, *it, "resources.instance_type")) {
+      if (const Instance* inst = catalog.find_instance(*s)) {
+        spec.instance_type = inst->name;
+      } else {
+        std::string msg = fmt::format("unknown instance type {}", quote(*s));
+        if (auto near = did_you_mean(*s, catalog.instance_names())) {
+          msg += fmt::format(" (did you mean '{}'?)", *near);
+        } else {
+          msg += "; add it under catalog.instances in hylab.yaml with its price";
+        }
+        yaml::error_at(w, *it, "resources.instance_type", msg);
+      }
+    }
+  }
+  if (auto d = m.take("disk_size"); d && !d->IsNull()) {
+    if (auto b = yaml::as_bytes(w, *d, "resources.disk_size", kGB)) {
+      if (*b == 0) {
+        yaml::error_at(w, *d, "resources.disk_size", "must be greater than 0");
+      } else {
+        spec.disk_bytes = *b;
+      }
+    }
+  }
+  if (auto c = m.string("cloud")) {
+    spec.cloud = to_lower(*c);
+    bool known = false;
+    for (const auto& i : catalog.instances) known = known || i.provider == *spec.cloud;
+    if (!known) {
+      yaml::warning_at(w, *m.take("cloud"), "resources.cloud",
+                       fmt::format("the catalog has no prices for cloud '{}'; cloud cost is unknown", *c));
+    }
+  }
+  m.accept_with_warning({"region", "zone", "infra", "ports", "image_id", "labels",
+                         "accelerator_args", "job_recovery", "spot_recovery", "disk_tier",
+                         "network_tier", "autostop", "any_of", "ordered"},
+                        kWhyNotYet);
+  m.finish();
+}
+
+void read_data(const yaml::Where& w, const YAML::Node& node, JobSpec& spec) {
+  yaml::MapReader m(w, node, "data");
+  if (!m.ok()) return;
+  if (auto s = m.choice("sensitivity", {"public", "internal", "sensitive", "regulated"})) {
+    spec.sensitivity_given = true;
+    if (*s == "public") spec.sensitivity = Sensitivity::kPublic;
+    if (*s == "internal") spec.sensitivity = Sensitivity::kInternal;
+    if (*s == "sensitive") spec.sensitivity = Sensitivity::kSensitive;
+    if (*s == "regulated") spec.sensitivity = Sensitivity::kRegulated;
+  }
+  spec.data_bytes = m.bytes("size", kGB);
+  if (auto v = m.string_list("inputs")) spec.data_inputs = *v;
+  m.finish();
+}
+
+std::string file_stem(const std::string& path) {
+  auto slash = path.find_last_of('/');
+  std::string base = slash == std::string::npos ? path : path.substr(slash + 1);
+  auto dot = base.find_last_of('.');
+  return dot == std::string::npos || dot == 0 ? base : base.substr(0, dot);
+}
+
+}  // namespace
+
+std::optional<JobSpec> load_job_spec_text(std::string_view text, const std::string& file,
+                                          const Catalog& catalog, Diagnostics& diag) {
+  std::size_t errors_before = diag.error_count();
+  if (text.size() > kMaxJobSpecBytes) {
+    diag.error(file, 0, 0, "",
+               fmt::format("job spec is {} bytes, over the limit of {} bytes", text.size(), kMaxJobSpecBytes));
+    return std::nullopt;
+  }
+  auto doc = yaml::parse(text, file, diag);
+  if (!doc) return std::nullopt;
+  yaml::Where w{file, diag};
+  JobSpec spec;
+  spec.file = file;
+  yaml::MapReader top(w, *doc, "");
+  if (!top.ok()) return std::nullopt;
+  if (doc->IsNull()) {
+    diag.error(file, 0, 0, "", "the job spec is empty: give at least a name and a run command");
+    return std::nullopt;
+  }
+
+  spec.name = top.string("name").value_or(file_stem(file));
+  spec.workdir = top.string("workdir");
+  if (auto n = top.integer("num_nodes", 1)) spec.num_nodes = static_cast<int>(*n);
+  if (auto r = top.take("resources")) read_resources(w, *r, catalog, spec);
+  if (auto e = top.take("envs")) {
+    if (auto v = yaml::as_string_map(w, *e, "envs")) spec.envs = *v;
+  }
+  if (auto fm = top.take("file_mounts"); fm && !fm->IsNull()) {
+    if (!fm->IsMap()) {
+      yaml::error_at(w, *fm, "file_mounts", "expected a mapping of remote paths to sources");
+    } else {
+      for (const auto& kv : *fm) {
+        auto target = yaml::as_string(w, kv.first, "file_mounts");
+        if (!target) continue;
+        if (kv.second.IsScalar()) {
+          spec.file_mounts[*target] = kv.second.Scalar();
+        } else if (kv.second.IsMap()) {
+          spec.file_mounts[*target] = "(storage mount)";
+        } else {
+          yaml::error_at(w, kv.second, "file_mounts." + *target,
+                         "expected a source path or a storage mapping, got " +
+                             std::string(yaml::type_name(kv.second)));
+        }
+      }
+    }
+  }
+  if (auto v = top.string("setup")) spec.setup = *v;
+  if (auto v = top.string("run")) spec.run = *v;
+
+  if (auto c = top.choice("category", {"development", "training", "inference", "data-processing"})) {
+    spec.category_given = true;
+    if (*c == "development") spec.category = Category::kDevelopment;
+    if (*c == "training") spec.category = Category::kTraining;
+    if (*c == "inference") spec.category = Category::kInference;
+    if (*c == "data-processing") spec.category = Category::kDataProcessing;
+  }
+  if (auto d = top.take("data")) read_data(w, *d, spec);
+  if (auto h = top.take("hours"); h && !h->IsNull()) {
+    if (auto v = yaml::as_hours(w, *h, "hours")) {
+      if (*v <= 0) {
+        yaml::error_at(w, *h, "hours", "the estimated run time must be greater than 0");
+      } else {
+        spec.hours = *v;
+      }
+    }
+  }
+  if (auto p = top.choice("pattern", {"one-time", "recurring", "continuous"})) {
+    if (*p == "one-time") spec.pattern = Pattern::kOneTime;
+    if (*p == "recurring") spec.pattern = Pattern::kRecurring;
+    if (*p == "continuous") spec.pattern = Pattern::kContinuous;
+  }
+  if (auto r = top.choice("reach", {"regional", "global"})) {
+    spec.reach = *r == "global" ? Reach::kGlobal : Reach::kRegional;
+  }
+  if (auto o = top.string_list("outputs")) spec.outputs = *o;
+  top.accept_with_warning({"service", "secrets", "config", "volumes", "event_callback", "experimental"},
+                          kWhyNotYet);
+  top.finish();
+  if (diag.error_count() > errors_before) return std::nullopt;
+  return spec;
+}
+
+std::optional<JobSpec> load_job_spec_file(const std::string& path, const Catalog& catalog,
+                                          Diagnostics& diag) {
+  auto text = read_text_file(path, kMaxJobSpecBytes);
+  if (!text) {
+    diag.error(path, 0, 0, "", text.error().message.substr(path.size() + 2));
+    return std::nullopt;
+  }
+  return load_job_spec_text(*text, path, catalog, diag);
+}
+
+}  // namespace hylab
