@@ -90,7 +90,10 @@ int cmd_place(const GlobalOptions& g, const PlaceOptions& p, Io io) {
     }
   }
   for (const auto& d : decisions) {
-    if (!d.placeable) io.err << "error: " << d.name << ": " << d.reasons.front() << "\n";
+    if (d.placeable) continue;
+    for (const auto& r : d.reasons) {
+      if (r.rfind("cannot place", 0) == 0) io.err << "error: " << d.name << ": " << r << "\n";
+    }
   }
   if (bad) return kExitBadInput;
   return unplaceable ? kExitCannotPlace : kExitOk;

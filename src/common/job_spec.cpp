@@ -45,7 +45,7 @@ std::string_view to_string(Reach r) { return r == Reach::kGlobal ? "global" : "r
 namespace {
 
 // SkyPilot keys hylab accepts but does not act on yet (warned about by name).
-constexpr std::string_view kWhyNotYet = "accepted for SkyPilot compatibility; hylab does not act on it yet";
+constexpr std::string_view kWhyNotYet = "accepted for SkyPilot compatibility, not acted on yet";
 
 std::optional<AcceleratorRequest> parse_accelerator(const yaml::Where& w, const YAML::Node& at,
                                                     const std::string& key, std::string_view model,

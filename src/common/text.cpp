@@ -10,6 +10,8 @@ char fold(char c) { return static_cast<char>(std::tolower(static_cast<unsigned c
 }  // namespace
 
 std::size_t edit_distance(std::string_view a, std::string_view b) {
+  // Optimal string alignment: Levenshtein plus adjacent transpositions ("RTX4900").
+  std::vector<std::size_t> prev2(b.size() + 1);
   std::vector<std::size_t> prev(b.size() + 1);
   std::vector<std::size_t> cur(b.size() + 1);
   for (std::size_t j = 0; j <= b.size(); ++j) prev[j] = j;
@@ -18,23 +20,37 @@ std::size_t edit_distance(std::string_view a, std::string_view b) {
     for (std::size_t j = 1; j <= b.size(); ++j) {
       std::size_t subst = prev[j - 1] + (fold(a[i - 1]) == fold(b[j - 1]) ? 0 : 1);
       cur[j] = std::min({prev[j] + 1, cur[j - 1] + 1, subst});
+      if (i > 1 && j > 1 && fold(a[i - 1]) == fold(b[j - 2]) && fold(a[i - 2]) == fold(b[j - 1])) {
+        cur[j] = std::min(cur[j], prev2[j - 2] + 1);
+      }
     }
+    std::swap(prev2, prev);
     std::swap(prev, cur);
   }
   return prev[b.size()];
 }
 
 namespace {
+std::size_t common_prefix(std::string_view a, std::string_view b) {
+  std::size_t n = 0;
+  while (n < a.size() && n < b.size() && fold(a[n]) == fold(b[n])) ++n;
+  return n;
+}
+
+// Ties go to the candidate sharing the longest prefix ("A1000": A100 over A6000).
 template <class Range>
 std::optional<std::string> closest(std::string_view word, const Range& candidates) {
   if (word.size() > 64) return std::nullopt;
   std::size_t limit = std::max<std::size_t>(1, word.size() / 3);
   std::optional<std::string> best;
   std::size_t best_d = limit + 1;
+  std::size_t best_prefix = 0;
   for (const auto& c : candidates) {
     std::size_t d = edit_distance(word, c);
-    if (d < best_d) {
+    std::size_t prefix = common_prefix(word, c);
+    if (d < best_d || (d == best_d && best && prefix > best_prefix)) {
       best_d = d;
+      best_prefix = prefix;
       best = std::string(c);
     }
   }

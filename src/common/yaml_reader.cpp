@@ -280,7 +280,7 @@ void MapReader::accept_with_warning(std::initializer_list<std::string_view> keys
     }
   }
   if (!present.empty()) {
-    warning_at(w_, first, path_, fmt::format("{} {}: {}", present.size() == 1 ? "key" : "keys",
+    warning_at(w_, first, "", fmt::format("{} {}: {}", present.size() == 1 ? "key" : "keys",
                                              join(present, ", "), why));
   }
 }

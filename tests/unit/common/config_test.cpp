@@ -1,0 +1,136 @@
+#include "common/config.h"
+
+#include <gmock/gmock.h>
+#include <gtest/gtest.h>
+
+#include <cstdlib>
+#include <filesystem>
+#include <fstream>
+
+#include "../test_util.h"
+
+namespace hylab {
+namespace {
+
+using ::testing::HasSubstr;
+
+std::string config_errors(const std::string& yaml) {
+  Diagnostics d;
+  EXPECT_FALSE(load_config_text(yaml, "hylab.yaml", d).has_value());
+  return d.str();
+}
+
+TEST(Config, ExampleConfigLoads) {
+  Diagnostics d;
+  auto cfg = load_config_file(std::string(HYLAB_SOURCE_DIR) + "/examples/hylab.yaml", d);
+  ASSERT_TRUE(cfg) << d.str();
+  EXPECT_TRUE(cfg->has_lab);
+  EXPECT_EQ(cfg->lab.gpu_count(), 2);
+  EXPECT_EQ(cfg->lab.gpus[0].model, "RTX4090");
+  EXPECT_EQ(cfg->lab.gpus[0].memory_bytes, 24 * kGB);
+  EXPECT_EQ(cfg->lab.memory_bytes, 128 * kGiB);
+  EXPECT_EQ(cfg->lab.disk_bytes, 4 * kTB);
+  EXPECT_DOUBLE_EQ(cfg->lab.idle_watts, 120);
+  EXPECT_DOUBLE_EQ(cfg->policy.breakeven_limit_months, 6);
+  EXPECT_EQ(cfg->policy.large_data_bytes, 100 * kGB);
+  EXPECT_DOUBLE_EQ(cfg->policy.max_local_wait_hours, 4);
+  // The override changes the listed spot price and nothing else.
+  const Instance* p4d = cfg->catalog.find_instance("p4d.24xlarge");
+  EXPECT_DOUBLE_EQ(p4d->spot_usd_per_hour, 11.57);
+  EXPECT_DOUBLE_EQ(p4d->usd_per_hour, 32.77);
+}
+
+TEST(Config, PolicyDefaults) {
+  Config cfg = testing::config_from("lab: {gpus: [{model: RTX3090}]}");
+  EXPECT_DOUBLE_EQ(cfg.policy.breakeven_limit_months, 6);
+  EXPECT_EQ(cfg.policy.large_data_bytes, 100 * kGB);
+  EXPECT_EQ(cfg.lab.gpu_count(), 1);
+  // Price and power default to the cards'.
+  EXPECT_DOUBLE_EQ(cfg.lab.hardware_usd, 1499);
+  EXPECT_DOUBLE_EQ(cfg.lab.busy_watts, 350);
+}
+
+TEST(Config, CatalogOverridesAndAdditions) {
+  Config cfg = testing::config_from(R"(
+catalog:
+  spot_discount: 0.5
+  gpus:
+    - {name: MI300X, memory: 192GB, tflops: 1307}
+  instances:
+    - {name: g4dn.xlarge, usd_per_hour: 0.40}
+    - {provider: lambda, name: gpu_8x_mi300x, gpu: MI300X, gpu_count: 8, vcpus: 128, memory: 2TiB, usd_per_hour: 20}
+lab:
+  gpus: [{model: MI300X, count: 1}]
+)");
+  EXPECT_DOUBLE_EQ(cfg.catalog.find_instance("g4dn.xlarge")->usd_per_hour, 0.40);
+  EXPECT_DOUBLE_EQ(cfg.catalog.find_instance("g4dn.xlarge")->spot_usd_per_hour, 0.20);
+  EXPECT_DOUBLE_EQ(cfg.catalog.find_instance("gpu_8x_mi300x")->spot_usd_per_hour, 10);
+  EXPECT_EQ(cfg.lab.gpus[0].memory_bytes, 192 * kGB);
+}
+
+TEST(ConfigErrors, NameFileLineColumnAndKey) {
+  EXPECT_EQ(config_errors("lab:\n  gpus:\n    - model: RTX4900\n"),
+            "hylab.yaml:3:14: error: lab.gpus[0].model: unknown GPU model 'RTX4900' (did you mean 'RTX4090'?)\n");
+  EXPECT_EQ(config_errors("policy:\n  breakeven_limit_month: 6\n"),
+            "hylab.yaml:2:3: error: policy.breakeven_limit_month: unknown key (did you mean "
+            "'breakeven_limit_months'?)\n");
+  EXPECT_EQ(config_errors("policy: {large_data_threshold: -1GB}\n"),
+            "hylab.yaml:1:32: error: policy.large_data_threshold: a size cannot be negative, got '-1GB'\n");
+  EXPECT_EQ(config_errors("lab: {gpus: [{model: RTX4090, count: 0}]}\n"),
+            "hylab.yaml:1:38: error: lab.gpus[0].count: must be at least 1, got 0\n");
+  EXPECT_EQ(config_errors("lab: {power: {busy_watts: 100, idle_watts: 200}}\n"),
+            "hylab.yaml:1:6: error: lab.power.idle_watts: idle power (200 W) is above busy power (100 W)\n");
+  EXPECT_THAT(config_errors("catalog: {instances: [{name: new-one, usd_per_hour: 1}]}\n"),
+              HasSubstr("instance 'new-one' is not in the catalog: give provider, vcpus, memory"));
+  EXPECT_THAT(config_errors("gateway: {}\n"), HasSubstr("hylab.yaml:1:1: error: gateway: unknown key; known keys here: catalog, lab, policy"));
+}
+
+TEST(ConfigErrors, SeveralAtOnce) {
+  std::string e = config_errors("lab:\n  cpus: many\n  disk: 4XB\npolicy:\n  max_local_wait: soon\n");
+  EXPECT_THAT(e, HasSubstr("hylab.yaml:2:9: error: lab.cpus: expected a number, got 'many'"));
+  EXPECT_THAT(e, HasSubstr("hylab.yaml:3:9: error: lab.disk: unknown size unit 'xb'"));
+  EXPECT_THAT(e, HasSubstr("hylab.yaml:5:19: error: policy.max_local_wait: expected a duration"));
+}
+
+class ConfigLocationTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    dir_ = std::filesystem::temp_directory_path() / ("hylab-cfg-" + std::to_string(::getpid()));
+    std::filesystem::create_directories(dir_ / "hylab");
+    saved_xdg_ = env("XDG_CONFIG_HOME");
+    saved_cfg_ = env("HYLAB_CONFIG");
+    ::setenv("XDG_CONFIG_HOME", dir_.c_str(), 1);
+    ::unsetenv("HYLAB_CONFIG");
+  }
+  void TearDown() override {
+    restore("XDG_CONFIG_HOME", saved_xdg_);
+    restore("HYLAB_CONFIG", saved_cfg_);
+    std::filesystem::remove_all(dir_);
+  }
+  static std::optional<std::string> env(const char* n) {
+    const char* v = std::getenv(n);
+    return v ? std::optional<std::string>(v) : std::nullopt;
+  }
+  static void restore(const char* n, const std::optional<std::string>& v) {
+    if (v) {
+      ::setenv(n, v->c_str(), 1);
+    } else {
+      ::unsetenv(n);
+    }
+  }
+  std::filesystem::path dir_;
+  std::optional<std::string> saved_xdg_, saved_cfg_;
+};
+
+TEST_F(ConfigLocationTest, FlagThenEnvironmentThenDefaultFile) {
+  EXPECT_FALSE(locate_config(std::nullopt));
+  std::ofstream(dir_ / "hylab" / "hylab.yaml") << "lab: {}\n";
+  EXPECT_EQ(locate_config(std::nullopt)->path, (dir_ / "hylab" / "hylab.yaml").string());
+  ::setenv("HYLAB_CONFIG", "/from/env.yaml", 1);
+  EXPECT_EQ(locate_config(std::nullopt)->path, "/from/env.yaml");
+  EXPECT_EQ(locate_config(std::nullopt)->how, "$HYLAB_CONFIG");
+  EXPECT_EQ(locate_config(std::string("/from/flag.yaml"))->path, "/from/flag.yaml");
+}
+
+}  // namespace
+}  // namespace hylab
