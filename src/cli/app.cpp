@@ -4,6 +4,7 @@
 #include <boost/json.hpp>
 #include <fmt/format.h>
 
+#include <algorithm>
 #include <cmath>
 #include <optional>
 
@@ -36,7 +37,7 @@ struct Io {
 std::optional<Config> load_config(const GlobalOptions& g, bool required, Io io, int* exit_code) {
   auto loc = locate_config(g.config);
   if (!loc) {
-    if (!required) return Config{};
+    if (!required) return std::optional<Config>(std::in_place);
     io.err << "error: no lab config: pass --config FILE, set $HYLAB_CONFIG, or create "
            << default_config_path() << " (start from examples/hylab.yaml)\n";
     *exit_code = kExitBadInput;
@@ -85,7 +86,7 @@ int cmd_place(const GlobalOptions& g, const PlaceOptions& p, Io io) {
     for (std::size_t i = 0; i < decisions.size(); ++i) io.out << (i ? "\n" : "") << explain_text(decisions[i]);
   } else if (!decisions.empty()) {
     io.out << decisions_table(decisions);
-    if (decisions.front().cost.per_hour) {
+    if (std::any_of(decisions.begin(), decisions.end(), [](const auto& d) { return d.cost.per_hour; })) {
       io.out << "(costs per hour where a job gives no hours; --explain shows every rule checked)\n";
     }
   }

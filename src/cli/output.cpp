@@ -214,6 +214,10 @@ void pretty(std::string& out, const json::value& v, int indent) {
       pretty(out, a[i], indent + 1);
     }
     out += "\n" + pad + "]";
+  } else if (v.is_double()) {
+    // Boost.JSON 1.81 writes 0.9 as 9E-1; people and jq prefer the shortest decimal.
+    double d = v.get_double();
+    out += std::isfinite(d) ? fmt::format("{}", d) : "null";
   } else {
     out += json::serialize(v);
   }

@@ -1,6 +1,7 @@
 #include "common/diagnostics.h"
 
 #include <algorithm>
+#include <tuple>
 
 namespace hylab {
 
@@ -37,8 +38,14 @@ std::size_t Diagnostics::error_count() const {
 }
 
 std::string Diagnostics::str() const {
+  // In file order, so a person can fix them top to bottom.
+  std::vector<const Diagnostic*> sorted;
+  for (const auto& d : items_) sorted.push_back(&d);
+  std::stable_sort(sorted.begin(), sorted.end(), [](const Diagnostic* a, const Diagnostic* b) {
+    return std::tie(a->file, a->line, a->column) < std::tie(b->file, b->line, b->column);
+  });
   std::string out;
-  for (const auto& d : items_) out += d.str() + '\n';
+  for (const auto* d : sorted) out += d->str() + '\n';
   return out;
 }
 
