@@ -1,7 +1,7 @@
 # The two commands of the README. Both install what is missing first.
 #   make run   build the release preset and run the main job
 #   make test  build the sanitizer preset, run every test and the fuzzer
-.PHONY: run test build deps deps-test bench fuzz clean
+.PHONY: run test build deps deps-test bench fuzz lint tidy clean
 
 FUZZ_SECONDS ?= 60
 HYLAB_CONFIG_FILE ?= examples/hylab.yaml
@@ -21,7 +21,7 @@ deps:
 deps-test:
 	scripts/install-deps.sh test
 
-test: deps-test
+test: deps-test lint
 	cmake --preset debug
 	cmake --build --preset debug
 	ctest --preset debug
@@ -37,6 +37,14 @@ bench:
 	cmake --preset bench
 	cmake --build --preset bench
 	bench/run.sh
+
+# Formatting is checked on every test run; clang-tidy (slow on 2 cores) on demand.
+lint:
+	clang-format --dry-run -Werror $$(git ls-files '*.cpp' '*.h')
+
+tidy: deps-test
+	cmake --preset debug
+	clang-tidy -p build/debug --quiet $$(git ls-files 'src/*.cpp')
 
 clean:
 	rm -rf build

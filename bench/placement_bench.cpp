@@ -47,7 +47,8 @@ void BM_LoadSpecAndDecide(benchmark::State& state) {
   std::size_t i = 0;
   for (auto _ : state) {
     hylab::Diagnostics d;
-    auto spec = hylab::load_job_spec_text(f.texts[i++ % f.texts.size()], "bench.yaml", f.cfg.catalog, d);
+    auto spec =
+        hylab::load_job_spec_text(f.texts[i++ % f.texts.size()], "bench.yaml", f.cfg.catalog, d);
     auto decision = hylab::placement::decide(*spec, f.cfg);
     benchmark::DoNotOptimize(decision);
   }

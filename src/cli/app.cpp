@@ -1,10 +1,10 @@
 #include "cli/app.h"
 
-#include <CLI/CLI.hpp>
-#include <boost/json.hpp>
 #include <fmt/format.h>
 
+#include <CLI/CLI.hpp>
 #include <algorithm>
+#include <boost/json.hpp>
 #include <cmath>
 #include <optional>
 
@@ -83,10 +83,12 @@ int cmd_place(const GlobalOptions& g, const PlaceOptions& p, Io io) {
     for (const auto& d : decisions) arr.emplace_back(decision_json(d));
     io.out << pretty_json(arr);
   } else if (p.explain) {
-    for (std::size_t i = 0; i < decisions.size(); ++i) io.out << (i ? "\n" : "") << explain_text(decisions[i]);
+    for (std::size_t i = 0; i < decisions.size(); ++i)
+      io.out << (i ? "\n" : "") << explain_text(decisions[i]);
   } else if (!decisions.empty()) {
     io.out << decisions_table(decisions);
-    if (std::any_of(decisions.begin(), decisions.end(), [](const auto& d) { return d.cost.per_hour; })) {
+    if (std::any_of(decisions.begin(), decisions.end(),
+                    [](const auto& d) { return d.cost.per_hour; })) {
       io.out << "(costs per hour where a job gives no hours; --explain shows every rule checked)\n";
     }
   }
@@ -119,8 +121,8 @@ int cmd_estimate(const GlobalOptions& g, const std::string& file, Io io) {
     out["breakeven_months"] = o["breakeven_months"];
     io.out << pretty_json(out);
   } else {
-    io.out << fmt::format("{}: placed {}{} (rule {})\n", d.name, placement::to_string(d.environment),
-                          d.spot ? " on spot" : "", d.rule)
+    io.out << fmt::format("{}: placed {}{} (rule {})\n", d.name,
+                          placement::to_string(d.environment), d.spot ? " on spot" : "", d.rule)
            << cost_text(d);
   }
   return kExitOk;
@@ -164,12 +166,14 @@ int cmd_breakeven(const GlobalOptions& g, const BreakevenOptions& b, Io io) {
     gpu = cat.find_gpu(*b.gpu);
     if (!gpu) {
       std::string msg = fmt::format("--gpu: unknown GPU model {}", quote(*b.gpu));
-      if (auto near = did_you_mean(*b.gpu, cat.gpu_names())) msg += fmt::format(" (did you mean '{}'?)", *near);
+      if (auto near = did_you_mean(*b.gpu, cat.gpu_names()))
+        msg += fmt::format(" (did you mean '{}'?)", *near);
       problems.push_back(msg);
     }
   }
   placement::LocalCostInputs in;
-  in.service_life_months = b.service_life_months.value_or(cfg->has_lab ? cfg->lab.service_life_months : 36);
+  in.service_life_months =
+      b.service_life_months.value_or(cfg->has_lab ? cfg->lab.service_life_months : 36);
   in.usd_per_kwh = b.usd_per_kwh.value_or(cfg->lab.electricity_usd_per_kwh);
   bool from_lab = false;
   if (b.hardware_usd) {
@@ -179,7 +183,8 @@ int cmd_breakeven(const GlobalOptions& g, const BreakevenOptions& b, Io io) {
     in.hardware_usd = *gpu->price_usd;
     sources.emplace_back("hardware", fmt::format("catalog price of one {}", gpu->name));
   } else if (gpu) {
-    problems.push_back(fmt::format("--gpu {}: the catalog has no purchase price; give --hardware-usd", gpu->name));
+    problems.push_back(
+        fmt::format("--gpu {}: the catalog has no purchase price; give --hardware-usd", gpu->name));
   } else if (cfg->has_lab) {
     in.hardware_usd = cfg->lab.hardware_usd;
     from_lab = true;
@@ -199,7 +204,8 @@ int cmd_breakeven(const GlobalOptions& g, const BreakevenOptions& b, Io io) {
   // Idle power is the lab's only when the rest of the figures are the lab's too.
   in.idle_watts = b.idle_watts.value_or(from_lab && !b.power_watts ? cfg->lab.idle_watts : 0);
   if (in.idle_watts > in.busy_watts && problems.empty()) {
-    problems.push_back(fmt::format("idle power ({:g} W) is above busy power ({:g} W)", in.idle_watts, in.busy_watts));
+    problems.push_back(fmt::format("idle power ({:g} W) is above busy power ({:g} W)",
+                                   in.idle_watts, in.busy_watts));
   }
 
   double cloud = 0;
@@ -222,15 +228,18 @@ int cmd_breakeven(const GlobalOptions& g, const BreakevenOptions& b, Io io) {
       auto names = cat.instance_names();
       auto gpus = cat.gpu_names();
       names.insert(names.end(), gpus.begin(), gpus.end());
-      std::string msg = fmt::format("--vs: {} is neither a catalog instance nor a GPU model", quote(*b.vs));
-      if (auto near = did_you_mean(*b.vs, names)) msg += fmt::format(" (did you mean '{}'?)", *near);
+      std::string msg =
+          fmt::format("--vs: {} is neither a catalog instance nor a GPU model", quote(*b.vs));
+      if (auto near = did_you_mean(*b.vs, names))
+        msg += fmt::format(" (did you mean '{}'?)", *near);
       problems.push_back(msg);
     }
   } else {
     problems.push_back("give --cloud-usd-per-hour or --vs INSTANCE|GPU (e.g. --vs A100-80GB)");
   }
   if (b.hours_per_day <= 0 || b.hours_per_day > 24) {
-    problems.push_back(fmt::format("--hours-per-day must be above 0 and at most 24, got {:g}", b.hours_per_day));
+    problems.push_back(
+        fmt::format("--hours-per-day must be above 0 and at most 24, got {:g}", b.hours_per_day));
   }
   if (!problems.empty()) {
     for (const auto& p : problems) io.err << "error: " << p << "\n";
@@ -244,7 +253,8 @@ int cmd_breakeven(const GlobalOptions& g, const BreakevenOptions& b, Io io) {
   }
   if (g.format() == Format::kJson) {
     json::object o;
-    o["months"] = be.months ? json::value(std::round(*be.months * 1000) / 1000) : json::value(nullptr);
+    o["months"] =
+        be.months ? json::value(std::round(*be.months * 1000) / 1000) : json::value(nullptr);
     o["hours_per_day"] = b.hours_per_day;
     o["utilisation"] = be.utilisation;
     json::object inputs;
@@ -276,15 +286,18 @@ int cmd_breakeven(const GlobalOptions& g, const BreakevenOptions& b, Io io) {
     io.out << pretty_json(o);
     return kExitOk;
   }
-  std::string months = be.months ? fmt::format("{:.1f} months", *be.months) : "never (the cloud costs less than the electricity)";
-  io.out << fmt::format("Break-even: {} at {:g} h/day ({:.0f}% utilisation)\n\n", months, b.hours_per_day,
-                        be.utilisation * 100);
+  std::string months = be.months ? fmt::format("{:.1f} months", *be.months)
+                                 : "never (the cloud costs less than the electricity)";
+  io.out << fmt::format("Break-even: {} at {:g} h/day ({:.0f}% utilisation)\n\n", months,
+                        b.hours_per_day, be.utilisation * 100);
   io.out << columns({
       {"monthly", "", ""},
       {"  cloud", format_usd(be.cloud_monthly_usd),
-       fmt::format("{}/h x {:.0f} h ({})", format_usd(cloud), kHoursPerMonth * be.utilisation, cloud_source)},
+       fmt::format("{}/h x {:.0f} h ({})", format_usd(cloud), kHoursPerMonth * be.utilisation,
+                   cloud_source)},
       {"  local electricity", format_usd(be.electricity_monthly_usd),
-       fmt::format("{:g} W busy, {:g} W idle, {}/kWh", in.busy_watts, in.idle_watts, format_usd(in.usd_per_kwh))},
+       fmt::format("{:g} W busy, {:g} W idle, {}/kWh", in.busy_watts, in.idle_watts,
+                   format_usd(in.usd_per_kwh))},
       {"  local amortised", format_usd(be.amortised_monthly_usd),
        fmt::format("{} over {:g} months", format_usd(in.hardware_usd), in.service_life_months)},
       {"  local total", format_usd(be.local_monthly_usd), ""},
@@ -294,7 +307,8 @@ int cmd_breakeven(const GlobalOptions& g, const BreakevenOptions& b, Io io) {
   io.out << "\nUtilisation at which the hardware pays back in:\n";
   for (double m : targets) {
     auto x = placement::utilisation_for_breakeven(in, cloud, m);
-    std::string label = fmt::format("{:g} months{}", m, m == cfg->policy.breakeven_limit_months ? " (policy limit)" : "");
+    std::string label = fmt::format(
+        "{:g} months{}", m, m == cfg->policy.breakeven_limit_months ? " (policy limit)" : "");
     if (x) {
       io.out << fmt::format("  {:<26} {:.1f}% ({:.1f} h/day)\n", label, *x * 100, *x * 24);
     } else {
@@ -304,9 +318,11 @@ int cmd_breakeven(const GlobalOptions& g, const BreakevenOptions& b, Io io) {
   auto u3 = placement::utilisation_for_breakeven(in, cloud, 3);
   auto u4 = placement::utilisation_for_breakeven(in, cloud, 4);
   if (u3 && u4) {
-    io.out << fmt::format("A \"3-4 months\" break-even holds at {:.0f}-{:.0f}% utilisation ({:.1f}-{:.1f} h/day)",
-                          *u4 * 100, *u3 * 100, *u4 * 24, *u3 * 24);
-    if (be.months) io.out << fmt::format("; at {:g} h/day it is {:.1f} months", b.hours_per_day, *be.months);
+    io.out << fmt::format(
+        "A \"3-4 months\" break-even holds at {:.0f}-{:.0f}% utilisation ({:.1f}-{:.1f} h/day)",
+        *u4 * 100, *u3 * 100, *u4 * 24, *u3 * 24);
+    if (be.months)
+      io.out << fmt::format("; at {:g} h/day it is {:.1f} months", b.hours_per_day, *be.months);
     io.out << ".\n";
   }
   return kExitOk;
@@ -320,7 +336,8 @@ int run(const std::vector<std::string>& args, std::ostream& out, std::ostream& e
   app.fallthrough();  // global options work before or after the subcommand
   app.require_subcommand(1);
   GlobalOptions g;
-  app.add_option("-c,--config", g.config, "lab config (default: $HYLAB_CONFIG, then " + default_config_path() + ")");
+  app.add_option("-c,--config", g.config,
+                 "lab config (default: $HYLAB_CONFIG, then " + default_config_path() + ")");
   app.add_option("-o,--output", g.output, "output format")->check(CLI::IsMember({"table", "json"}));
   app.set_version_flag("--version", std::string("hylab ") + "0.1.0");
 
@@ -332,14 +349,21 @@ int run(const std::vector<std::string>& args, std::ostream& out, std::ostream& e
   auto* cost_cmd = app.add_subcommand("cost", "cost model: break-even and per-job estimates");
   cost_cmd->require_subcommand(1);
   BreakevenOptions be;
-  auto* be_cmd = cost_cmd->add_subcommand("breakeven", "months until local hardware pays for itself");
-  be_cmd->add_option("--hardware-usd", be.hardware_usd, "purchase price")->check(CLI::NonNegativeNumber);
-  be_cmd->add_option("--power-watts", be.power_watts, "power draw when busy")->check(CLI::NonNegativeNumber);
-  be_cmd->add_option("--idle-watts", be.idle_watts, "power draw when idle (default 0)")->check(CLI::NonNegativeNumber);
-  be_cmd->add_option("--electricity-usd-per-kwh", be.usd_per_kwh, "electricity price")->check(CLI::NonNegativeNumber);
-  be_cmd->add_option("--cloud-usd-per-hour", be.cloud_usd_per_hour, "cloud price of the same work")->check(CLI::NonNegativeNumber);
+  auto* be_cmd =
+      cost_cmd->add_subcommand("breakeven", "months until local hardware pays for itself");
+  be_cmd->add_option("--hardware-usd", be.hardware_usd, "purchase price")
+      ->check(CLI::NonNegativeNumber);
+  be_cmd->add_option("--power-watts", be.power_watts, "power draw when busy")
+      ->check(CLI::NonNegativeNumber);
+  be_cmd->add_option("--idle-watts", be.idle_watts, "power draw when idle (default 0)")
+      ->check(CLI::NonNegativeNumber);
+  be_cmd->add_option("--electricity-usd-per-kwh", be.usd_per_kwh, "electricity price")
+      ->check(CLI::NonNegativeNumber);
+  be_cmd->add_option("--cloud-usd-per-hour", be.cloud_usd_per_hour, "cloud price of the same work")
+      ->check(CLI::NonNegativeNumber);
   be_cmd->add_option("--hours-per-day", be.hours_per_day, "hours of use a day (default 24)");
-  be_cmd->add_option("--service-life-months", be.service_life_months, "amortisation period")->check(CLI::PositiveNumber);
+  be_cmd->add_option("--service-life-months", be.service_life_months, "amortisation period")
+      ->check(CLI::PositiveNumber);
   be_cmd->add_option("--gpu", be.gpu, "take price and power from the catalog's GPU model");
   be_cmd->add_option("--vs", be.vs, "take the cloud price from a catalog instance or GPU model");
   std::string estimate_file;

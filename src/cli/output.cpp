@@ -1,8 +1,8 @@
 #include "cli/output.h"
 
-#include <boost/json.hpp>
 #include <fmt/format.h>
 
+#include <boost/json.hpp>
 #include <cmath>
 
 #include "common/units.h"
@@ -101,7 +101,8 @@ json::object decision_json(const Decision& d) {
   cost["local"] = local_json(d.cost.local);
   cost["cloud"] = cloud_json(d.cost.cloud, d.spot);
   o["cost"] = std::move(cost);
-  o["breakeven_months"] = d.breakeven_months ? json::value(round_to(*d.breakeven_months, 3)) : json::value(nullptr);
+  o["breakeven_months"] =
+      d.breakeven_months ? json::value(round_to(*d.breakeven_months, 3)) : json::value(nullptr);
   o["matrix_cell"] = d.matrix_cell ? json::value(*d.matrix_cell) : json::value(nullptr);
   return o;
 }
@@ -125,7 +126,8 @@ std::string columns(const std::vector<std::vector<std::string>>& rows) {
 }
 
 std::string decisions_table(const std::vector<Decision>& ds) {
-  std::vector<std::vector<std::string>> rows{{"JOB", "ENV", "RULE", "SPOT", "LOCAL", "CLOUD", "WHY"}};
+  std::vector<std::vector<std::string>> rows{
+      {"JOB", "ENV", "RULE", "SPOT", "LOCAL", "CLOUD", "WHY"}};
   for (const auto& d : ds) {
     std::string env = d.placeable ? std::string(placement::to_string(d.environment)) : "-";
     std::string why = d.reasons.empty() ? "" : d.reasons.front();
@@ -161,24 +163,30 @@ std::string explain_text(const Decision& d) {
 
 std::string cost_text(const Decision& d) {
   const auto& c = d.cost;
-  std::string basis = c.per_hour ? "per hour (the spec gives no hours)" : fmt::format("for {} of work", format_hours(c.hours));
+  std::string basis = c.per_hour ? "per hour (the spec gives no hours)"
+                                 : fmt::format("for {} of work", format_hours(c.hours));
   std::string out = fmt::format("  cost {}:\n", basis);
   if (c.local.fits) {
-    out += fmt::format("     local: {} on {} ({:.0f}% of the lab) for {}\n", format_usd(c.local.usd),
-                       c.local.allocation, c.local.share * 100, format_hours(c.local.hours));
+    out +=
+        fmt::format("     local: {} on {} ({:.0f}% of the lab) for {}\n", format_usd(c.local.usd),
+                    c.local.allocation, c.local.share * 100, format_hours(c.local.hours));
   } else {
     out += "     local: does not fit: " + c.local.why_not + "\n";
   }
   if (c.cloud.available) {
     out += fmt::format("     cloud: {} on-demand, {} spot: {}{} ({}) for {}, {}/h on-demand\n",
                        format_usd(c.cloud.usd_on_demand), format_usd(c.cloud.usd_spot),
-                       c.cloud.count > 1 ? fmt::format("{}x ", c.cloud.count) : "", c.cloud.instance,
-                       c.cloud.provider, format_hours(c.cloud.hours), format_usd(c.cloud.usd_per_hour));
-    out += fmt::format("            {}; price from {} ({})\n", c.cloud.note, c.cloud.source, c.cloud.date);
+                       c.cloud.count > 1 ? fmt::format("{}x ", c.cloud.count) : "",
+                       c.cloud.instance, c.cloud.provider, format_hours(c.cloud.hours),
+                       format_usd(c.cloud.usd_per_hour));
+    out += fmt::format("            {}; price from {} ({})\n", c.cloud.note, c.cloud.source,
+                       c.cloud.date);
   } else {
     out += "     cloud: no price: " + c.cloud.why_not + "\n";
   }
-  if (d.breakeven_months) out += fmt::format("     break-even of the lab's share at 24/7: {:.1f} months\n", *d.breakeven_months);
+  if (d.breakeven_months)
+    out += fmt::format("     break-even of the lab's share at 24/7: {:.1f} months\n",
+                       *d.breakeven_months);
   return out;
 }
 

@@ -69,9 +69,9 @@ void read_gpu(const yaml::Where& w, const YAML::Node& node, const std::string& p
   }
   if (!g) {
     if (!memory || !tflops) {
-      yaml::error_at(w, node, path,
-                     fmt::format("GPU model '{}' is not in the catalog: give its memory and tflops",
-                                 *name));
+      yaml::error_at(
+          w, node, path,
+          fmt::format("GPU model '{}' is not in the catalog: give its memory and tflops", *name));
       return;
     }
     c.gpus.push_back(GpuModel{*name, {}, 0, 0, std::nullopt, std::nullopt});
@@ -114,7 +114,8 @@ void read_instance(const yaml::Where& w, const YAML::Node& node, const std::stri
     const GpuModel* model = c.find_gpu(*raw);
     if (!model) {
       std::string msg = fmt::format("unknown GPU model {}", quote(*raw));
-      if (auto near = did_you_mean(*raw, c.gpu_names())) msg += fmt::format(" (did you mean '{}'?)", *near);
+      if (auto near = did_you_mean(*raw, c.gpu_names()))
+        msg += fmt::format(" (did you mean '{}'?)", *near);
       yaml::error_at(w, *gpu_node, path + ".gpu", msg);
       return;
     }
@@ -132,8 +133,9 @@ void read_instance(const yaml::Where& w, const YAML::Node& node, const std::stri
     if (!usd) missing.emplace_back("usd_per_hour");
     if (gpu && !gpu_count) missing.emplace_back("gpu_count");
     if (!missing.empty()) {
-      yaml::error_at(w, node, path,
-                     fmt::format("instance '{}' is not in the catalog: give {}", *name, join(missing, ", ")));
+      yaml::error_at(
+          w, node, path,
+          fmt::format("instance '{}' is not in the catalog: give {}", *name, join(missing, ", ")));
       return;
     }
     c.instances.push_back(Instance{});
@@ -160,7 +162,8 @@ void read_instance(const yaml::Where& w, const YAML::Node& node, const std::stri
   if (source) inst->source = *source;
   if (date) inst->date = *date;
   if (inst->gpu.empty() != (inst->gpu_count == 0)) {
-    yaml::error_at(w, node, path, fmt::format("instance '{}': give both gpu and gpu_count, or neither", *name));
+    yaml::error_at(w, node, path,
+                   fmt::format("instance '{}': give both gpu and gpu_count, or neither", *name));
   }
 }
 
@@ -172,8 +175,9 @@ void read_catalog(const yaml::Where& w, const YAML::Node& node, const std::strin
   if (!m.ok()) return;
   if (auto d = m.number("spot_discount", 0)) {
     if (*d >= 1) {
-      yaml::error_at(w, *m.take("spot_discount"), m.key_path("spot_discount"),
-                     fmt::format("must be below 1 (a fraction of the on-demand price), got {:g}", *d));
+      yaml::error_at(
+          w, *m.take("spot_discount"), m.key_path("spot_discount"),
+          fmt::format("must be below 1 (a fraction of the on-demand price), got {:g}", *d));
     } else {
       into.spot_discount = *d;
     }
@@ -183,7 +187,8 @@ void read_catalog(const yaml::Where& w, const YAML::Node& node, const std::strin
       yaml::error_at(w, *gpus, m.key_path("gpus"), "expected a list of GPU models");
     } else {
       std::size_t i = 0;
-      for (const auto& g : *gpus) read_gpu(w, g, fmt::format("{}[{}]", m.key_path("gpus"), i++), into, overrides);
+      for (const auto& g : *gpus)
+        read_gpu(w, g, fmt::format("{}[{}]", m.key_path("gpus"), i++), into, overrides);
     }
   }
   if (auto insts = m.take("instances"); insts && !insts->IsNull()) {
@@ -198,7 +203,8 @@ void read_catalog(const yaml::Where& w, const YAML::Node& node, const std::strin
   }
   m.finish();
   for (auto& inst : into.instances) {
-    if (!inst.spot_price_listed) inst.spot_usd_per_hour = inst.usd_per_hour * (1 - into.spot_discount);
+    if (!inst.spot_price_listed)
+      inst.spot_usd_per_hour = inst.usd_per_hour * (1 - into.spot_discount);
   }
 }
 

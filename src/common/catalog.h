@@ -17,21 +17,21 @@ struct GpuModel {
   std::string name;                  // canonical, e.g. "A100-80GB"
   std::vector<std::string> aliases;  // also accepted, e.g. "A100-80G"
   std::uint64_t memory_bytes = 0;
-  double tflops = 0;                 // dense FP16/BF16 tensor throughput, for relative speed
-  std::optional<double> price_usd;   // street price of one card, for break-even
-  std::optional<double> watts;       // board power at full load
+  double tflops = 0;                // dense FP16/BF16 tensor throughput, for relative speed
+  std::optional<double> price_usd;  // street price of one card, for break-even
+  std::optional<double> watts;      // board power at full load
 };
 
 struct Instance {
   std::string provider;  // aws, gcp, azure, ...
   std::string name;      // p4d.24xlarge
   std::string region;
-  std::string gpu;       // canonical GPU model name, empty for CPU-only instances
+  std::string gpu;  // canonical GPU model name, empty for CPU-only instances
   int gpu_count = 0;
   int vcpus = 0;
   std::uint64_t memory_bytes = 0;
-  double usd_per_hour = 0;       // on-demand
-  double spot_usd_per_hour = 0;  // spot (from the entry, or on-demand x (1 - spot_discount))
+  double usd_per_hour = 0;         // on-demand
+  double spot_usd_per_hour = 0;    // spot (from the entry, or on-demand x (1 - spot_discount))
   bool spot_price_listed = false;  // false: spot price derived from the discount
   std::string source;
   std::string date;
@@ -45,7 +45,7 @@ struct Catalog {
   // Case-insensitive match on the name or an alias.
   const GpuModel* find_gpu(std::string_view name) const;
   const Instance* find_instance(std::string_view name) const;
-  std::vector<std::string> gpu_names() const;       // canonical names and aliases
+  std::vector<std::string> gpu_names() const;  // canonical names and aliases
   std::vector<std::string> instance_names() const;
 };
 

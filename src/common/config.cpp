@@ -1,12 +1,12 @@
 #include "common/config.h"
 
 #include <fmt/format.h>
+#include <sys/stat.h>
 
 #include <cerrno>
 #include <cstdlib>
 #include <cstring>
 #include <fstream>
-#include <sys/stat.h>
 
 #include "common/catalog_yaml.h"
 #include "common/text.h"
@@ -49,7 +49,8 @@ Result<std::string> read_text_file(const std::string& path, std::size_t max_byte
   if (::stat(path.c_str(), &st) != 0) {
     return Error{Errc::kNotFound, fmt::format("{}: cannot open: {}", path, std::strerror(errno))};
   }
-  if (S_ISDIR(st.st_mode)) return Error{Errc::kIo, fmt::format("{}: is a directory, not a file", path)};
+  if (S_ISDIR(st.st_mode))
+    return Error{Errc::kIo, fmt::format("{}: is a directory, not a file", path)};
   std::ifstream in(path, std::ios::binary);
   if (!in) return Error{Errc::kIo, fmt::format("{}: cannot open: {}", path, std::strerror(errno))};
   std::string data;
@@ -71,8 +72,9 @@ void read_lab_gpus(const yaml::Where& w, const YAML::Node& node, const std::stri
                    const Catalog& catalog, Lab& lab) {
   if (node.IsNull()) return;
   if (!node.IsSequence()) {
-    yaml::error_at(w, node, path, fmt::format("expected a list of GPUs (model, count), got {}",
-                                              yaml::type_name(node)));
+    yaml::error_at(
+        w, node, path,
+        fmt::format("expected a list of GPUs (model, count), got {}", yaml::type_name(node)));
     return;
   }
   std::size_t i = 0;

@@ -39,10 +39,10 @@ struct Lab {
 };
 
 struct Policy {
-  double breakeven_limit_months = 6;         // continuous work stays local under this
+  double breakeven_limit_months = 6;           // continuous work stays local under this
   std::uint64_t large_data_bytes = 100 * kGB;  // the data matrix's "100 GB"
-  double max_local_wait_hours = 4;           // longest a job should queue for lab GPUs
-  double large_job_hours = 24;               // a one-time job longer than this locally is "large"
+  double max_local_wait_hours = 4;             // longest a job should queue for lab GPUs
+  double large_job_hours = 24;                 // a one-time job longer than this locally is "large"
 };
 
 struct Config {

@@ -12,12 +12,13 @@ struct Diagnostic {
   enum class Severity { kError, kWarning };
   Severity severity = Severity::kError;
   std::string file;
-  int line = 0;    // 1-based; 0 when the problem concerns the whole file
-  int column = 0;  // 1-based
+  int line = 0;     // 1-based; 0 when the problem concerns the whole file
+  int column = 0;   // 1-based
   std::string key;  // dotted path of the key, e.g. "resources.accelerators"
   std::string message;
 
-  // "jobs/a.yaml:12:5: error: resources.accelerators: unknown GPU model 'A1000' (did you mean 'A100'?)"
+  // "jobs/a.yaml:12:5: error: resources.accelerators: unknown GPU model 'A1000' (did you mean
+  // 'A100'?)"
   std::string str() const;
 };
 

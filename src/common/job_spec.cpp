@@ -13,29 +13,40 @@ namespace hylab {
 
 std::string_view to_string(Category c) {
   switch (c) {
-    case Category::kDevelopment: return "development";
-    case Category::kTraining: return "training";
-    case Category::kInference: return "inference";
-    case Category::kDataProcessing: return "data-processing";
+    case Category::kDevelopment:
+      return "development";
+    case Category::kTraining:
+      return "training";
+    case Category::kInference:
+      return "inference";
+    case Category::kDataProcessing:
+      return "data-processing";
   }
   return "?";
 }
 
 std::string_view to_string(Sensitivity s) {
   switch (s) {
-    case Sensitivity::kPublic: return "public";
-    case Sensitivity::kInternal: return "internal";
-    case Sensitivity::kSensitive: return "sensitive";
-    case Sensitivity::kRegulated: return "regulated";
+    case Sensitivity::kPublic:
+      return "public";
+    case Sensitivity::kInternal:
+      return "internal";
+    case Sensitivity::kSensitive:
+      return "sensitive";
+    case Sensitivity::kRegulated:
+      return "regulated";
   }
   return "?";
 }
 
 std::string_view to_string(Pattern p) {
   switch (p) {
-    case Pattern::kOneTime: return "one-time";
-    case Pattern::kRecurring: return "recurring";
-    case Pattern::kContinuous: return "continuous";
+    case Pattern::kOneTime:
+      return "one-time";
+    case Pattern::kRecurring:
+      return "recurring";
+    case Pattern::kContinuous:
+      return "continuous";
   }
   return "?";
 }
@@ -76,8 +87,9 @@ std::optional<AcceleratorRequest> parse_accelerator(const yaml::Where& w, const 
       return std::nullopt;
     }
     if (*n != static_cast<double>(static_cast<long long>(*n))) {
-      yaml::error_at(w, at, key,
-                     fmt::format("fractional GPU count {} is not supported: ask for whole GPUs", c));
+      yaml::error_at(
+          w, at, key,
+          fmt::format("fractional GPU count {} is not supported: ask for whole GPUs", c));
       return std::nullopt;
     }
     if (*n < 1) {
@@ -93,7 +105,8 @@ std::optional<AcceleratorRequest> parse_accelerator(const yaml::Where& w, const 
   return AcceleratorRequest{gpu->name, count};
 }
 
-std::optional<AcceleratorRequest> parse_accelerator_string(const yaml::Where& w, const YAML::Node& n,
+std::optional<AcceleratorRequest> parse_accelerator_string(const yaml::Where& w,
+                                                           const YAML::Node& n,
                                                            const std::string& key,
                                                            const Catalog& catalog) {
   auto s = yaml::as_string(w, n, key);
@@ -139,7 +152,8 @@ bool read_accelerators(const yaml::Where& w, const YAML::Node& n, const Catalog&
     }
   } else if (n.IsSequence()) {
     std::size_t i = 0;
-    for (const auto& item : n) add(parse_accelerator_string(w, item, fmt::format("{}[{}]", key, i++), catalog));
+    for (const auto& item : n)
+      add(parse_accelerator_string(w, item, fmt::format("{}[{}]", key, i++), catalog));
   } else {
     yaml::error_at(w, n, key, "expected a GPU request such as A100:8");
     return false;
@@ -166,7 +180,8 @@ void read_resources(const yaml::Where& w, const YAML::Node& node, const Catalog&
     if (auto v = at_least_value(w, *c, "resources.cpus")) {
       auto n = parse_number(*v);
       if (!n) {
-        yaml::error_at(w, *c, "resources.cpus", "expected a number of CPUs such as 8 or 8+, got " + quote(c->Scalar()));
+        yaml::error_at(w, *c, "resources.cpus",
+                       "expected a number of CPUs such as 8 or 8+, got " + quote(c->Scalar()));
       } else if (*n <= 0) {
         yaml::error_at(w, *c, "resources.cpus", "must be greater than 0");
       } else {
@@ -216,14 +231,15 @@ void read_resources(const yaml::Where& w, const YAML::Node& node, const Catalog&
     bool known = false;
     for (const auto& i : catalog.instances) known = known || i.provider == *spec.cloud;
     if (!known) {
-      yaml::warning_at(w, *m.take("cloud"), "resources.cloud",
-                       fmt::format("the catalog has no prices for cloud '{}'; cloud cost is unknown", *c));
+      yaml::warning_at(
+          w, *m.take("cloud"), "resources.cloud",
+          fmt::format("the catalog has no prices for cloud '{}'; cloud cost is unknown", *c));
     }
   }
-  m.accept_with_warning({"region", "zone", "infra", "ports", "image_id", "labels",
-                         "accelerator_args", "job_recovery", "spot_recovery", "disk_tier",
-                         "network_tier", "autostop", "any_of", "ordered"},
-                        kWhyNotYet);
+  m.accept_with_warning(
+      {"region", "zone", "infra", "ports", "image_id", "labels", "accelerator_args", "job_recovery",
+       "spot_recovery", "disk_tier", "network_tier", "autostop", "any_of", "ordered"},
+      kWhyNotYet);
   m.finish();
 }
 
@@ -256,7 +272,8 @@ std::optional<JobSpec> load_job_spec_text(std::string_view text, const std::stri
   std::size_t errors_before = diag.error_count();
   if (text.size() > kMaxJobSpecBytes) {
     diag.error(file, 0, 0, "",
-               fmt::format("job spec is {} bytes, over the limit of {} bytes", text.size(), kMaxJobSpecBytes));
+               fmt::format("job spec is {} bytes, over the limit of {} bytes", text.size(),
+                           kMaxJobSpecBytes));
     return std::nullopt;
   }
   auto doc = yaml::parse(text, file, diag);
@@ -300,7 +317,8 @@ std::optional<JobSpec> load_job_spec_text(std::string_view text, const std::stri
   if (auto v = top.string("setup")) spec.setup = *v;
   if (auto v = top.string("run")) spec.run = *v;
 
-  if (auto c = top.choice("category", {"development", "training", "inference", "data-processing"})) {
+  if (auto c =
+          top.choice("category", {"development", "training", "inference", "data-processing"})) {
     spec.category_given = true;
     if (*c == "development") spec.category = Category::kDevelopment;
     if (*c == "training") spec.category = Category::kTraining;
@@ -326,8 +344,8 @@ std::optional<JobSpec> load_job_spec_text(std::string_view text, const std::stri
     spec.reach = *r == "global" ? Reach::kGlobal : Reach::kRegional;
   }
   if (auto o = top.string_list("outputs")) spec.outputs = *o;
-  top.accept_with_warning({"service", "secrets", "config", "volumes", "event_callback", "experimental"},
-                          kWhyNotYet);
+  top.accept_with_warning(
+      {"service", "secrets", "config", "volumes", "event_callback", "experimental"}, kWhyNotYet);
   top.finish();
   if (diag.error_count() > errors_before) return std::nullopt;
   return spec;

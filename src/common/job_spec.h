@@ -46,7 +46,7 @@ struct JobSpec {
   std::optional<bool> use_spot;                  // unset: placement decides
   std::optional<std::string> instance_type;      // canonical catalog name
   std::optional<std::uint64_t> disk_bytes;
-  std::optional<std::string> cloud;              // restricts cloud pricing to one provider
+  std::optional<std::string> cloud;  // restricts cloud pricing to one provider
   std::map<std::string, std::optional<std::string>> envs;
   std::map<std::string, std::string> file_mounts;  // remote path -> source (as written)
   std::string setup;

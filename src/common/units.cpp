@@ -1,8 +1,9 @@
 #include "common/units.h"
 
+#include <fmt/format.h>
+
 #include <charconv>
 #include <cmath>
-#include <fmt/format.h>
 #include <limits>
 
 #include "common/text.h"
@@ -40,11 +41,11 @@ struct Suffix {
 };
 
 constexpr Suffix kByteSuffixes[] = {
-    {"b", 1},         {"k", kKB},         {"kb", kKB},       {"m", kMB},
-    {"mb", kMB},      {"g", kGB},         {"gb", kGB},       {"t", kTB},
-    {"tb", kTB},      {"p", 1000 * kTB},  {"pb", 1000 * kTB}, {"kib", kKiB},
-    {"mib", kMiB},    {"gib", kGiB},      {"tib", kTiB},     {"pib", 1024 * kTiB},
-    {"ki", kKiB},     {"mi", kMiB},       {"gi", kGiB},      {"ti", kTiB},
+    {"b", 1},      {"k", kKB},        {"kb", kKB},        {"m", kMB},
+    {"mb", kMB},   {"g", kGB},        {"gb", kGB},        {"t", kTB},
+    {"tb", kTB},   {"p", 1000 * kTB}, {"pb", 1000 * kTB}, {"kib", kKiB},
+    {"mib", kMiB}, {"gib", kGiB},     {"tib", kTiB},      {"pib", 1024 * kTiB},
+    {"ki", kKiB},  {"mi", kMiB},      {"gi", kGiB},       {"ti", kTiB},
 };
 
 }  // namespace
@@ -98,10 +99,18 @@ Result<double> parse_duration_hours(std::string_view raw) {
     if (!n) return invalid_input("expected a duration such as 4h, 90m or 1h30m, got " + quote(raw));
     char unit = text[i++];
     switch (unit) {
-      case 'd': hours += *n * 24; break;
-      case 'h': hours += *n; break;
-      case 'm': hours += *n / 60; break;
-      case 's': hours += *n / 3600; break;
+      case 'd':
+        hours += *n * 24;
+        break;
+      case 'h':
+        hours += *n;
+        break;
+      case 'm':
+        hours += *n / 60;
+        break;
+      case 's':
+        hours += *n / 3600;
+        break;
       default:
         return invalid_input("unknown duration unit '" + std::string(1, unit) + "' in " +
                              quote(raw) + " (use d, h, m or s)");
@@ -117,8 +126,10 @@ std::string format_bytes(std::uint64_t bytes) {
     std::uint64_t f;
     const char* name;
   };
-  static constexpr U kBinary[] = {{kTiB * 1024, "PiB"}, {kTiB, "TiB"}, {kGiB, "GiB"}, {kMiB, "MiB"}};
-  static constexpr U kDecimal[] = {{kTB * 1000, "PB"}, {kTB, "TB"}, {kGB, "GB"}, {kMB, "MB"}, {kKB, "KB"}};
+  static constexpr U kBinary[] = {
+      {kTiB * 1024, "PiB"}, {kTiB, "TiB"}, {kGiB, "GiB"}, {kMiB, "MiB"}};
+  static constexpr U kDecimal[] = {
+      {kTB * 1000, "PB"}, {kTB, "TB"}, {kGB, "GB"}, {kMB, "MB"}, {kKB, "KB"}};
   // Prefer the unit system in which the value is a round figure.
   for (const auto& u : kBinary) {
     if (bytes >= u.f && (bytes * 10) % u.f == 0 && bytes % kKB != 0) {
@@ -127,7 +138,8 @@ std::string format_bytes(std::uint64_t bytes) {
   }
   for (const auto& u : kDecimal) {
     if (bytes >= u.f) {
-      return fmt::format("{:.4g} {}", static_cast<double>(bytes) / static_cast<double>(u.f), u.name);
+      return fmt::format("{:.4g} {}", static_cast<double>(bytes) / static_cast<double>(u.f),
+                         u.name);
     }
   }
   return fmt::format("{} B", bytes);

@@ -1,7 +1,8 @@
 #include "common/yaml_reader.h"
 
-#include <algorithm>
 #include <fmt/format.h>
+
+#include <algorithm>
 
 #include "common/text.h"
 #include "common/units.h"
@@ -32,7 +33,8 @@ std::optional<std::string> structure_problem(std::string_view text) {
     }
     at_line_start = false;
     if (c == '[' || c == '{') {
-      if (++depth > kMaxFlowDepth) return fmt::format("nesting deeper than {} levels", kMaxFlowDepth);
+      if (++depth > kMaxFlowDepth)
+        return fmt::format("nesting deeper than {} levels", kMaxFlowDepth);
     } else if ((c == ']' || c == '}') && depth > 0) {
       --depth;
     }
@@ -51,7 +53,8 @@ bool is_plain(const YAML::Node& n) { return n.Tag() == "?"; }
 std::optional<YAML::Node> parse(std::string_view text, const std::string& file, Diagnostics& d) {
   if (text.size() > kMaxDocumentBytes) {
     d.error(file, 0, 0, "",
-            fmt::format("file is {} bytes, over the limit of {} bytes", text.size(), kMaxDocumentBytes));
+            fmt::format("file is {} bytes, over the limit of {} bytes", text.size(),
+                        kMaxDocumentBytes));
     return std::nullopt;
   }
   if (auto problem = structure_problem(text)) {
@@ -77,11 +80,16 @@ void warning_at(const Where& w, const YAML::Node& at, std::string_view key, std:
 
 std::string_view type_name(const YAML::Node& n) {
   switch (n.Type()) {
-    case YAML::NodeType::Null: return "nothing (null)";
-    case YAML::NodeType::Scalar: return "a scalar";
-    case YAML::NodeType::Sequence: return "a list";
-    case YAML::NodeType::Map: return "a mapping";
-    case YAML::NodeType::Undefined: break;
+    case YAML::NodeType::Null:
+      return "nothing (null)";
+    case YAML::NodeType::Scalar:
+      return "a scalar";
+    case YAML::NodeType::Sequence:
+      return "a list";
+    case YAML::NodeType::Map:
+      return "a mapping";
+    case YAML::NodeType::Undefined:
+      break;
   }
   return "nothing";
 }
@@ -106,8 +114,9 @@ std::optional<double> as_number(const Where& w, const YAML::Node& n, std::string
   if (!s) return std::nullopt;
   auto v = parse_number(*s);
   if (!v || !is_plain(n)) {
-    error_at(w, n, key,
-             v ? fmt::format("expected a number, got the string {}", quote(*s)) : v.error().message);
+    error_at(
+        w, n, key,
+        v ? fmt::format("expected a number, got the string {}", quote(*s)) : v.error().message);
     return std::nullopt;
   }
   return *v;
@@ -156,7 +165,8 @@ std::optional<std::string> as_choice(const Where& w, const YAML::Node& n, std::s
   for (auto o : options) {
     if (*s == o) return *s;
   }
-  std::string msg = fmt::format("unknown value {}; expected one of {}", quote(*s), join(names, ", "));
+  std::string msg =
+      fmt::format("unknown value {}; expected one of {}", quote(*s), join(names, ", "));
   if (auto near = did_you_mean(*s, names)) msg += fmt::format(" (did you mean '{}'?)", *near);
   error_at(w, n, key, std::move(msg));
   return std::nullopt;
@@ -232,7 +242,8 @@ MapReader::MapReader(const Where& w, const YAML::Node& node, std::string path)
   std::vector<std::string> seen;
   for (const auto& kv : node_) {
     if (!kv.first.IsScalar()) {
-      error_at(w_, kv.first, path_, fmt::format("a key must be a name, got {}", type_name(kv.first)));
+      error_at(w_, kv.first, path_,
+               fmt::format("a key must be a name, got {}", type_name(kv.first)));
       ok_ = false;
       continue;
     }
@@ -280,8 +291,9 @@ void MapReader::accept_with_warning(std::initializer_list<std::string_view> keys
     }
   }
   if (!present.empty()) {
-    warning_at(w_, first, "", fmt::format("{} {}: {}", present.size() == 1 ? "key" : "keys",
-                                             join(present, ", "), why));
+    warning_at(
+        w_, first, "",
+        fmt::format("{} {}: {}", present.size() == 1 ? "key" : "keys", join(present, ", "), why));
   }
 }
 
@@ -316,8 +328,9 @@ std::optional<double> MapReader::number(std::string_view key, double min, bool e
   auto v = as_number(w_, *n, key_path(key));
   if (!v) return std::nullopt;
   if (exclusive ? !(*v > min) : !(*v >= min)) {
-    error_at(w_, *n, key_path(key),
-             fmt::format("must be {} {:g}, got {:g}", exclusive ? "greater than" : "at least", min, *v));
+    error_at(
+        w_, *n, key_path(key),
+        fmt::format("must be {} {:g}, got {:g}", exclusive ? "greater than" : "at least", min, *v));
     return std::nullopt;
   }
   return v;

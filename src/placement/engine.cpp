@@ -11,9 +11,12 @@ namespace hylab::placement {
 
 std::string_view to_string(Environment e) {
   switch (e) {
-    case Environment::kLocal: return "local";
-    case Environment::kCloud: return "cloud";
-    case Environment::kHybrid: return "hybrid";
+    case Environment::kLocal:
+      return "local";
+    case Environment::kCloud:
+      return "cloud";
+    case Environment::kHybrid:
+      return "hybrid";
   }
   return "?";
 }
@@ -116,7 +119,8 @@ class Tree {
   void choose_spot(bool suits_spot) {
     if (spec_.use_spot) {
       d_.spot = *spec_.use_spot;
-      d_.reasons.push_back(fmt::format("spot {} by resources.use_spot", d_.spot ? "requested" : "declined"));
+      d_.reasons.push_back(
+          fmt::format("spot {} by resources.use_spot", d_.spot ? "requested" : "declined"));
       return;
     }
     d_.spot = suits_spot;
@@ -134,7 +138,9 @@ class Tree {
            (spec_.category == Category::kTraining || spec_.category == Category::kDataProcessing);
   }
 
-  bool large_data() const { return spec_.data_bytes && *spec_.data_bytes > cfg_.policy.large_data_bytes; }
+  bool large_data() const {
+    return spec_.data_bytes && *spec_.data_bytes > cfg_.policy.large_data_bytes;
+  }
 
   std::string data_size() const {
     return spec_.data_bytes ? format_bytes(*spec_.data_bytes) : "not given";
@@ -152,12 +158,13 @@ class Tree {
   void add_local_timing() {
     if (!fit_.fits) return;
     if (fit_.speed < 0.999) {
-      d_.reasons.push_back(fmt::format(
-          "runs on {} in about {}{}, {:.1f}x the time on the requested GPUs", fit_.allocation,
-          format_hours(d_.cost.local.hours), d_.cost.per_hour ? " per requested hour" : "",
-          1 / fit_.speed));
+      d_.reasons.push_back(
+          fmt::format("runs on {} in about {}{}, {:.1f}x the time on the requested GPUs",
+                      fit_.allocation, format_hours(d_.cost.local.hours),
+                      d_.cost.per_hour ? " per requested hour" : "", 1 / fit_.speed));
     } else if (spec_.hours) {
-      d_.reasons.push_back(fmt::format("runs on {} in about {}", fit_.allocation.empty() ? "the lab" : fit_.allocation,
+      d_.reasons.push_back(fmt::format("runs on {} in about {}",
+                                       fit_.allocation.empty() ? "the lab" : fit_.allocation,
                                        format_hours(d_.cost.local.hours)));
     }
   }
@@ -174,23 +181,27 @@ class Tree {
     if (!fit_.fits) {
       d_.placeable = false;
       c.note = "local, but the lab cannot run it: cannot place";
-      d_.reasons.insert(d_.reasons.begin() + static_cast<long>(prefix_reasons()),
-                        fmt::format("cannot place: {} data never leaves the lab, and the lab cannot run "
-                                    "this job: {}. Reduce the request or add hardware to the lab",
-                                    to_string(spec_.sensitivity), fit_.why_not));
+      d_.reasons.insert(
+          d_.reasons.begin() + static_cast<long>(prefix_reasons()),
+          fmt::format("cannot place: {} data never leaves the lab, and the lab cannot run "
+                      "this job: {}. Reduce the request or add hardware to the lab",
+                      to_string(spec_.sensitivity), fit_.why_not));
       return true;
     }
     c.note = "local (hard constraint: never cloud)";
     decide(Environment::kLocal, rule::kSensitiveData,
-           fmt::format("{} data stays in the lab: a hard constraint, never cloud", to_string(spec_.sensitivity)));
+           fmt::format("{} data stays in the lab: a hard constraint, never cloud",
+                       to_string(spec_.sensitivity)));
     if (d_.matrix_cell && large_data()) {
       d_.reasons.push_back(
-          "the guide's matrix adds a cloud backup for large sensitive data: back up encrypted copies "
+          "the guide's matrix adds a cloud backup for large sensitive data: back up encrypted "
+          "copies "
           "only; hylab data refuses plain uploads of sensitive paths");
     }
     add_local_timing();
     if (spec_.use_spot.value_or(false) || spec_.instance_type) {
-      d_.reasons.push_back("resources.use_spot/instance_type ignored: the job cannot go to the cloud");
+      d_.reasons.push_back(
+          "resources.use_spot/instance_type ignored: the job cannot go to the cloud");
     }
     return true;
   }
@@ -257,19 +268,22 @@ class Tree {
     bool long_run = spec_.hours && d_.cost.local.hours > cfg_.policy.large_job_hours;
     bool yes = once && (long_run || large_data());
     Check& c = ask(rule::kOneTimeLarge, "Is this a one-time large job?", yes);
-    c.inputs = {{"pattern", std::string(to_string(spec_.pattern))},
-                {"local run time", spec_.hours ? format_hours(d_.cost.local.hours) : "unknown (no hours)"},
-                {"large job over", format_hours(cfg_.policy.large_job_hours)},
-                {"data.size", data_size()}};
+    c.inputs = {
+        {"pattern", std::string(to_string(spec_.pattern))},
+        {"local run time", spec_.hours ? format_hours(d_.cost.local.hours) : "unknown (no hours)"},
+        {"large job over", format_hours(cfg_.policy.large_job_hours)},
+        {"data.size", data_size()}};
     if (!yes) {
       c.note = "continue";
       return false;
     }
     c.note = "cloud (spot instances)";
     decide(Environment::kCloud, rule::kOneTimeLarge,
-           long_run ? fmt::format("one-time job of {} on the lab (over {}): rent the capacity once",
-                                  format_hours(d_.cost.local.hours), format_hours(cfg_.policy.large_job_hours))
-                    : fmt::format("one-time job over {} of data: rent the capacity once", data_size()));
+           long_run
+               ? fmt::format("one-time job of {} on the lab (over {}): rent the capacity once",
+                             format_hours(d_.cost.local.hours),
+                             format_hours(cfg_.policy.large_job_hours))
+               : fmt::format("one-time job over {} of data: rent the capacity once", data_size()));
     cloud_availability();
     choose_spot(true);
     return true;
@@ -290,9 +304,10 @@ class Tree {
            "production inference: served by the gateway from the lab first, overflowing to the "
            "cloud at peak and failing over when the lab is down");
     if (d_.breakeven_months && offer_) {
-      d_.reasons.push_back(fmt::format("the lab's share pays for itself in {:.1f} months of 24/7 "
-                                       "serving against {}",
-                                       *d_.breakeven_months, offer_->instance->name));
+      d_.reasons.push_back(
+          fmt::format("the lab's share pays for itself in {:.1f} months of 24/7 "
+                      "serving against {}",
+                      *d_.breakeven_months, offer_->instance->name));
     }
     return true;
   }
@@ -313,15 +328,18 @@ class Tree {
       return false;
     }
     compute_breakeven();
-    c.inputs.emplace_back("break-even limit", fmt::format("{:g} months", cfg_.policy.breakeven_limit_months));
+    c.inputs.emplace_back("break-even limit",
+                          fmt::format("{:g} months", cfg_.policy.breakeven_limit_months));
     if (!offer_) {
       c.inputs.emplace_back("break-even", "no cloud price to compare");
       c.note = "local";
       decide(Environment::kLocal, rule::kContinuous,
-             "continuous work, and the catalog has no cloud instance to compare with: " + why_no_cloud_);
+             "continuous work, and the catalog has no cloud instance to compare with: " +
+                 why_no_cloud_);
       return true;
     }
-    std::string months = d_.breakeven_months ? fmt::format("{:.1f} months", *d_.breakeven_months) : "never";
+    std::string months =
+        d_.breakeven_months ? fmt::format("{:.1f} months", *d_.breakeven_months) : "never";
     c.inputs.emplace_back("break-even", months);
     if (d_.breakeven_months && *d_.breakeven_months < cfg_.policy.breakeven_limit_months) {
       c.note = "local";
@@ -358,7 +376,8 @@ class Tree {
   }
 
   void cloud_availability() {
-    if (!offer_) d_.reasons.push_back("no price: " + why_no_cloud_ + " (add one under catalog.instances)");
+    if (!offer_)
+      d_.reasons.push_back("no price: " + why_no_cloud_ + " (add one under catalog.instances)");
   }
 
   Decision finish() { return std::move(d_); }

@@ -26,9 +26,10 @@ std::vector<std::string> host_shortfalls(const JobSpec& spec, const Lab& lab) {
   }
   if (spec.memory_bytes && lab.memory_bytes > 0 &&
       static_cast<double>(*spec.memory_bytes) * nodes > static_cast<double>(lab.memory_bytes)) {
-    out.push_back(fmt::format("needs {} memory; the lab has {}",
-                              format_bytes(static_cast<std::uint64_t>(static_cast<double>(*spec.memory_bytes) * nodes)),
-                              format_bytes(lab.memory_bytes)));
+    out.push_back(fmt::format(
+        "needs {} memory; the lab has {}",
+        format_bytes(static_cast<std::uint64_t>(static_cast<double>(*spec.memory_bytes) * nodes)),
+        format_bytes(lab.memory_bytes)));
   }
   if (spec.disk_bytes && lab.disk_bytes > 0 && *spec.disk_bytes > lab.disk_bytes) {
     out.push_back(fmt::format("needs {} disk; the lab has {}", format_bytes(*spec.disk_bytes),
@@ -128,9 +129,9 @@ LocalFit fit_local(const JobSpec& spec, const Config& cfg) {
     if (taken < need) {
       int eligible = 0;
       for (const LabGpu* g : cards) eligible += g->count;
-      misses.push_back(fmt::format("needs {} GPUs with at least {} each ({}); the lab has {} such ({})",
-                                   need, format_bytes(want->memory_bytes), want->name, eligible,
-                                   describe_lab(lab)));
+      misses.push_back(
+          fmt::format("needs {} GPUs with at least {} each ({}); the lab has {} such ({})", need,
+                      format_bytes(want->memory_bytes), want->name, eligible, describe_lab(lab)));
       continue;
     }
     if (!host.empty()) return with_host(fit);
@@ -163,8 +164,9 @@ std::optional<CloudOffer> match_cloud(const JobSpec& spec, const Catalog& catalo
       const GpuModel* want = catalog.find_gpu(spec.accelerators.front().model);
       const GpuModel* has = inst->gpu.empty() ? nullptr : catalog.find_gpu(inst->gpu);
       if (want && has && want->tflops > 0) {
-        o.speed = std::min(1.0, static_cast<double>(inst->gpu_count) / spec.accelerators.front().count) *
-                  has->tflops / want->tflops;
+        o.speed =
+            std::min(1.0, static_cast<double>(inst->gpu_count) / spec.accelerators.front().count) *
+            has->tflops / want->tflops;
       }
     }
     return o;
@@ -180,7 +182,8 @@ std::optional<CloudOffer> match_cloud(const JobSpec& spec, const Catalog& catalo
   };
   if (spec.accelerators.empty()) {
     for (const auto& inst : catalog.instances) {
-      if (inst.gpu_count == 0 && host_ok(inst)) consider(inst, 1, "cheapest CPU instance that fits");
+      if (inst.gpu_count == 0 && host_ok(inst))
+        consider(inst, 1, "cheapest CPU instance that fits");
     }
   } else {
     for (const auto& req : spec.accelerators) {
@@ -211,8 +214,9 @@ std::optional<CloudOffer> match_cloud(const JobSpec& spec, const Catalog& catalo
     }
   }
   if (!best && why_none) {
-    *why_none = fmt::format("no catalog instance{} offers {}", spec.cloud ? " of " + *spec.cloud : "",
-                            describe_request(spec, catalog));
+    *why_none =
+        fmt::format("no catalog instance{} offers {}", spec.cloud ? " of " + *spec.cloud : "",
+                    describe_request(spec, catalog));
   }
   return best;
 }

@@ -28,9 +28,9 @@ struct LocalFit {
 
 struct CloudOffer {
   const Instance* instance = nullptr;
-  int count = 1;      // instances (one per node)
-  double speed = 1;   // instance throughput / requested throughput
-  std::string note;   // why this instance (e.g. a substitute for a model no cloud rents)
+  int count = 1;     // instances (one per node)
+  double speed = 1;  // instance throughput / requested throughput
+  std::string note;  // why this instance (e.g. a substitute for a model no cloud rents)
 
   double usd_per_hour() const { return instance->usd_per_hour * count; }
   double spot_usd_per_hour() const { return instance->spot_usd_per_hour * count; }

@@ -1,16 +1,16 @@
 // The hylab command line, in process (run()) and as the real binary.
-#include "cli/app.h"
-
-#include <boost/json.hpp>
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
 #include <sys/wait.h>
 
+#include <boost/json.hpp>
 #include <cstdio>
 #include <filesystem>
 #include <fstream>
 #include <set>
 #include <sstream>
+
+#include "cli/app.h"
 
 namespace hylab::cli {
 namespace {
@@ -56,8 +56,9 @@ class TempDir {
 };
 
 TEST(CliPlace, PlacesEveryExampleWithATable) {
-  Outcome o = hylab({"place", "--config", kConfig, kSrc + "/examples/jobs/llm-pretrain.yaml",
-                     kSrc + "/examples/jobs/notebook-dev.yaml", kSrc + "/examples/jobs/chat-serving.yaml"});
+  Outcome o =
+      hylab({"place", "--config", kConfig, kSrc + "/examples/jobs/llm-pretrain.yaml",
+             kSrc + "/examples/jobs/notebook-dev.yaml", kSrc + "/examples/jobs/chat-serving.yaml"});
   EXPECT_EQ(o.code, 0) << o.err;
   EXPECT_THAT(o.out, HasSubstr("JOB"));
   EXPECT_THAT(o.out, ContainsRegex("llm-pretrain +cloud +beyond-capacity +yes"));
@@ -68,7 +69,8 @@ TEST(CliPlace, PlacesEveryExampleWithATable) {
 
 TEST(CliPlace, JsonHasTheDocumentedFields) {
   // -o before the subcommand, --config after it.
-  Outcome o = hylab({"-o", "json", "place", kSrc + "/examples/jobs/patient-records.yaml", "--config", kConfig});
+  Outcome o = hylab(
+      {"-o", "json", "place", kSrc + "/examples/jobs/patient-records.yaml", "--config", kConfig});
   ASSERT_EQ(o.code, 0) << o.err;
   json::value v = json::parse(o.out);
   ASSERT_TRUE(v.is_array());
@@ -79,7 +81,8 @@ TEST(CliPlace, JsonHasTheDocumentedFields) {
   EXPECT_EQ(d.at("spot").as_bool(), false);
   EXPECT_EQ(d.at("placeable").as_bool(), true);
   EXPECT_FALSE(d.at("reasons").as_array().empty());
-  EXPECT_EQ(d.at("path").as_array().at(0).at("inputs").at("data.sensitivity").as_string(), "regulated");
+  EXPECT_EQ(d.at("path").as_array().at(0).at("inputs").at("data.sensitivity").as_string(),
+            "regulated");
   const json::object& cost = d.at("cost").as_object();
   EXPECT_TRUE(cost.at("local").at("fits").as_bool());
   EXPECT_GT(cost.at("local").at("usd").to_number<double>(), 0);
@@ -89,7 +92,8 @@ TEST(CliPlace, JsonHasTheDocumentedFields) {
 }
 
 TEST(CliPlace, ExplainPrintsThePath) {
-  Outcome o = hylab({"place", "--explain", kSrc + "/examples/jobs/lora-weekly.yaml", "-c", kConfig});
+  Outcome o =
+      hylab({"place", "--explain", kSrc + "/examples/jobs/lora-weekly.yaml", "-c", kConfig});
   ASSERT_EQ(o.code, 0) << o.err;
   EXPECT_THAT(o.out, HasSubstr("1. Is data sensitive or regulated?  no  -> continue"));
   EXPECT_THAT(o.out, HasSubstr("3. Is compute requirement > local capacity?  no  -> continue"));
@@ -100,22 +104,29 @@ TEST(CliPlace, ExplainPrintsThePath) {
 
 TEST(CliPlace, BadInputExitsTwoAndReportsEveryError) {
   TempDir dir;
-  std::string bad = dir.write("bad.yaml", "catgory: training\nresources:\n  accelerators: A100:0\n");
+  std::string bad =
+      dir.write("bad.yaml", "catgory: training\nresources:\n  accelerators: A100:0\n");
   std::string good = kSrc + "/examples/jobs/notebook-dev.yaml";
   Outcome o = hylab({"place", "-c", kConfig, bad, good});
   EXPECT_EQ(o.code, 2);
-  EXPECT_THAT(o.err, HasSubstr(bad + ":1:1: error: catgory: unknown key (did you mean 'category'?)"));
-  EXPECT_THAT(o.err, HasSubstr(bad + ":3:17: error: resources.accelerators: GPU count must be at least 1, got 0"));
+  EXPECT_THAT(o.err,
+              HasSubstr(bad + ":1:1: error: catgory: unknown key (did you mean 'category'?)"));
+  EXPECT_THAT(
+      o.err,
+      HasSubstr(bad + ":3:17: error: resources.accelerators: GPU count must be at least 1, got 0"));
   EXPECT_THAT(o.out, HasSubstr("notebook-dev"));  // the good file is still placed
 }
 
 TEST(CliPlace, CannotPlaceExitsThree) {
   TempDir dir;
-  std::string f = dir.write("secret.yaml", "name: secret-train\nresources: {accelerators: H100:8}\ndata: {sensitivity: regulated}\n");
+  std::string f = dir.write(
+      "secret.yaml",
+      "name: secret-train\nresources: {accelerators: H100:8}\ndata: {sensitivity: regulated}\n");
   Outcome o = hylab({"place", "-c", kConfig, f});
   EXPECT_EQ(o.code, 3);
   EXPECT_THAT(o.out, HasSubstr("CANNOT PLACE"));
-  EXPECT_THAT(o.err, HasSubstr("error: secret-train: cannot place: regulated data never leaves the lab"));
+  EXPECT_THAT(o.err,
+              HasSubstr("error: secret-train: cannot place: regulated data never leaves the lab"));
 }
 
 TEST(CliPlace, BadConfigAndMissingConfig) {
@@ -123,8 +134,10 @@ TEST(CliPlace, BadConfigAndMissingConfig) {
   std::string cfg = dir.write("lab.yaml", "lab:\n  gpus: [{model: RTX4900}]\n");
   Outcome o = hylab({"place", "-c", cfg, kSrc + "/examples/jobs/notebook-dev.yaml"});
   EXPECT_EQ(o.code, 2);
-  EXPECT_THAT(o.err, HasSubstr(cfg + ":2:18: error: lab.gpus[0].model: unknown GPU model 'RTX4900' (did you mean 'RTX4090'?)"));
-  Outcome missing = hylab({"place", "-c", dir.write("x", "") + ".nope", kSrc + "/examples/jobs/notebook-dev.yaml"});
+  EXPECT_THAT(o.err, HasSubstr(cfg + ":2:18: error: lab.gpus[0].model: unknown GPU model 'RTX4900' "
+                                     "(did you mean 'RTX4090'?)"));
+  Outcome missing = hylab(
+      {"place", "-c", dir.write("x", "") + ".nope", kSrc + "/examples/jobs/notebook-dev.yaml"});
   EXPECT_EQ(missing.code, 2);
   EXPECT_THAT(missing.err, HasSubstr("cannot open: No such file or directory"));
 }
@@ -154,7 +167,8 @@ TEST(CliCost, GuideBreakevenIsUnderOneMonthAndShowsTheUtilisationFor3To4) {
                         "--electricity-usd-per-kwh", "0.15", "--cloud-usd-per-hour", "2.50"});
   ASSERT_EQ(text.code, 0) << text.err;
   EXPECT_THAT(text.out, HasSubstr("Break-even: 0.9 months at 24 h/day (100% utilisation)"));
-  EXPECT_THAT(text.out, HasSubstr("A \"3-4 months\" break-even holds at 23-30% utilisation (5.4-7.2 h/day)"));
+  EXPECT_THAT(text.out,
+              HasSubstr("A \"3-4 months\" break-even holds at 23-30% utilisation (5.4-7.2 h/day)"));
 }
 
 TEST(CliCost, FlagsLeftOutComeFromTheCatalog) {
@@ -165,7 +179,8 @@ TEST(CliCost, FlagsLeftOutComeFromTheCatalog) {
   EXPECT_EQ(v.at("inputs").at("busy_watts").to_number<double>(), 450);
   EXPECT_EQ(v.at("inputs").at("cloud_usd_per_hour").to_number<double>(), 2.5);
   EXPECT_NEAR(v.at("months").to_number<double>(), 0.901, 1e-3);
-  Outcome inst = hylab({"cost", "breakeven", "--gpu", "RTX4090", "--vs", "p4d.24xlarge", "-o", "json"});
+  Outcome inst =
+      hylab({"cost", "breakeven", "--gpu", "RTX4090", "--vs", "p4d.24xlarge", "-o", "json"});
   EXPECT_EQ(json::parse(inst.out).at("inputs").at("cloud_usd_per_hour").to_number<double>(), 32.77);
 }
 
@@ -175,7 +190,8 @@ TEST(CliCost, BreakevenErrors) {
   EXPECT_THAT(o.err, HasSubstr("--gpu: unknown GPU model 'RTX4900' (did you mean 'RTX4090'?)"));
   EXPECT_THAT(o.err, HasSubstr("give --cloud-usd-per-hour or --vs"));
   EXPECT_EQ(hylab({"cost", "breakeven", "--hardware-usd", "-5"}).code, 2);
-  Outcome hpd = hylab({"cost", "breakeven", "--gpu", "RTX4090", "--vs", "A100", "--hours-per-day", "25"});
+  Outcome hpd =
+      hylab({"cost", "breakeven", "--gpu", "RTX4090", "--vs", "A100", "--hours-per-day", "25"});
   EXPECT_EQ(hpd.code, 2);
   EXPECT_THAT(hpd.err, HasSubstr("--hours-per-day must be above 0 and at most 24, got 25"));
 }
@@ -186,7 +202,8 @@ TEST(CliCost, EstimateShowsBothSides) {
   EXPECT_THAT(o.out, HasSubstr("llm-pretrain: placed cloud on spot (rule beyond-capacity)"));
   EXPECT_THAT(o.out, HasSubstr("local: does not fit"));
   EXPECT_THAT(o.out, HasSubstr("cloud: $4,718.88 on-demand, $1,415.66 spot"));
-  Outcome j = hylab({"-o", "json", "cost", "estimate", kSrc + "/examples/jobs/llm-pretrain.yaml", "-c", kConfig});
+  Outcome j = hylab(
+      {"-o", "json", "cost", "estimate", kSrc + "/examples/jobs/llm-pretrain.yaml", "-c", kConfig});
   json::value v = json::parse(j.out);
   EXPECT_EQ(v.at("cost").at("cloud").at("count").to_number<int>(), 2);
 }
@@ -204,12 +221,15 @@ int run_binary(const std::string& args, std::string* out) {
 
 TEST(CliBinary, PlacesAllExamplesLikeMakeRun) {
   std::string out;
-  EXPECT_EQ(run_binary("--config " + kConfig + " place " + kSrc + "/examples/jobs/*.yaml", &out), 0);
+  EXPECT_EQ(run_binary("--config " + kConfig + " place " + kSrc + "/examples/jobs/*.yaml", &out),
+            0);
   for (const auto& entry : std::filesystem::directory_iterator(kSrc + "/examples/jobs")) {
     EXPECT_THAT(out, HasSubstr(entry.path().stem().string() + " ")) << out;
   }
   std::string json_out;
-  EXPECT_EQ(run_binary("-o json place --config " + kConfig + " " + kSrc + "/examples/jobs/*.yaml", &json_out), 0);
+  EXPECT_EQ(run_binary("-o json place --config " + kConfig + " " + kSrc + "/examples/jobs/*.yaml",
+                       &json_out),
+            0);
   auto v = json::parse(json_out);
   std::set<std::string> envs;
   for (const auto& d : v.as_array()) envs.insert(std::string(d.at("environment").as_string()));
@@ -219,8 +239,15 @@ TEST(CliBinary, PlacesAllExamplesLikeMakeRun) {
 TEST(CliBinary, ExitCodes) {
   TempDir dir;
   std::string out;
-  EXPECT_EQ(run_binary("place -c " + kConfig + " " + dir.write("b.yaml", "hours: soon\n"), &out), 2);
-  EXPECT_EQ(run_binary("place -c " + kConfig + " " + dir.write("s.yaml", "resources: {accelerators: H100:8}\ndata: {sensitivity: sensitive}\n"), &out), 3);
+  EXPECT_EQ(run_binary("place -c " + kConfig + " " + dir.write("b.yaml", "hours: soon\n"), &out),
+            2);
+  EXPECT_EQ(
+      run_binary(
+          "place -c " + kConfig + " " +
+              dir.write("s.yaml",
+                        "resources: {accelerators: H100:8}\ndata: {sensitivity: sensitive}\n"),
+          &out),
+      3);
 }
 
 }  // namespace

@@ -27,7 +27,8 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
     static const hylab::Config cfg = [] {
       hylab::Diagnostics d;
       return *hylab::load_config_text(
-          "lab: {gpus: [{model: RTX4090, count: 2}], cpus: 32, memory: 128GiB, disk: 4TB}", "lab.yaml", d);
+          "lab: {gpus: [{model: RTX4090, count: 2}], cpus: 32, memory: 128GiB, disk: 4TB}",
+          "lab.yaml", d);
     }();
     auto spec = hylab::load_job_spec_text(text, "fuzz.yaml", cfg.catalog, diag);
     if (spec) (void)hylab::placement::decide(*spec, cfg);

@@ -70,23 +70,30 @@ lab:
 
 TEST(ConfigErrors, NameFileLineColumnAndKey) {
   EXPECT_EQ(config_errors("lab:\n  gpus:\n    - model: RTX4900\n"),
-            "hylab.yaml:3:14: error: lab.gpus[0].model: unknown GPU model 'RTX4900' (did you mean 'RTX4090'?)\n");
+            "hylab.yaml:3:14: error: lab.gpus[0].model: unknown GPU model 'RTX4900' (did you mean "
+            "'RTX4090'?)\n");
   EXPECT_EQ(config_errors("policy:\n  breakeven_limit_month: 6\n"),
             "hylab.yaml:2:3: error: policy.breakeven_limit_month: unknown key (did you mean "
             "'breakeven_limit_months'?)\n");
   EXPECT_EQ(config_errors("policy: {large_data_threshold: -1GB}\n"),
-            "hylab.yaml:1:32: error: policy.large_data_threshold: a size cannot be negative, got '-1GB'\n");
+            "hylab.yaml:1:32: error: policy.large_data_threshold: a size cannot be negative, got "
+            "'-1GB'\n");
   EXPECT_EQ(config_errors("lab: {gpus: [{model: RTX4090, count: 0}]}\n"),
             "hylab.yaml:1:38: error: lab.gpus[0].count: must be at least 1, got 0\n");
   EXPECT_EQ(config_errors("lab: {power: {busy_watts: 100, idle_watts: 200}}\n"),
-            "hylab.yaml:1:6: error: lab.power.idle_watts: idle power (200 W) is above busy power (100 W)\n");
+            "hylab.yaml:1:6: error: lab.power.idle_watts: idle power (200 W) is above busy power "
+            "(100 W)\n");
   EXPECT_THAT(config_errors("catalog: {instances: [{name: new-one, usd_per_hour: 1}]}\n"),
               HasSubstr("instance 'new-one' is not in the catalog: give provider, vcpus, memory"));
-  EXPECT_THAT(config_errors("gateway: {}\n"), HasSubstr("hylab.yaml:1:1: error: gateway: unknown key; known keys here: catalog, lab, policy"));
+  EXPECT_THAT(
+      config_errors("gateway: {}\n"),
+      HasSubstr(
+          "hylab.yaml:1:1: error: gateway: unknown key; known keys here: catalog, lab, policy"));
 }
 
 TEST(ConfigErrors, SeveralAtOnce) {
-  std::string e = config_errors("lab:\n  cpus: many\n  disk: 4XB\npolicy:\n  max_local_wait: soon\n");
+  std::string e =
+      config_errors("lab:\n  cpus: many\n  disk: 4XB\npolicy:\n  max_local_wait: soon\n");
   EXPECT_THAT(e, HasSubstr("hylab.yaml:2:9: error: lab.cpus: expected a number, got 'many'"));
   EXPECT_THAT(e, HasSubstr("hylab.yaml:3:9: error: lab.disk: unknown size unit 'xb'"));
   EXPECT_THAT(e, HasSubstr("hylab.yaml:5:19: error: policy.max_local_wait: expected a duration"));

@@ -8,9 +8,9 @@
 namespace hylab {
 namespace {
 
+using ::testing::HasSubstr;
 using testing::spec_errors;
 using testing::spec_from;
-using ::testing::HasSubstr;
 
 // A SkyPilot task file as SkyPilot's docs write one: valid as it is.
 constexpr const char* kSkyPilotTask = R"(name: minGPT-ddp
@@ -88,17 +88,20 @@ TEST(JobSpec, AcceleratorForms) {
 TEST(JobSpecErrors, UnknownKeyWithDidYouMean) {
   EXPECT_EQ(spec_errors("name: x\ncatgory: training\n"),
             "job.yaml:2:1: error: catgory: unknown key (did you mean 'category'?)\n");
-  EXPECT_EQ(spec_errors("resources:\n  acelerators: A100:1\n"),
-            "job.yaml:2:3: error: resources.acelerators: unknown key (did you mean 'accelerators'?)\n");
+  EXPECT_EQ(
+      spec_errors("resources:\n  acelerators: A100:1\n"),
+      "job.yaml:2:3: error: resources.acelerators: unknown key (did you mean 'accelerators'?)\n");
 }
 
 TEST(JobSpecErrors, UnknownKeyFarFromAnyListsTheKnownKeys) {
   std::string e = spec_errors("data: {frobnicate: 1}\n");
-  EXPECT_THAT(e, HasSubstr("job.yaml:1:8: error: data.frobnicate: unknown key; known keys here: inputs, sensitivity, size"));
+  EXPECT_THAT(e, HasSubstr("job.yaml:1:8: error: data.frobnicate: unknown key; known keys here: "
+                           "inputs, sensitivity, size"));
 }
 
 TEST(JobSpecErrors, WrongTypes) {
-  EXPECT_EQ(spec_errors("num_nodes: two\n"), "job.yaml:1:12: error: num_nodes: expected a number, got 'two'\n");
+  EXPECT_EQ(spec_errors("num_nodes: two\n"),
+            "job.yaml:1:12: error: num_nodes: expected a number, got 'two'\n");
   EXPECT_EQ(spec_errors("num_nodes: '2'\n"),
             "job.yaml:1:12: error: num_nodes: expected a number, got the string '2'\n");
   EXPECT_EQ(spec_errors("resources: {use_spot: maybe}\n"),
@@ -112,23 +115,28 @@ TEST(JobSpecErrors, WrongTypes) {
 TEST(JobSpecErrors, ImpossibleValues) {
   EXPECT_EQ(spec_errors("data: {size: -5GB}\n"),
             "job.yaml:1:14: error: data.size: a size cannot be negative, got '-5GB'\n");
-  EXPECT_EQ(spec_errors("data: {size: huge}\n"),
-            "job.yaml:1:14: error: data.size: expected a size such as 250GB or 1.5TiB, got 'huge'\n");
+  EXPECT_EQ(
+      spec_errors("data: {size: huge}\n"),
+      "job.yaml:1:14: error: data.size: expected a size such as 250GB or 1.5TiB, got 'huge'\n");
   EXPECT_EQ(spec_errors("resources: {accelerators: A100:0}\n"),
             "job.yaml:1:27: error: resources.accelerators: GPU count must be at least 1, got 0\n");
   EXPECT_EQ(spec_errors("resources: {accelerators: A100:-2}\n"),
             "job.yaml:1:27: error: resources.accelerators: GPU count must be at least 1, got -2\n");
   EXPECT_EQ(spec_errors("resources: {accelerators: A100:0.5}\n"),
-            "job.yaml:1:27: error: resources.accelerators: fractional GPU count 0.5 is not supported: ask for whole GPUs\n");
-  EXPECT_EQ(spec_errors("hours: 0\n"), "job.yaml:1:8: error: hours: the estimated run time must be greater than 0\n");
-  EXPECT_EQ(spec_errors("num_nodes: 0\n"), "job.yaml:1:12: error: num_nodes: must be at least 1, got 0\n");
+            "job.yaml:1:27: error: resources.accelerators: fractional GPU count 0.5 is not "
+            "supported: ask for whole GPUs\n");
+  EXPECT_EQ(spec_errors("hours: 0\n"),
+            "job.yaml:1:8: error: hours: the estimated run time must be greater than 0\n");
+  EXPECT_EQ(spec_errors("num_nodes: 0\n"),
+            "job.yaml:1:12: error: num_nodes: must be at least 1, got 0\n");
   EXPECT_EQ(spec_errors("resources: {disk_size: 0}\n"),
             "job.yaml:1:24: error: resources.disk_size: must be greater than 0\n");
 }
 
 TEST(JobSpecErrors, UnknownGpuModelSuggestsTheClosest) {
   EXPECT_EQ(spec_errors("resources:\n  accelerators: A1000:8\n"),
-            "job.yaml:2:17: error: resources.accelerators: unknown GPU model 'A1000' (did you mean 'A100'?)\n");
+            "job.yaml:2:17: error: resources.accelerators: unknown GPU model 'A1000' (did you mean "
+            "'A100'?)\n");
   EXPECT_THAT(spec_errors("resources: {accelerators: TPU-v9:8}\n"),
               HasSubstr("unknown GPU model 'TPU-v9'; the catalog knows RTX3090"));
 }
@@ -137,13 +145,15 @@ TEST(JobSpecErrors, ChoicesAndInstanceTypes) {
   EXPECT_EQ(spec_errors("category: trainig\n"),
             "job.yaml:1:11: error: category: unknown value 'trainig'; expected one of development, "
             "training, inference, data-processing (did you mean 'training'?)\n");
-  EXPECT_EQ(spec_errors("resources: {instance_type: p4d.24xlarg}\n"),
-            "job.yaml:1:28: error: resources.instance_type: unknown instance type 'p4d.24xlarg' (did "
-            "you mean 'p4d.24xlarge'?)\n");
+  EXPECT_EQ(
+      spec_errors("resources: {instance_type: p4d.24xlarg}\n"),
+      "job.yaml:1:28: error: resources.instance_type: unknown instance type 'p4d.24xlarg' (did "
+      "you mean 'p4d.24xlarge'?)\n");
 }
 
 TEST(JobSpecErrors, SeveralErrorsReportedTogether) {
-  std::string e = spec_errors("catgory: training\nhours: -3\nresources: {accelerators: A100:0}\n", "jobs/bad.yaml");
+  std::string e = spec_errors("catgory: training\nhours: -3\nresources: {accelerators: A100:0}\n",
+                              "jobs/bad.yaml");
   EXPECT_THAT(e, HasSubstr("jobs/bad.yaml:1:1: error: catgory"));
   EXPECT_THAT(e, HasSubstr("jobs/bad.yaml:2:8: error: hours: a duration cannot be negative"));
   EXPECT_THAT(e, HasSubstr("jobs/bad.yaml:3:27: error: resources.accelerators"));
@@ -152,24 +162,31 @@ TEST(JobSpecErrors, SeveralErrorsReportedTogether) {
 TEST(JobSpecErrors, DuplicateKeysAndSyntax) {
   EXPECT_EQ(spec_errors("hours: 1\nhours: 2\n"),
             "job.yaml:2:1: error: hours: duplicate key (the later value would silently win)\n");
-  EXPECT_THAT(spec_errors("resources: {accelerators: [A100\n"), HasSubstr("job.yaml:2:1: error: invalid YAML"));
-  EXPECT_EQ(spec_errors(""), "job.yaml: error: the job spec is empty: give at least a name and a run command\n");
-  EXPECT_EQ(spec_errors("- a\n- b\n"), "job.yaml:1:1: error: (top level): expected a mapping, got a list\n");
+  EXPECT_THAT(spec_errors("resources: {accelerators: [A100\n"),
+              HasSubstr("job.yaml:2:1: error: invalid YAML"));
+  EXPECT_EQ(spec_errors(""),
+            "job.yaml: error: the job spec is empty: give at least a name and a run command\n");
+  EXPECT_EQ(spec_errors("- a\n- b\n"),
+            "job.yaml:1:1: error: (top level): expected a mapping, got a list\n");
 }
 
 TEST(JobSpecErrors, OversizedAndDeeplyNestedInputsAreRefused) {
-  EXPECT_THAT(spec_errors(std::string(300 * 1024, '#')), HasSubstr("over the limit of 262144 bytes"));
+  EXPECT_THAT(spec_errors(std::string(300 * 1024, '#')),
+              HasSubstr("over the limit of 262144 bytes"));
   EXPECT_THAT(spec_errors(std::string(100, '[')), HasSubstr("nesting deeper than 64 levels"));
 }
 
 TEST(JobSpecWarnings, SkyPilotKeysNotActedOnAreNamed) {
   Diagnostics d;
-  auto s = load_job_spec_text("service: {replicas: 2}\nresources: {ports: 8080, region: us-east-1}\n",
-                              "job.yaml", builtin_catalog(), d);
+  auto s =
+      load_job_spec_text("service: {replicas: 2}\nresources: {ports: 8080, region: us-east-1}\n",
+                         "job.yaml", builtin_catalog(), d);
   ASSERT_TRUE(s) << d.str();
   EXPECT_FALSE(d.has_errors());
-  EXPECT_THAT(d.str(), HasSubstr("job.yaml:2:26: warning: keys resources.region, resources.ports: accepted for SkyPilot compatibility, not acted on yet"));
-  EXPECT_THAT(d.str(), HasSubstr("job.yaml:1:1: warning: key service: accepted for SkyPilot compatibility, not acted on yet"));
+  EXPECT_THAT(d.str(), HasSubstr("job.yaml:2:26: warning: keys resources.region, resources.ports: "
+                                 "accepted for SkyPilot compatibility, not acted on yet"));
+  EXPECT_THAT(d.str(), HasSubstr("job.yaml:1:1: warning: key service: accepted for SkyPilot "
+                                 "compatibility, not acted on yet"));
 }
 
 TEST(JobSpecFile, MissingFileNamesIt) {

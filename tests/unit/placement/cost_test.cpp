@@ -25,7 +25,7 @@ TEST(CostModel, LocalJobIsShareTimesHoursTimesHourlyCost) {
 
 TEST(CostModel, GuideBreakevenAt247IsUnderOneMonth) {
   Breakeven b = breakeven(guide_4090(), 2.50, 24);
-  EXPECT_NEAR(b.cloud_monthly_usd, 1825, 1e-9);       // the guide's "~$1,800"
+  EXPECT_NEAR(b.cloud_monthly_usd, 1825, 1e-9);          // the guide's "~$1,800"
   EXPECT_NEAR(b.electricity_monthly_usd, 49.275, 1e-9);  // the guide's "~$50"
   EXPECT_NEAR(b.amortised_monthly_usd, 1600.0 / 36, 1e-9);
   EXPECT_NEAR(b.savings_monthly_usd, 1775.725, 1e-9);

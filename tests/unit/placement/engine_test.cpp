@@ -8,10 +8,10 @@
 namespace hylab::placement {
 namespace {
 
-using ::testing::HasSubstr;
 using hylab::testing::config_from;
 using hylab::testing::kTwoGpuLab;
 using hylab::testing::spec_from;
+using ::testing::HasSubstr;
 
 class EngineTest : public ::testing::Test {
  protected:
@@ -44,7 +44,8 @@ reach: global
   EXPECT_EQ(d.rule, rule::kSensitiveData);
   EXPECT_FALSE(d.spot);
   EXPECT_EQ(rules(d), std::vector<std::string>{"sensitive-data"});
-  EXPECT_EQ(d.path[0].inputs[0], (std::pair<std::string, std::string>{"data.sensitivity", "sensitive"}));
+  EXPECT_EQ(d.path[0].inputs[0],
+            (std::pair<std::string, std::string>{"data.sensitivity", "sensitive"}));
   EXPECT_THAT(all_reasons(d), HasSubstr("use_spot/instance_type ignored"));
 }
 
@@ -54,22 +55,27 @@ TEST_F(EngineTest, RegulatedDataThatCannotFitIsNotSentOut) {
   EXPECT_EQ(d.environment, Environment::kLocal);
   EXPECT_EQ(d.rule, rule::kSensitiveData);
   EXPECT_THAT(d.reasons.at(1), HasSubstr("cannot place: regulated data never leaves the lab"));
-  EXPECT_THAT(d.reasons.at(1), HasSubstr("needs 8 GPUs with at least 80 GB each (A100-80GB); the lab has 0 such"));
+  EXPECT_THAT(d.reasons.at(1),
+              HasSubstr("needs 8 GPUs with at least 80 GB each (A100-80GB); the lab has 0 such"));
 }
 
 TEST_F(EngineTest, SensitiveButSlowSaysHowLongLocally) {
   cfg_ = config_from("lab: {gpus: [{model: RTX3090, count: 1}], cpus: 16}");
-  Decision d = place("category: training\nresources: {accelerators: RTX4090:1}\ndata: {sensitivity: sensitive}\nhours: 10\n");
+  Decision d = place(
+      "category: training\nresources: {accelerators: RTX4090:1}\ndata: {sensitivity: "
+      "sensitive}\nhours: 10\n");
   EXPECT_TRUE(d.placeable);
   EXPECT_EQ(d.environment, Environment::kLocal);
   // 10 h x 165 / 71 TFLOPS = 23.24 h
   EXPECT_NEAR(d.cost.local.hours, 10 * 165.0 / 71, 1e-9);
-  EXPECT_THAT(all_reasons(d), HasSubstr("runs on 1x RTX3090 in about 23h14m, 2.3x the time on the requested GPUs"));
+  EXPECT_THAT(all_reasons(d),
+              HasSubstr("runs on 1x RTX3090 in about 23h14m, 2.3x the time on the requested GPUs"));
 }
 
 // Rule 2: development -> local.
 TEST_F(EngineTest, DevelopmentIsLocal) {
-  Decision d = place("category: development\nresources: {accelerators: RTX4090:1}\nreach: global\n");
+  Decision d =
+      place("category: development\nresources: {accelerators: RTX4090:1}\nreach: global\n");
   EXPECT_EQ(d.environment, Environment::kLocal);
   EXPECT_EQ(d.rule, rule::kDevelopment);
   EXPECT_EQ(rules(d), (std::vector<std::string>{"sensitive-data", "development"}));
@@ -105,7 +111,8 @@ TEST_F(EngineTest, HostResourcesCountTowardsCapacity) {
 }
 
 TEST_F(EngineTest, UseSpotInTheSpecWins) {
-  Decision d = place("category: training\nresources: {accelerators: A100-80GB:8, use_spot: false}\n");
+  Decision d =
+      place("category: training\nresources: {accelerators: A100-80GB:8, use_spot: false}\n");
   EXPECT_EQ(d.environment, Environment::kCloud);
   EXPECT_FALSE(d.spot);
   EXPECT_THAT(all_reasons(d), HasSubstr("spot declined by resources.use_spot"));
@@ -113,7 +120,8 @@ TEST_F(EngineTest, UseSpotInTheSpecWins) {
 
 // Rule 4: a one-time large job -> cloud on spot.
 TEST_F(EngineTest, OneTimeLargeJobGoesToSpot) {
-  Decision d = place("category: training\nresources: {accelerators: RTX4090:2}\nhours: 30\npattern: one-time\n");
+  Decision d = place(
+      "category: training\nresources: {accelerators: RTX4090:2}\nhours: 30\npattern: one-time\n");
   EXPECT_EQ(d.environment, Environment::kCloud);
   EXPECT_EQ(d.rule, rule::kOneTimeLarge);
   EXPECT_TRUE(d.spot);
@@ -121,19 +129,26 @@ TEST_F(EngineTest, OneTimeLargeJobGoesToSpot) {
 }
 
 TEST_F(EngineTest, OneTimeLargeBoundaryIsStrictlyOverTheLimit) {
-  EXPECT_EQ(place("category: training\nresources: {accelerators: RTX4090:2}\nhours: 24\n").rule, rule::kDefaultLocal);
-  EXPECT_EQ(place("category: training\nresources: {accelerators: RTX4090:2}\nhours: 24.1\n").rule, rule::kOneTimeLarge);
-  // Large data alone makes a one-time job large.
-  EXPECT_EQ(place("category: training\nresources: {accelerators: RTX4090:1}\ndata: {size: 200GB}\n").rule,
+  EXPECT_EQ(place("category: training\nresources: {accelerators: RTX4090:2}\nhours: 24\n").rule,
+            rule::kDefaultLocal);
+  EXPECT_EQ(place("category: training\nresources: {accelerators: RTX4090:2}\nhours: 24.1\n").rule,
             rule::kOneTimeLarge);
+  // Large data alone makes a one-time job large.
+  EXPECT_EQ(
+      place("category: training\nresources: {accelerators: RTX4090:1}\ndata: {size: 200GB}\n").rule,
+      rule::kOneTimeLarge);
   // A recurring job is never "one-time large".
-  EXPECT_EQ(place("category: training\nresources: {accelerators: RTX4090:2}\nhours: 30\npattern: recurring\n").rule,
+  EXPECT_EQ(place("category: training\nresources: {accelerators: RTX4090:2}\nhours: 30\npattern: "
+                  "recurring\n")
+                .rule,
             rule::kDefaultLocal);
 }
 
 // Production inference -> hybrid.
 TEST_F(EngineTest, ContinuousInferenceIsHybrid) {
-  Decision d = place("category: inference\nresources: {accelerators: RTX4090:1}\npattern: continuous\nreach: global\n");
+  Decision d = place(
+      "category: inference\nresources: {accelerators: RTX4090:1}\npattern: continuous\nreach: "
+      "global\n");
   EXPECT_EQ(d.environment, Environment::kHybrid);
   EXPECT_EQ(d.rule, rule::kProductionInference);
   EXPECT_FALSE(d.spot);
@@ -142,7 +157,8 @@ TEST_F(EngineTest, ContinuousInferenceIsHybrid) {
 
 // Rule 5: continuous 24/7 -> local if break-even is under the limit, else cloud.
 TEST_F(EngineTest, ContinuousStaysLocalWhenTheLabPaysBackInTime) {
-  Decision d = place("category: training\nresources: {accelerators: RTX4090:1}\npattern: continuous\n");
+  Decision d =
+      place("category: training\nresources: {accelerators: RTX4090:1}\npattern: continuous\n");
   EXPECT_EQ(d.environment, Environment::kLocal);
   EXPECT_EQ(d.rule, rule::kContinuous);
   ASSERT_TRUE(d.breakeven_months);
@@ -151,7 +167,8 @@ TEST_F(EngineTest, ContinuousStaysLocalWhenTheLabPaysBackInTime) {
 
 TEST_F(EngineTest, ContinuousGoesToCloudWhenBreakevenIsOverTheLimit) {
   cfg_ = config_from(std::string(kTwoGpuLab) + "policy: {breakeven_limit_months: 1}\n");
-  Decision d = place("category: training\nresources: {accelerators: RTX4090:1}\npattern: continuous\n");
+  Decision d =
+      place("category: training\nresources: {accelerators: RTX4090:1}\npattern: continuous\n");
   EXPECT_EQ(d.environment, Environment::kCloud);
   EXPECT_EQ(d.rule, rule::kContinuous);
   EXPECT_FALSE(d.spot);
@@ -169,8 +186,8 @@ TEST_F(EngineTest, GlobalReachGoesToCloudOnDemand) {
   EXPECT_EQ(d.rule, rule::kGlobalReach);
   EXPECT_FALSE(d.spot);
   EXPECT_EQ(rules(d), (std::vector<std::string>{"sensitive-data", "development", "beyond-capacity",
-                                                "one-time-large", "production-inference", "continuous",
-                                                "global-reach"}));
+                                                "one-time-large", "production-inference",
+                                                "continuous", "global-reach"}));
 }
 
 TEST_F(EngineTest, OtherwiseLocal) {
@@ -187,32 +204,39 @@ TEST_F(EngineTest, MissingCategoryIsSaid) {
 
 // Category 4: the data matrix, its four cells and its boundary.
 TEST_F(EngineTest, DataMatrixFourCells) {
-  Decision small_public = place("category: data-processing\ndata: {size: 50GB, sensitivity: public}\n");
+  Decision small_public =
+      place("category: data-processing\ndata: {size: 50GB, sensitivity: public}\n");
   EXPECT_EQ(small_public.environment, Environment::kLocal);
   EXPECT_EQ(small_public.rule, rule::kDataMatrix);
   EXPECT_EQ(*small_public.matrix_cell, "< threshold, not sensitive: local (cost-effective)");
 
-  Decision big_public = place("category: data-processing\ndata: {size: 500GB, sensitivity: public}\n");
+  Decision big_public =
+      place("category: data-processing\ndata: {size: 500GB, sensitivity: public}\n");
   EXPECT_EQ(big_public.environment, Environment::kCloud);
   EXPECT_EQ(big_public.rule, rule::kDataMatrix);
   EXPECT_TRUE(big_public.spot);
   EXPECT_EQ(*big_public.matrix_cell, "> threshold, not sensitive: cloud (scalable storage)");
 
-  Decision small_sensitive = place("category: data-processing\ndata: {size: 50GB, sensitivity: sensitive}\n");
+  Decision small_sensitive =
+      place("category: data-processing\ndata: {size: 50GB, sensitivity: sensitive}\n");
   EXPECT_EQ(small_sensitive.environment, Environment::kLocal);
   EXPECT_EQ(*small_sensitive.matrix_cell, "< threshold, sensitive: local");
 
-  Decision big_sensitive = place("category: data-processing\ndata: {size: 500GB, sensitivity: regulated}\n");
+  Decision big_sensitive =
+      place("category: data-processing\ndata: {size: 500GB, sensitivity: regulated}\n");
   EXPECT_EQ(big_sensitive.environment, Environment::kLocal);
   EXPECT_EQ(*big_sensitive.matrix_cell, "> threshold, sensitive: local (with cloud backup)");
   EXPECT_THAT(all_reasons(big_sensitive), HasSubstr("back up encrypted copies only"));
 }
 
 TEST_F(EngineTest, DataMatrixBoundaryIsOverTheThreshold) {
-  EXPECT_EQ(place("category: data-processing\ndata: {size: 100GB}\n").environment, Environment::kLocal);
-  EXPECT_EQ(place("category: data-processing\ndata: {size: 100000000001B}\n").environment, Environment::kCloud);
+  EXPECT_EQ(place("category: data-processing\ndata: {size: 100GB}\n").environment,
+            Environment::kLocal);
+  EXPECT_EQ(place("category: data-processing\ndata: {size: 100000000001B}\n").environment,
+            Environment::kCloud);
   cfg_ = config_from(std::string(kTwoGpuLab) + "policy: {large_data_threshold: 1TB}\n");
-  EXPECT_EQ(place("category: data-processing\ndata: {size: 500GB}\n").environment, Environment::kLocal);
+  EXPECT_EQ(place("category: data-processing\ndata: {size: 500GB}\n").environment,
+            Environment::kLocal);
 }
 
 TEST_F(EngineTest, DataProcessingBeyondCapacityStillGoesToCloud) {
@@ -221,7 +245,8 @@ TEST_F(EngineTest, DataProcessingBeyondCapacityStillGoesToCloud) {
 }
 
 TEST_F(EngineTest, CostsOnBothSides) {
-  Decision d = place("category: training\nresources: {accelerators: RTX4090:1}\nhours: 10\npattern: recurring\n");
+  Decision d = place(
+      "category: training\nresources: {accelerators: RTX4090:1}\nhours: 10\npattern: recurring\n");
   EXPECT_FALSE(d.cost.per_hour);
   ASSERT_TRUE(d.cost.local.fits);
   // Half the lab for 10 h: 0.5 x 10 x ($5,200 / 26,280 + 1.1 kW x $0.15)
@@ -233,16 +258,20 @@ TEST_F(EngineTest, CostsOnBothSides) {
 }
 
 TEST_F(EngineTest, NamedInstanceAndProviderArePriced) {
-  Decision d = place("category: training\nresources: {accelerators: A100:8, instance_type: p4d.24xlarge}\nhours: 2\n");
+  Decision d = place(
+      "category: training\nresources: {accelerators: A100:8, instance_type: p4d.24xlarge}\nhours: "
+      "2\n");
   EXPECT_EQ(d.cost.cloud.instance, "p4d.24xlarge");
   EXPECT_NEAR(d.cost.cloud.usd_on_demand, 65.54, 1e-9);
-  Decision gcp = place("category: training\nresources: {accelerators: A100:8, cloud: gcp}\nhours: 1\n");
+  Decision gcp =
+      place("category: training\nresources: {accelerators: A100:8, cloud: gcp}\nhours: 1\n");
   EXPECT_EQ(gcp.cost.cloud.instance, "a2-highgpu-8g");
 }
 
 TEST_F(EngineTest, WithoutALabOnlyTheCloudIsLeft) {
   cfg_ = Config{};
-  EXPECT_EQ(place("category: training\nresources: {accelerators: T4:1}\n").environment, Environment::kCloud);
+  EXPECT_EQ(place("category: training\nresources: {accelerators: T4:1}\n").environment,
+            Environment::kCloud);
   Decision d = place("data: {sensitivity: sensitive}\n");
   EXPECT_FALSE(d.placeable);
   EXPECT_THAT(all_reasons(d), HasSubstr("the config describes no lab"));
