@@ -11,7 +11,7 @@
 namespace hylab {
 
 namespace embedded {
-extern const std::string_view catalog_yaml;
+extern const std::string_view kCatalogYaml;
 }
 
 const GpuModel* Catalog::find_gpu(std::string_view name) const {
@@ -213,7 +213,7 @@ const Catalog& builtin_catalog() {
     const std::string file = "data/catalog.yaml (built in)";
     Diagnostics diag;
     Catalog c;
-    auto doc = yaml::parse(embedded::catalog_yaml, file, diag);
+    auto doc = yaml::parse(embedded::kCatalogYaml, file, diag);
     if (doc) read_catalog(yaml::Where{file, diag}, *doc, "", c, false);
     if (diag.has_errors()) throw std::runtime_error("invalid built-in catalog:\n" + diag.str());
     return c;

@@ -71,7 +71,7 @@ struct JobSpec {
 };
 
 // Job specs are small; anything larger is refused before parsing.
-inline constexpr std::size_t kMaxJobSpecBytes = 256 * 1024;
+inline constexpr std::size_t kMaxJobSpecBytes = 256UL * 1024;
 
 std::optional<JobSpec> load_job_spec_text(std::string_view text, const std::string& file,
                                           const Catalog& catalog, Diagnostics& diag);

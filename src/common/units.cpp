@@ -149,7 +149,7 @@ std::string format_hours(double hours) {
   if (!std::isfinite(hours)) return "forever";
   auto minutes = static_cast<long long>(std::llround(hours * 60));
   if (minutes == 0) return hours > 0 ? "<1m" : "0m";
-  long long d = minutes / (24 * 60);
+  long long d = minutes / (24LL * 60);
   long long h = (minutes / 60) % 24;
   long long m = minutes % 60;
   std::string out;
