@@ -8,7 +8,9 @@
 #include <cmath>
 #include <optional>
 
+#include "cli/client.h"
 #include "cli/output.h"
+#include "server/serve.h"
 #include "common/config.h"
 #include "common/job_spec.h"
 #include "common/text.h"
@@ -370,6 +372,41 @@ int run(const std::vector<std::string>& args, std::ostream& out, std::ostream& e
   auto* est_cmd = cost_cmd->add_subcommand("estimate", "both sides' cost of one job");
   est_cmd->add_option("job", estimate_file, "job spec file (YAML)")->required();
 
+  ClientOptions client;
+  app.add_option("--url", client.url, "control plane URL (default: $HYLAB_URL, the running server, server.listen)");
+
+  server::ServeOptions serve_opts;
+  bool no_nvml = false;
+  auto* serve_cmd = app.add_subcommand("serve", "run the control plane (REST API, job queue, local executor)");
+  serve_cmd->add_option("--listen", serve_opts.listen, "host:port to listen on (default: server.listen)");
+  serve_cmd->add_flag("--no-nvml", no_nvml, "use the config's GPU inventory even where NVML works");
+
+  RunOptions run_opts;
+  auto* run_cmd = app.add_subcommand("run", "submit a job to the control plane");
+  run_cmd->add_option("job", run_opts.file, "job spec file (YAML)")->required();
+  run_cmd->add_flag("-f,--follow", run_opts.follow, "stream the job's output until it ends");
+  run_cmd->add_option("--priority", run_opts.priority, "queue priority (-1000..1000, higher first)")
+      ->check(CLI::Range(-1000, 1000));
+
+  JobsOptions jobs_opts;
+  auto* jobs_cmd = app.add_subcommand("jobs", "list jobs");
+  jobs_cmd->add_option("--state", jobs_opts.state, "only jobs in this state");
+  jobs_cmd->add_option("--env", jobs_opts.environment, "only jobs in this environment (local, cloud, hybrid)");
+  jobs_cmd->add_option("--limit", jobs_opts.limit, "at most this many (default 50)")->check(CLI::Range(1, 1000));
+  jobs_cmd->add_flag("--all", jobs_opts.all, "every job, page after page");
+
+  std::string logs_id;
+  bool logs_follow = false;
+  auto* logs_cmd = app.add_subcommand("logs", "print a job's output");
+  logs_cmd->add_option("id", logs_id, "job id")->required();
+  logs_cmd->add_flag("-f,--follow", logs_follow, "keep printing until the job ends");
+
+  std::string cancel_id;
+  auto* cancel_cmd = app.add_subcommand("cancel", "cancel a job (SIGTERM, then SIGKILL after the grace period)");
+  cancel_cmd->add_option("id", cancel_id, "job id")->required();
+
+  auto* status_cmd = app.add_subcommand("status", "the control plane, its GPU inventory and queue");
+
   std::vector<std::string> rest(args.begin() + (args.empty() ? 0 : 1), args.end());
   std::reverse(rest.begin(), rest.end());  // CLI11 takes arguments in reverse order
   try {
@@ -392,6 +429,20 @@ int run(const std::vector<std::string>& args, std::ostream& out, std::ostream& e
     if (place_cmd->parsed()) return cmd_place(g, place, io);
     if (be_cmd->parsed()) return cmd_breakeven(g, be, io);
     if (est_cmd->parsed()) return cmd_estimate(g, estimate_file, io);
+    client.json = g.format() == Format::kJson;
+    bool needs_config = serve_cmd->parsed();
+    int code = kExitOk;
+    auto cfg = load_config(g, needs_config, io, &code);
+    if (!cfg) return code;
+    if (serve_cmd->parsed()) {
+      serve_opts.use_nvml = !no_nvml;
+      return server::run_serve(*cfg, serve_opts, out, err);
+    }
+    if (run_cmd->parsed()) return cmd_run(*cfg, client, run_opts, out, err);
+    if (jobs_cmd->parsed()) return cmd_jobs(*cfg, client, jobs_opts, out, err);
+    if (logs_cmd->parsed()) return cmd_logs(*cfg, client, logs_id, logs_follow, out, err);
+    if (cancel_cmd->parsed()) return cmd_cancel(*cfg, client, cancel_id, out, err);
+    if (status_cmd->parsed()) return cmd_status(*cfg, client, out, err);
   } catch (const std::exception& e) {
     err << "error: " << e.what() << "\n";
     return kExitFailure;

@@ -8,12 +8,12 @@
 #include <vector>
 
 #include "placement/engine.h"
+#include "placement/json.h"
 
 namespace hylab::cli {
 
 enum class Format { kTable, kJson };
 
-boost::json::object decision_json(const placement::Decision& d);
 std::string decisions_table(const std::vector<placement::Decision>& ds);
 std::string explain_text(const placement::Decision& d);
 std::string cost_text(const placement::Decision& d);

@@ -33,6 +33,13 @@ std::string default_config_path() {
   return std::string(home && *home ? home : ".") + "/.config/hylab/hylab.yaml";
 }
 
+std::string default_state_dir() {
+  const char* xdg = std::getenv("XDG_DATA_HOME");
+  if (xdg && *xdg) return std::string(xdg) + "/hylab";
+  const char* home = std::getenv("HOME");
+  return std::string(home && *home ? home : ".") + "/.local/share/hylab";
+}
+
 std::optional<ConfigLocation> locate_config(const std::optional<std::string>& flag) {
   if (flag) return ConfigLocation{*flag, "--config"};
   if (const char* env = std::getenv("HYLAB_CONFIG"); env && *env) {
@@ -165,6 +172,77 @@ void read_policy(const yaml::Where& w, const YAML::Node& node, Policy& policy) {
   m.finish();
 }
 
+// "~/x" -> $HOME/x; a relative path is relative to the config file's folder.
+std::string resolve_path(const std::string& p, const std::string& config_file) {
+  if (p.rfind("~/", 0) == 0) {
+    const char* home = std::getenv("HOME");
+    return std::string(home ? home : "") + p.substr(1);
+  }
+  if (!p.empty() && p[0] == '/') return p;
+  auto slash = config_file.find_last_of('/');
+  return slash == std::string::npos ? p : config_file.substr(0, slash + 1) + p;
+}
+
+std::optional<double> positive_seconds(yaml::MapReader& m, std::string_view key) {
+  auto node = m.take(key);
+  if (!node || node->IsNull()) return std::nullopt;
+  auto h = yaml::as_hours(m.where(), *node, m.key_path(key));
+  if (!h) return std::nullopt;
+  if (*h <= 0) {
+    yaml::error_at(m.where(), *node, m.key_path(key), "must be greater than 0");
+    return std::nullopt;
+  }
+  return *h * 3600;
+}
+
+void read_server(const yaml::Where& w, const YAML::Node& node, ServerConfig& s) {
+  yaml::MapReader m(w, node, "server");
+  if (!m.ok()) return;
+  if (auto n = m.take("listen"); n && !n->IsNull()) {
+    if (auto v = yaml::as_string(w, *n, "server.listen")) {
+      auto colon = v->rfind(':');
+      bool ok = colon != std::string::npos && colon > 0 && colon + 1 < v->size() &&
+                v->find_first_not_of("0123456789", colon + 1) == std::string::npos && v->size() - colon <= 6 &&
+                std::stoi(v->substr(colon + 1)) <= 65535;
+      if (!ok) {
+        yaml::error_at(w, *n, "server.listen", "expected host:port such as 127.0.0.1:7460, got " + quote(*v));
+      } else {
+        s.listen = *v;
+      }
+    }
+  }
+  if (auto v = m.string("state_dir")) s.state_dir = resolve_path(*v, w.file);
+  if (auto t = m.take("tls")) {
+    yaml::MapReader tm(w, *t, "server.tls");
+    if (tm.ok()) {
+      auto cert = tm.string("cert");
+      auto key = tm.string("key");
+      tm.finish();
+      if (cert.has_value() != key.has_value()) {
+        yaml::error_at(w, *t, "server.tls", "give both cert and key (PEM files)");
+      } else if (cert) {
+        s.tls_cert = resolve_path(*cert, w.file);
+        s.tls_key = resolve_path(*key, w.file);
+      }
+    }
+  }
+  if (auto v = m.bytes("max_body", kMiB)) s.max_body_bytes = *v;
+  if (auto v = m.bytes("log_max_size", kMiB)) s.log_max_bytes = *v;
+  if (auto n = m.take("cancel_grace"); n && !n->IsNull()) {
+    if (auto h = yaml::as_hours(w, *n, "server.cancel_grace")) s.cancel_grace_seconds = *h * 3600;
+  }
+  if (auto t = m.take("timeouts")) {
+    yaml::MapReader tm(w, *t, "server.timeouts");
+    if (tm.ok()) {
+      if (auto v = positive_seconds(tm, "read")) s.read_timeout_seconds = *v;
+      if (auto v = positive_seconds(tm, "write")) s.write_timeout_seconds = *v;
+      if (auto v = positive_seconds(tm, "idle")) s.idle_timeout_seconds = *v;
+      tm.finish();
+    }
+  }
+  m.finish();
+}
+
 }  // namespace
 
 std::optional<Config> load_config_text(std::string_view text, const std::string& file,
@@ -184,6 +262,7 @@ std::optional<Config> load_config_text(std::string_view text, const std::string&
     read_lab(w, *lab, cfg.catalog, cfg.lab);
   }
   if (auto p = top.take("policy")) read_policy(w, *p, cfg.policy);
+  if (auto sv = top.take("server")) read_server(w, *sv, cfg.server);
   top.finish();
   if (diag.error_count() > errors_before) return std::nullopt;
   return cfg;

@@ -45,11 +45,32 @@ struct Policy {
   double large_job_hours = 24;                 // a one-time job longer than this locally is "large"
 };
 
+// The control plane (`hylab serve`) and how clients reach it.
+struct ServerConfig {
+  std::string listen = "127.0.0.1:7460";  // host:port; port 0 picks a free one
+  std::string state_dir;                  // database, token, job directories
+  std::string tls_cert;                   // both set: HTTPS
+  std::string tls_key;
+  std::uint64_t max_body_bytes = 1ULL << 20;
+  std::uint64_t log_max_bytes = 64ULL << 20;  // per job
+  double cancel_grace_seconds = 10;
+  double read_timeout_seconds = 30;
+  double write_timeout_seconds = 30;
+  double idle_timeout_seconds = 120;
+};
+
+// $XDG_DATA_HOME/hylab, else ~/.local/share/hylab.
+std::string default_state_dir();
+inline std::string state_dir_of(const ServerConfig& s) {
+  return s.state_dir.empty() ? default_state_dir() : s.state_dir;
+}
+
 struct Config {
   std::string source = "(built-in defaults)";  // file it came from
   bool has_lab = false;                        // false: no lab section, nothing local
   Lab lab;
   Policy policy;
+  ServerConfig server;
   Catalog catalog = builtin_catalog();
 };
 

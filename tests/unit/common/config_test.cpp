@@ -88,7 +88,7 @@ TEST(ConfigErrors, NameFileLineColumnAndKey) {
   EXPECT_THAT(
       config_errors("gateway: {}\n"),
       HasSubstr(
-          "hylab.yaml:1:1: error: gateway: unknown key; known keys here: catalog, lab, policy"));
+          "hylab.yaml:1:1: error: gateway: unknown key; known keys here: catalog, lab, policy, server"));
 }
 
 TEST(ConfigErrors, SeveralAtOnce) {

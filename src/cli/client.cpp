@@ -1,0 +1,326 @@
+#include "cli/client.h"
+
+#include <boost/json.hpp>
+#include <fmt/format.h>
+#include <unistd.h>
+
+#include <climits>
+#include <cstdlib>
+#include <filesystem>
+
+#include "cli/app.h"
+#include "cli/output.h"
+#include "common/http_client.h"
+#include "server/serve.h"
+
+namespace hylab::cli {
+
+namespace json = boost::json;
+
+namespace {
+
+struct Target {
+  std::string url;
+  std::string token;
+  std::string token_source;
+};
+
+std::string url_encode(std::string_view s) {
+  std::string out;
+  for (unsigned char c : s) {
+    if (std::isalnum(c) || c == '-' || c == '_' || c == '.' || c == '~' || c == '/') {
+      out += static_cast<char>(c);
+    } else {
+      out += fmt::format("%{:02X}", c);
+    }
+  }
+  return out;
+}
+
+Result<Target> find_server(const Config& cfg, const ClientOptions& c) {
+  Target t;
+  std::string dir = state_dir_of(cfg.server);
+  if (c.url) {
+    t.url = *c.url;
+  } else if (const char* u = std::getenv("HYLAB_URL"); u && *u) {
+    t.url = u;
+  } else if (auto info = read_text_file(server::server_info_path(dir), 4096)) {
+    boost::system::error_code ec;
+    json::value v = json::parse(*info, ec);
+    if (!ec && v.is_object() && v.as_object().contains("url") && v.at("url").is_string()) {
+      t.url = std::string(v.at("url").as_string());
+    }
+  }
+  if (t.url.empty()) {
+    std::string scheme = cfg.server.tls_cert.empty() ? "http" : "https";
+    t.url = scheme + "://" + cfg.server.listen;
+  }
+  while (!t.url.empty() && t.url.back() == '/') t.url.pop_back();
+  if (const char* tok = std::getenv("HYLAB_TOKEN"); tok && *tok) {
+    t.token = tok;
+    t.token_source = "$HYLAB_TOKEN";
+  } else {
+    auto file = read_text_file(server::token_path(dir), 4096);
+    if (!file) {
+      return Error{Errc::kNotFound,
+                   fmt::format("no API token: {} does not exist (hylab serve creates it at its first start; or set "
+                               "$HYLAB_TOKEN)",
+                               server::token_path(dir))};
+    }
+    t.token = *file;
+    while (!t.token.empty() && (t.token.back() == '\n' || t.token.back() == '\r')) t.token.pop_back();
+    t.token_source = server::token_path(dir);
+  }
+  return t;
+}
+
+std::string not_running(const std::string& url) {
+  return fmt::format("error: hylab serve is not running at {}: start it with 'hylab serve --config hylab.yaml' "
+                     "(or 'make run')\n",
+                     url);
+}
+
+// One API call. Prints the reason and returns nothing on failure; *code gets the exit code.
+std::optional<HttpClientResponse> call(const Target& t, const std::string& method, const std::string& path,
+                                       const std::string& body, std::ostream& err, int* code,
+                                       const std::string& content_type = "application/yaml") {
+  HttpClientRequest req;
+  req.method = method;
+  req.url = t.url + path;
+  req.headers.emplace_back("Authorization", "Bearer " + t.token);
+  if (!body.empty()) req.headers.emplace_back("Content-Type", content_type);
+  req.body = body;
+  auto r = http_request(req);
+  if (!r) {
+    err << (r.error().code == Errc::kNotFound ? not_running(t.url) : "error: " + r.error().message + "\n");
+    *code = kExitFailure;
+    return std::nullopt;
+  }
+  return std::move(*r);
+}
+
+// The API's error body: {"error": "...", "diagnostics": [...]}.
+int report_error(const HttpClientResponse& r, std::ostream& err) {
+  boost::system::error_code ec;
+  json::value v = json::parse(r.body, ec);
+  if (!ec && v.is_object()) {
+    const auto& o = v.as_object();
+    if (auto* d = o.if_contains("diagnostics"); d && d->is_array()) {
+      for (const auto& x : d->as_array()) err << x.at("text").as_string().c_str() << "\n";
+    }
+    if (auto* e = o.if_contains("error"); e && e->is_string()) err << "error: " << e->as_string().c_str() << "\n";
+  } else {
+    err << fmt::format("error: HTTP {}: {}\n", r.status, r.body.substr(0, 200));
+  }
+  if (r.status == 401) err << "(the token is read from $HYLAB_TOKEN or STATE_DIR/token)\n";
+  if (r.status == 400) return kExitBadInput;
+  if (r.status == 422) return kExitCannotPlace;
+  return kExitFailure;
+}
+
+std::string str(const json::value& v) {
+  if (v.is_string()) return std::string(v.as_string());
+  if (v.is_null()) return "-";
+  return json::serialize(v);
+}
+
+std::string ago(const json::value& t) { return t.is_string() ? std::string(t.as_string()).substr(0, 19) : "-"; }
+
+std::string job_line_state(const json::object& j) {
+  std::string s = str(j.at("state"));
+  if (!j.at("exit_code").is_null() && s != "succeeded") s += fmt::format(" ({})", str(j.at("exit_code")));
+  if (!j.at("signal").is_null()) s += fmt::format(" (signal {})", str(j.at("signal")));
+  return s;
+}
+
+int follow_logs(const Target& t, std::int64_t id, std::ostream& out, std::ostream& err) {
+  HttpClientRequest req;
+  req.url = fmt::format("{}/v1/jobs/{}/logs?follow=1", t.url, id);
+  req.headers.emplace_back("Authorization", "Bearer " + t.token);
+  req.timeout_seconds = 3600;  // between pieces: a quiet job may print nothing for long
+  auto r = http_stream(req, [&](std::string_view data) {
+    out.write(data.data(), static_cast<std::streamsize>(data.size()));
+    out.flush();
+    return static_cast<bool>(out);
+  });
+  if (!r) {
+    err << (r.error().code == Errc::kNotFound ? not_running(t.url) : "error: " + r.error().message + "\n");
+    return kExitFailure;
+  }
+  if (r->status != 200) return report_error(*r, err);
+  return kExitOk;
+}
+
+}  // namespace
+
+int cmd_run(const Config& cfg, const ClientOptions& c, const RunOptions& o, std::ostream& out, std::ostream& err) {
+  auto t = find_server(cfg, c);
+  if (!t) {
+    err << "error: " << t.error().message << "\n";
+    return kExitFailure;
+  }
+  auto spec = read_text_file(o.file, 256 * 1024);
+  if (!spec) {
+    err << "error: " << spec.error().message << "\n";
+    return kExitBadInput;
+  }
+  // A relative workdir is relative to where the command runs, as in SkyPilot.
+  std::error_code ec;
+  std::string base = std::filesystem::current_path(ec).string();
+  int code = kExitOk;
+  auto r = call(*t, "POST", fmt::format("/v1/jobs?file={}&priority={}&base={}", url_encode(o.file), o.priority, url_encode(base)),
+                *spec, err, &code);
+  if (!r) return code;
+  if (r->status != 201) return report_error(*r, err);
+  json::value v = json::parse(r->body);
+  const auto& j = v.as_object();
+  for (const auto& w : j.at("warnings").as_array()) err << w.at("text").as_string().c_str() << "\n";
+  std::int64_t id = j.at("id").as_int64();
+  if (c.json && !o.follow) {
+    out << pretty_json(v);
+    return kExitOk;
+  }
+  const auto& reasons = j.at("decision").at("reasons").as_array();
+  std::string why = reasons.empty() ? "" : std::string(reasons.at(0).as_string());
+  err << fmt::format("job {} ({}): {} by rule {}, {}{}\n", id, str(j.at("name")), str(j.at("environment")),
+                     str(j.at("rule")), job_line_state(j),
+                     j.at("reason").as_string().empty() ? "" : ": " + str(j.at("reason")));
+  if (!why.empty()) err << "  " << why << "\n";
+  if (!o.follow) {
+    out << id << "\n";
+    return kExitOk;
+  }
+  if (str(j.at("environment")) == "cloud") {
+    err << "  (not following: the job waits for a cloud target)\n";
+    return kExitOk;
+  }
+  int rc = follow_logs(*t, id, out, err);
+  if (rc != kExitOk) return rc;
+  auto fin = call(*t, "GET", fmt::format("/v1/jobs/{}", id), "", err, &code);
+  if (!fin) return code;
+  json::value fv = json::parse(fin->body);
+  err << fmt::format("job {} {}\n", id, job_line_state(fv.as_object()));
+  return str(fv.at("state")) == "succeeded" ? kExitOk : kExitFailure;
+}
+
+int cmd_jobs(const Config& cfg, const ClientOptions& c, const JobsOptions& o, std::ostream& out, std::ostream& err) {
+  auto t = find_server(cfg, c);
+  if (!t) {
+    err << "error: " << t.error().message << "\n";
+    return kExitFailure;
+  }
+  std::string query = fmt::format("limit={}", std::min(o.limit, 1000));
+  if (o.state) query += "&state=" + url_encode(*o.state);
+  if (o.environment) query += "&environment=" + url_encode(*o.environment);
+  json::array all;
+  std::string after;
+  int code = kExitOk;
+  for (;;) {
+    auto r = call(*t, "GET", "/v1/jobs?" + query + after, "", err, &code);
+    if (!r) return code;
+    if (r->status != 200) return report_error(*r, err);
+    json::value v = json::parse(r->body);
+    for (auto& j : v.at("jobs").as_array()) all.push_back(std::move(j));
+    const auto& next = v.at("next_after");
+    if (!o.all || next.is_null()) break;
+    after = fmt::format("&after={}", next.as_int64());
+  }
+  if (c.json) {
+    out << pretty_json(all);
+    return kExitOk;
+  }
+  std::vector<std::vector<std::string>> rows{{"ID", "NAME", "STATE", "ENV", "RULE", "GPUS", "CREATED", "REASON"}};
+  for (const auto& jv : all) {
+    const auto& j = jv.as_object();
+    std::string gpus;
+    if (j.at("gpus").is_array()) {
+      for (const auto& g : j.at("gpus").as_array()) gpus += (gpus.empty() ? "" : ",") + str(g.at("index"));
+    }
+    rows.push_back({str(j.at("id")), str(j.at("name")), job_line_state(j), str(j.at("environment")), str(j.at("rule")),
+                    gpus.empty() ? "-" : gpus, ago(j.at("created_at")), str(j.at("reason"))});
+  }
+  out << columns(rows);
+  return kExitOk;
+}
+
+namespace {
+std::optional<std::int64_t> job_id(const std::string& s, std::ostream& err) {
+  if (s.empty() || s.size() > 18 || s.find_first_not_of("0123456789") != std::string::npos) {
+    err << fmt::format("error: '{}' is not a job id (see 'hylab jobs')\n", s);
+    return std::nullopt;
+  }
+  return std::stoll(s);
+}
+}  // namespace
+
+int cmd_logs(const Config& cfg, const ClientOptions& c, const std::string& id_text, bool follow, std::ostream& out,
+             std::ostream& err) {
+  auto id = job_id(id_text, err);
+  if (!id) return kExitBadInput;
+  auto t = find_server(cfg, c);
+  if (!t) {
+    err << "error: " << t.error().message << "\n";
+    return kExitFailure;
+  }
+  if (follow) return follow_logs(*t, *id, out, err);
+  int code = kExitOk;
+  auto r = call(*t, "GET", fmt::format("/v1/jobs/{}/logs", *id), "", err, &code);
+  if (!r) return code;
+  if (r->status != 200) return report_error(*r, err);
+  out << r->body;
+  return kExitOk;
+}
+
+int cmd_cancel(const Config& cfg, const ClientOptions& c, const std::string& id_text, std::ostream& out,
+               std::ostream& err) {
+  auto id = job_id(id_text, err);
+  if (!id) return kExitBadInput;
+  auto t = find_server(cfg, c);
+  if (!t) {
+    err << "error: " << t.error().message << "\n";
+    return kExitFailure;
+  }
+  int code = kExitOk;
+  auto r = call(*t, "POST", fmt::format("/v1/jobs/{}/cancel", *id), "", err, &code);
+  if (!r) return code;
+  if (r->status != 200 && r->status != 202) return report_error(*r, err);
+  json::value v = json::parse(r->body);
+  if (c.json) {
+    out << pretty_json(v);
+  } else if (r->status == 202) {
+    out << fmt::format("job {}: cancelling (SIGTERM sent; SIGKILL after {:g}s)\n", *id, cfg.server.cancel_grace_seconds);
+  } else {
+    out << fmt::format("job {}: {}\n", *id, str(v.at("state")));
+  }
+  return kExitOk;
+}
+
+int cmd_status(const Config& cfg, const ClientOptions& c, std::ostream& out, std::ostream& err) {
+  auto t = find_server(cfg, c);
+  if (!t) {
+    err << "error: " << t.error().message << "\n";
+    return kExitFailure;
+  }
+  int code = kExitOk;
+  auto r = call(*t, "GET", "/v1/status", "", err, &code);
+  if (!r) return code;
+  if (r->status != 200) return report_error(*r, err);
+  json::value v = json::parse(r->body);
+  if (c.json) {
+    out << pretty_json(v);
+    return kExitOk;
+  }
+  const auto& inv = v.at("inventory").as_object();
+  std::string jobs;
+  for (const auto& kv : v.at("jobs").as_object()) {
+    jobs += fmt::format("{}{} {}", jobs.empty() ? "" : ", ", str(kv.value()), std::string(kv.key()));
+  }
+  out << fmt::format("server:    {} (pid {}, up since {})\n", str(v.at("url")), str(v.at("pid")), ago(v.at("started_at")))
+      << fmt::format("state:     {}\n", str(v.at("state_dir")))
+      << fmt::format("inventory: {} GPUs from {} ({}): {} free, {} used\n", str(inv.at("gpus")), str(inv.at("source")),
+                     str(inv.at("detail")), str(inv.at("free")), str(inv.at("used")))
+      << fmt::format("jobs:      {}\n", jobs.empty() ? "none" : jobs);
+  return kExitOk;
+}
+
+}  // namespace hylab::cli

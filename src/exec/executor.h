@@ -1,0 +1,43 @@
+// The Executor interface: where jobs placed by the control plane actually run. The
+// local executor runs them on the lab's GPUs; the Slurm executor (later) on a cluster.
+// Executors update job records in the Store themselves. An executor is used from the
+// server's event-loop thread only.
+#pragma once
+
+#include <cstdint>
+#include <string>
+#include <string_view>
+
+#include "common/result.h"
+#include "store/store.h"
+
+namespace hylab::exec {
+
+struct Inventory {
+  std::string source;  // "nvml" or "config"
+  std::string detail;  // NVML's driver version, or why NVML is not used
+  struct Gpu {
+    int index = 0;
+    std::string uuid;
+    std::string model;
+    std::uint64_t memory_bytes = 0;
+    std::int64_t job = 0;  // 0: free
+  };
+  std::vector<Gpu> gpus;
+};
+
+class Executor {
+ public:
+  virtual ~Executor() = default;
+  virtual std::string_view name() const = 0;
+  // Adopts jobs that were running when the server stopped, or marks them lost, then
+  // starts what the queue allows. Called once at start-up.
+  virtual void recover() = 0;
+  // Takes a job already in the store (state pending): queues it, or starts it at once.
+  virtual Result<bool> submit(std::int64_t job_id) = 0;
+  // Queued: cancelled now. Running: SIGTERM, then SIGKILL after the grace period.
+  virtual Result<store::JobRecord> cancel(std::int64_t job_id) = 0;
+  virtual Inventory inventory() const = 0;
+};
+
+}  // namespace hylab::exec

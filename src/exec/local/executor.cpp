@@ -1,0 +1,362 @@
+#include "exec/local/executor.h"
+
+#include <boost/asio/io_context.hpp>
+#include <boost/asio/post.hpp>
+#include <boost/asio/posix/stream_descriptor.hpp>
+#include <boost/json.hpp>
+#include <fmt/format.h>
+#include <signal.h>
+#include <sys/syscall.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <chrono>
+#include <filesystem>
+#include <map>
+
+#include "common/gpu.h"
+#include "common/job_spec.h"
+#include "exec/local/process.h"
+
+extern char** environ;
+
+namespace hylab::exec::local {
+
+namespace asio = boost::asio;
+namespace json = boost::json;
+using store::JobRecord;
+using store::JobState;
+
+namespace {
+
+double now_seconds() {
+  return std::chrono::duration<double>(std::chrono::system_clock::now().time_since_epoch()).count();
+}
+
+int pidfd_open(pid_t pid) { return static_cast<int>(::syscall(SYS_pidfd_open, pid, 0)); }
+
+struct Allocation {
+  enum class Kind { kNow, kWait, kNever } kind = Kind::kNever;
+  std::vector<std::size_t> gpus;  // indexes into Inventory::gpus
+  std::string why_never;
+};
+
+}  // namespace
+
+class LocalExecutor::Impl {
+ public:
+  Impl(asio::io_context& ioc, store::Store& store, const Config& cfg, Options opts)
+      : ioc_(ioc), store_(store), cfg_(cfg), opts_(std::move(opts)) {
+    GpuDiscovery found;
+    if (opts_.use_nvml) found = discover_gpus(cfg_.catalog);
+    if (found.nvml && !found.gpus.empty()) {
+      inv_.source = "nvml";
+      inv_.detail = found.detail;
+      for (const auto& g : found.gpus) inv_.gpus.push_back({g.index, g.uuid, g.model, g.memory_bytes, 0});
+    } else {
+      inv_.source = "config";
+      inv_.detail = opts_.use_nvml ? (found.nvml ? "NVML found no GPUs" : found.detail) : "NVML disabled";
+      int index = 0;
+      for (const auto& g : cfg_.lab.gpus) {
+        for (int i = 0; i < g.count; ++i, ++index) {
+          inv_.gpus.push_back({index, fmt::format("config-{}", index), g.model, g.memory_bytes, 0});
+        }
+      }
+    }
+    std::filesystem::create_directories(opts_.jobs_dir);
+  }
+
+  ~Impl() {
+    for (auto& [id, w] : watches_) w->cancel();
+  }
+
+  void recover() {
+    auto running = store_.jobs_in_state(JobState::kRunning);
+    if (running) {
+      for (auto& job : *running) {
+        for (std::size_t i : gpus_of(job)) inv_.gpus[i].job = job.id;
+        pid_t pid = static_cast<pid_t>(job.pid.value_or(0));
+        if (pid > 0 && job.pid_start && same_process(pid, *job.pid_start)) {
+          watch(job.id, pid, /*child=*/false);
+        } else if (auto st = read_exit_status(job.job_dir)) {
+          finish(job, *st);
+        } else {
+          job.state = JobState::kLost;
+          job.ended_at = now_seconds();
+          job.reason = pid > 0 ? fmt::format("its process (pid {}) vanished while hylab serve was down, "
+                                             "without recording an exit status",
+                                             pid)
+                               : "hylab serve stopped while starting it";
+          release(job.id);
+          (void)store_.update_job(job);
+        }
+      }
+    }
+    // Jobs the server recorded but had not handed over before it stopped.
+    if (auto pending = store_.jobs_in_state(JobState::kPending)) {
+      for (auto& job : *pending) {
+        if (job.environment == "local" || job.environment == "hybrid") (void)submit(job.id);
+      }
+    }
+    schedule();
+  }
+
+  Result<bool> submit(std::int64_t id) {
+    auto job = store_.get_job(id);
+    if (!job) return job.error();
+    job->state = JobState::kQueued;
+    job->queued_at = now_seconds();
+    if (auto u = store_.update_job(*job); !u) return u.error();
+    schedule();
+    return true;
+  }
+
+  Result<JobRecord> cancel(std::int64_t id) {
+    auto job = store_.get_job(id);
+    if (!job) return job.error();
+    if (store::is_terminal(job->state)) {
+      return Error{Errc::kInvalidInput,
+                   fmt::format("job {} has already ended ({})", id, store::to_string(job->state))};
+    }
+    if (job->state == JobState::kRunning) {
+      job->cancel_requested = true;
+      if (auto u = store_.update_job(*job); !u) return u.error();
+      pid_t pid = static_cast<pid_t>(job->pid.value_or(0));
+      // The shim forwards SIGTERM to the job's process group and sends SIGKILL after
+      // the grace period, even if this server is gone by then.
+      if (pid > 0 && job->pid_start && same_process(pid, *job->pid_start)) ::kill(pid, SIGTERM);
+      return *job;
+    }
+    job->state = JobState::kCancelled;
+    job->cancel_requested = true;
+    job->ended_at = now_seconds();
+    job->reason = "cancelled before it started";
+    if (auto u = store_.update_job(*job); !u) return u.error();
+    schedule();
+    return *job;
+  }
+
+  Inventory inventory() const { return inv_; }
+
+ private:
+  std::vector<std::size_t> gpus_of(const JobRecord& job) const {
+    std::vector<std::size_t> out;
+    boost::system::error_code ec;
+    json::value v = json::parse(job.gpus, ec);
+    if (ec || !v.is_array()) return out;
+    for (const auto& g : v.as_array()) {
+      if (!g.is_object() || !g.as_object().contains("index")) continue;
+      auto idx = g.at("index").to_number<std::int64_t>();
+      for (std::size_t i = 0; i < inv_.gpus.size(); ++i) {
+        if (inv_.gpus[i].index == idx) out.push_back(i);
+      }
+    }
+    return out;
+  }
+
+  void release(std::int64_t id) {
+    for (auto& g : inv_.gpus) {
+      if (g.job == id) g.job = 0;
+    }
+  }
+
+  Allocation allocate(const JobSpec& spec) const {
+    Allocation a;
+    if (spec.accelerators.empty()) {
+      a.kind = Allocation::Kind::kNow;
+      return a;
+    }
+    std::vector<std::string> nevers;
+    bool any_wait = false;
+    for (const auto& req : spec.accelerators) {
+      const GpuModel* want = cfg_.catalog.find_gpu(req.model);
+      if (!want) continue;
+      std::size_t need = static_cast<std::size_t>(req.count) * static_cast<std::size_t>(spec.num_nodes);
+      std::vector<std::size_t> eligible;
+      for (int exact = 1; exact >= 0; --exact) {
+        for (std::size_t i = 0; i < inv_.gpus.size(); ++i) {
+          const auto& g = inv_.gpus[i];
+          bool is_exact = g.model == want->name;
+          if ((exact && is_exact) || (!exact && !is_exact && g.memory_bytes >= want->memory_bytes)) {
+            eligible.push_back(i);
+          }
+        }
+      }
+      if (eligible.size() < need) {
+        nevers.push_back(fmt::format("{}x {} (the lab has {} such GPUs)", need, want->name, eligible.size()));
+        continue;
+      }
+      std::vector<std::size_t> free;
+      for (std::size_t i : eligible) {
+        if (inv_.gpus[i].job == 0) free.push_back(i);
+      }
+      if (free.size() >= need) {
+        a.kind = Allocation::Kind::kNow;
+        a.gpus.assign(free.begin(), free.begin() + static_cast<long>(need));
+        return a;
+      }
+      any_wait = true;
+    }
+    a.kind = any_wait ? Allocation::Kind::kWait : Allocation::Kind::kNever;
+    for (std::size_t i = 0; i < nevers.size(); ++i) a.why_never += (i ? ", " : "") + nevers[i];
+    return a;
+  }
+
+  // Starts queued jobs in order (priority, then FIFO) while GPUs allow; the first job
+  // that must wait holds back the ones behind it, so no job is passed over forever.
+  void schedule() {
+    auto queued = store_.jobs_in_state(JobState::kQueued);
+    if (!queued) return;
+    for (auto& job : *queued) {
+      Diagnostics diag;
+      auto spec = load_job_spec_text(job.spec, job.spec_file.empty() ? "job" : job.spec_file, cfg_.catalog, diag);
+      if (!spec) {
+        fail_to_start(job, "its spec no longer loads: " + diag.str());
+        continue;
+      }
+      Allocation a = allocate(*spec);
+      if (a.kind == Allocation::Kind::kWait) break;
+      if (a.kind == Allocation::Kind::kNever) {
+        fail_to_start(job, "the lab's GPUs (" + inv_.source + ") cannot hold it: needs " + a.why_never);
+        continue;
+      }
+      start(job, *spec, a);
+    }
+  }
+
+  void fail_to_start(JobRecord& job, std::string reason) {
+    job.state = JobState::kFailed;
+    job.ended_at = now_seconds();
+    job.reason = std::move(reason);
+    (void)store_.update_job(job);
+  }
+
+  void start(JobRecord& job, const JobSpec& spec, const Allocation& a) {
+    std::string dir = fmt::format("{}/{}", opts_.jobs_dir, job.id);
+    std::error_code ec;
+    std::filesystem::create_directories(dir + "/outputs", ec);
+    if (ec) {
+      fail_to_start(job, fmt::format("cannot create {}: {}", dir, ec.message()));
+      return;
+    }
+    Launch l;
+    l.job_id = job.id;
+    l.job_dir = dir;
+    l.workdir = job.workdir.empty() ? dir : job.workdir;
+    l.setup = spec.setup;
+    l.run = spec.run;
+    l.log_max_bytes = opts_.log_max_bytes;
+    l.cancel_grace_seconds = opts_.cancel_grace_seconds;
+    std::map<std::string, std::string> env;
+    for (char** e = environ; *e; ++e) {
+      std::string kv(*e);
+      auto eq = kv.find('=');
+      if (eq != std::string::npos) env[kv.substr(0, eq)] = kv.substr(eq + 1);
+    }
+    for (const auto& [k, v] : spec.envs) {
+      if (v) env[k] = *v;
+    }
+    env["HYLAB_JOB_ID"] = std::to_string(job.id);
+    env["HYLAB_OUTPUT_DIR"] = dir + "/outputs";
+    std::string visible;
+    json::array gpus;
+    for (std::size_t i : a.gpus) {
+      const auto& g = inv_.gpus[i];
+      if (!visible.empty()) visible += ',';
+      visible += inv_.source == "nvml" ? g.uuid : std::to_string(g.index);
+      gpus.emplace_back(json::object{{"index", g.index}, {"uuid", g.uuid}, {"model", g.model}});
+    }
+    if (!spec.accelerators.empty()) {
+      env["CUDA_VISIBLE_DEVICES"] = visible;
+      env["CUDA_DEVICE_ORDER"] = "PCI_BUS_ID";
+    }
+    for (const auto& [k, v] : env) l.env.push_back(k + "=" + v);
+
+    job.job_dir = dir;
+    job.gpus = json::serialize(gpus);
+    auto pid = spawn_shim(l);
+    if (!pid) {
+      fail_to_start(job, pid.error().message);
+      return;
+    }
+    for (std::size_t i : a.gpus) inv_.gpus[i].job = job.id;
+    job.state = JobState::kRunning;
+    job.pid = *pid;
+    job.pid_start = process_start_time(*pid);
+    job.started_at = now_seconds();
+    job.reason.clear();
+    (void)store_.update_job(job);
+    watch(job.id, *pid, /*child=*/true);
+  }
+
+  void watch(std::int64_t id, pid_t pid, bool child) {
+    int fd = pidfd_open(pid);
+    if (fd < 0) {
+      asio::post(ioc_, [this, id, pid, child] { on_exit(id, pid, child); });
+      return;
+    }
+    auto sd = std::make_unique<asio::posix::stream_descriptor>(ioc_, fd);
+    sd->async_wait(asio::posix::stream_descriptor::wait_read, [this, id, pid, child](boost::system::error_code e) {
+      if (e == asio::error::operation_aborted) return;
+      on_exit(id, pid, child);
+    });
+    watches_[id] = std::move(sd);
+  }
+
+  void on_exit(std::int64_t id, pid_t pid, bool child) {
+    if (child) {
+      int status = 0;
+      ::waitpid(pid, &status, 0);  // reap the shim; it has exited, so this does not block
+    }
+    watches_.erase(id);
+    auto job = store_.get_job(id);
+    if (!job) return;
+    auto st = read_exit_status(job->job_dir);
+    if (st) {
+      finish(*job, *st);
+    } else {
+      job->state = JobState::kLost;
+      job->ended_at = now_seconds();
+      job->reason = fmt::format("its supervisor process (pid {}) ended without recording an exit status", pid);
+      release(id);
+      (void)store_.update_job(*job);
+    }
+    schedule();
+  }
+
+  void finish(JobRecord& job, const ExitStatus& st) {
+    job.exit_code = st.exit_code;
+    job.signal = st.signal;
+    job.ended_at = now_seconds();
+    if (job.cancel_requested || st.cancelled) {
+      job.state = JobState::kCancelled;
+      job.reason = "cancelled";
+    } else if (st.exit_code && *st.exit_code == 0) {
+      job.state = JobState::kSucceeded;
+    } else {
+      job.state = JobState::kFailed;
+      job.reason = st.signal ? fmt::format("killed by signal {} ({})", *st.signal, ::strsignal(*st.signal))
+                             : fmt::format("exited with code {}", st.exit_code.value_or(-1));
+    }
+    release(job.id);
+    (void)store_.update_job(job);
+  }
+
+  asio::io_context& ioc_;
+  store::Store& store_;
+  const Config& cfg_;
+  Options opts_;
+  Inventory inv_;
+  std::map<std::int64_t, std::unique_ptr<asio::posix::stream_descriptor>> watches_;
+};
+
+LocalExecutor::LocalExecutor(asio::io_context& ioc, store::Store& store, const Config& cfg, Options opts)
+    : impl_(std::make_unique<Impl>(ioc, store, cfg, std::move(opts))) {}
+LocalExecutor::~LocalExecutor() = default;
+void LocalExecutor::recover() { impl_->recover(); }
+Result<bool> LocalExecutor::submit(std::int64_t id) { return impl_->submit(id); }
+Result<store::JobRecord> LocalExecutor::cancel(std::int64_t id) { return impl_->cancel(id); }
+Inventory LocalExecutor::inventory() const { return impl_->inventory(); }
+
+}  // namespace hylab::exec::local

@@ -1,0 +1,489 @@
+#include "server/api.h"
+
+#include <boost/json.hpp>
+#include <fcntl.h>
+#include <fmt/format.h>
+#include <openssl/crypto.h>
+#include <openssl/rand.h>
+#include <unistd.h>
+
+#include <chrono>
+#include <ctime>
+
+#include "common/job_spec.h"
+#include "placement/engine.h"
+#include "placement/json.h"
+
+namespace hylab::server {
+
+namespace json = boost::json;
+using store::JobRecord;
+using store::JobState;
+
+std::string generate_token() {
+  unsigned char raw[32];
+  if (RAND_bytes(raw, sizeof raw) != 1) throw std::runtime_error("no random bytes for the API token");
+  std::string out;
+  for (unsigned char c : raw) out += fmt::format("{:02x}", c);
+  return out;
+}
+
+bool constant_time_equal(std::string_view a, std::string_view b) {
+  if (a.size() != b.size()) return false;
+  return CRYPTO_memcmp(a.data(), b.data(), a.size()) == 0;
+}
+
+namespace {
+
+double now_seconds() {
+  return std::chrono::duration<double>(std::chrono::system_clock::now().time_since_epoch()).count();
+}
+
+json::value time_json(std::optional<double> t) {
+  if (!t) return nullptr;
+  std::time_t secs = static_cast<std::time_t>(*t);
+  std::tm tm{};
+  gmtime_r(&secs, &tm);
+  int ms = static_cast<int>((*t - static_cast<double>(secs)) * 1000);
+  return json::value(fmt::format("{:04}-{:02}-{:02}T{:02}:{:02}:{:02}.{:03}Z", tm.tm_year + 1900, tm.tm_mon + 1,
+                                 tm.tm_mday, tm.tm_hour, tm.tm_min, tm.tm_sec, ms));
+}
+
+HttpResponse json_response(int status, const json::value& v) {
+  HttpResponse r;
+  r.status = status;
+  r.body = json::serialize(v) + "\n";
+  return r;
+}
+
+HttpResponse error(int status, std::string_view message, json::object extra = {}) {
+  extra["error"] = message;
+  return json_response(status, extra);
+}
+
+json::value parse_or_null(const std::string& s) {
+  boost::system::error_code ec;
+  json::value v = json::parse(s, ec);
+  return ec ? json::value(nullptr) : v;
+}
+
+json::object job_json(const JobRecord& j) {
+  json::object o;
+  o["id"] = j.id;
+  o["name"] = j.name;
+  o["state"] = std::string(store::to_string(j.state));
+  o["environment"] = j.environment;
+  o["rule"] = j.rule;
+  o["spot"] = j.spot;
+  o["priority"] = j.priority;
+  o["reason"] = j.reason;
+  o["gpus"] = parse_or_null(j.gpus);
+  o["pid"] = j.pid ? json::value(*j.pid) : json::value(nullptr);
+  o["exit_code"] = j.exit_code ? json::value(*j.exit_code) : json::value(nullptr);
+  o["signal"] = j.signal ? json::value(*j.signal) : json::value(nullptr);
+  o["cancel_requested"] = j.cancel_requested;
+  o["created_at"] = time_json(j.created_at);
+  o["queued_at"] = time_json(j.queued_at);
+  o["started_at"] = time_json(j.started_at);
+  o["ended_at"] = time_json(j.ended_at);
+  o["workdir"] = j.workdir;
+  o["output_dir"] = j.job_dir.empty() ? json::value(nullptr) : json::value(j.job_dir + "/outputs");
+  o["decision"] = parse_or_null(j.decision);
+  return o;
+}
+
+std::optional<std::int64_t> parse_id(std::string_view s) {
+  if (s.empty() || s.size() > 18 || s.find_first_not_of("0123456789") != std::string_view::npos) return std::nullopt;
+  return std::stoll(std::string(s));
+}
+
+json::array diagnostics_json(const Diagnostics& d) {
+  json::array out;
+  for (const auto& x : d.items()) {
+    out.emplace_back(json::object{{"severity", x.severity == Diagnostic::Severity::kError ? "error" : "warning"},
+                                  {"line", x.line},
+                                  {"column", x.column},
+                                  {"key", x.key},
+                                  {"message", x.message},
+                                  {"text", x.str()}});
+  }
+  return out;
+}
+
+// Streams a log file from `offset`; ends once the job has ended and every byte is sent.
+class LogStream {
+ public:
+  LogStream(store::Store& store, std::int64_t id, std::string path, std::uint64_t offset)
+      : store_(store), id_(id), path_(std::move(path)), offset_(offset) {}
+
+  std::optional<std::string> next() {
+    std::string chunk = read_more();
+    if (!chunk.empty()) return chunk;
+    if (done_) return std::nullopt;
+    auto job = store_.get_job(id_);
+    if (!job || store::is_terminal(job->state)) {
+      // One last read: the shim writes the log before it records the exit.
+      done_ = true;
+      chunk = read_more();
+      return chunk.empty() ? std::nullopt : std::optional<std::string>(chunk);
+    }
+    return std::string();
+  }
+
+ private:
+  std::string read_more() {
+    int fd = ::open(path_.c_str(), O_RDONLY | O_CLOEXEC);
+    if (fd < 0) return {};
+    std::string out(64 * 1024, '\0');
+    ssize_t n = ::pread(fd, out.data(), out.size(), static_cast<off_t>(offset_));
+    ::close(fd);
+    if (n <= 0) return {};
+    out.resize(static_cast<std::size_t>(n));
+    offset_ += static_cast<std::uint64_t>(n);
+    return out;
+  }
+
+  store::Store& store_;
+  std::int64_t id_;
+  std::string path_;
+  std::uint64_t offset_;
+  bool done_ = false;
+};
+
+}  // namespace
+
+Api::Api(const Config& cfg, store::Store& store, exec::Executor& executor, std::string token, std::string token_path)
+    : cfg_(cfg),
+      store_(store),
+      executor_(executor),
+      token_(std::move(token)),
+      token_path_(std::move(token_path)),
+      started_at_(now_seconds()) {}
+
+HttpResponse Api::handle(const HttpRequest& req) {
+  auto t0 = std::chrono::steady_clock::now();
+  std::string label = "other";
+  HttpResponse r = route(req, label);
+  metrics_.observe_request(label, r.status,
+                           std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count());
+  return r;
+}
+
+HttpResponse Api::route(const HttpRequest& req, std::string& label) {
+  const std::string& p = req.path;
+  if (p == "/healthz") {
+    label = "/healthz";
+    return json_response(200, json::object{{"status", "ok"}});
+  }
+  std::string auth = req.header("authorization");
+  std::string_view given = auth.rfind("Bearer ", 0) == 0 ? std::string_view(auth).substr(7) : std::string_view();
+  if (!constant_time_equal(given, token_)) {
+    label = "unauthorized";
+    HttpResponse r = error(401, auth.empty() ? "missing bearer token: send 'Authorization: Bearer TOKEN' with the "
+                                               "token from " + token_path_
+                                             : "wrong bearer token: use the token from " + token_path_);
+    r.headers.emplace_back("WWW-Authenticate", "Bearer");
+    return r;
+  }
+  auto method_not_allowed = [&](const char* allowed) {
+    HttpResponse r = error(405, fmt::format("{} does not accept {}; use {}", p, req.method, allowed));
+    r.headers.emplace_back("Allow", allowed);
+    return r;
+  };
+  if (p == "/metrics") {
+    label = "/metrics";
+    return req.method == "GET" ? metrics() : method_not_allowed("GET");
+  }
+  if (p == "/v1/jobs") {
+    label = "/v1/jobs";
+    if (req.method == "POST") return submit(req);
+    if (req.method == "GET") return list(req);
+    return method_not_allowed("GET, POST");
+  }
+  if (p == "/v1/place") {
+    label = "/v1/place";
+    return req.method == "POST" ? place(req) : method_not_allowed("POST");
+  }
+  if (p == "/v1/inventory") {
+    label = "/v1/inventory";
+    return req.method == "GET" ? inventory() : method_not_allowed("GET");
+  }
+  if (p == "/v1/status") {
+    label = "/v1/status";
+    return req.method == "GET" ? status() : method_not_allowed("GET");
+  }
+  constexpr std::string_view kJobs = "/v1/jobs/";
+  if (p.rfind(kJobs, 0) == 0) {
+    std::string_view rest = std::string_view(p).substr(kJobs.size());
+    auto slash = rest.find('/');
+    auto id = parse_id(rest.substr(0, slash));
+    std::string_view tail = slash == std::string_view::npos ? std::string_view() : rest.substr(slash);
+    if (!id) {
+      label = "/v1/jobs/{id}";
+      return error(404, fmt::format("'{}' is not a job id (ids are whole numbers)", rest.substr(0, slash)));
+    }
+    if (tail.empty()) {
+      label = "/v1/jobs/{id}";
+      return req.method == "GET" ? get(*id) : method_not_allowed("GET");
+    }
+    if (tail == "/logs") {
+      label = "/v1/jobs/{id}/logs";
+      return req.method == "GET" ? logs(*id, req) : method_not_allowed("GET");
+    }
+    if (tail == "/cancel") {
+      label = "/v1/jobs/{id}/cancel";
+      return req.method == "POST" ? cancel(*id) : method_not_allowed("POST");
+    }
+  }
+  label = "not_found";
+  return error(404, fmt::format("no such route: {} {}", req.method, p));
+}
+
+namespace {
+struct Parsed {
+  std::optional<JobSpec> spec;
+  Diagnostics diag;
+  std::string file;
+};
+
+Parsed parse_spec(const HttpRequest& req, const Catalog& catalog) {
+  Parsed p;
+  auto f = req.query.find("file");
+  p.file = f == req.query.end() || f->second.empty() ? "request body" : f->second;
+  if (req.body.empty()) {
+    p.diag.error(p.file, 0, 0, "", "the request body is empty: send the job spec as YAML or JSON");
+    return p;
+  }
+  // JSON is YAML, so one loader takes both.
+  p.spec = load_job_spec_text(req.body, p.file, catalog, p.diag);
+  return p;
+}
+}  // namespace
+
+HttpResponse Api::place(const HttpRequest& req) {
+  Parsed p = parse_spec(req, cfg_.catalog);
+  if (!p.spec) {
+    return error(400, fmt::format("the job spec has {} error(s)", p.diag.error_count()),
+                 json::object{{"diagnostics", diagnostics_json(p.diag)}});
+  }
+  auto d = placement::decide(*p.spec, cfg_);
+  json::object o = placement::decision_json(d);
+  o["warnings"] = diagnostics_json(p.diag);
+  return json_response(200, o);
+}
+
+HttpResponse Api::submit(const HttpRequest& req) {
+  Parsed p = parse_spec(req, cfg_.catalog);
+  if (!p.spec) {
+    return error(400, fmt::format("the job spec has {} error(s)", p.diag.error_count()),
+                 json::object{{"diagnostics", diagnostics_json(p.diag)}});
+  }
+  int priority = 0;
+  if (auto it = req.query.find("priority"); it != req.query.end()) {
+    try {
+      std::size_t used = 0;
+      priority = std::stoi(it->second, &used);
+      if (used != it->second.size() || priority < -1000 || priority > 1000) throw std::out_of_range("");
+    } catch (...) {
+      return error(400, fmt::format("priority must be a whole number from -1000 to 1000, got '{}'", it->second));
+    }
+  }
+  std::string workdir;
+  if (p.spec->workdir && !p.spec->workdir->empty()) {
+    workdir = *p.spec->workdir;
+    if (workdir[0] != '/') {
+      auto base = req.query.find("base");
+      if (base == req.query.end() || base->second.empty() || base->second[0] != '/') {
+        return error(400, fmt::format("workdir '{}' is relative: submit with ?base=/absolute/dir (hylab run "
+                                      "does) or give an absolute path",
+                                      workdir));
+      }
+      workdir = base->second + "/" + workdir;
+    }
+  }
+  auto d = placement::decide(*p.spec, cfg_);
+  json::object decision = placement::decision_json(d);
+  if (!d.placeable) {
+    std::string why = "cannot place";
+    for (const auto& r : d.reasons) {
+      if (r.rfind("cannot place", 0) == 0) why = r;
+    }
+    return error(422, why, json::object{{"decision", decision}});
+  }
+  JobRecord job;
+  job.name = p.spec->name;
+  job.spec = req.body;
+  job.spec_file = p.file;
+  job.state = JobState::kPending;
+  job.environment = std::string(placement::to_string(d.environment));
+  job.rule = d.rule;
+  job.spot = d.spot;
+  job.decision = json::serialize(decision);
+  job.priority = priority;
+  job.created_at = now_seconds();
+  job.workdir = workdir;
+  if (d.environment == placement::Environment::kCloud) {
+    job.reason = "placed in the cloud; no cloud target is configured yet, so it waits (cloud executors "
+                 "come with the Slurm integration)";
+  }
+  auto id = store_.insert_job(job);
+  if (!id) return error(500, id.error().message);
+  if (d.environment != placement::Environment::kCloud) {
+    if (auto s = executor_.submit(*id); !s) return error(500, s.error().message);
+  }
+  auto stored = store_.get_job(*id);
+  if (!stored) return error(500, stored.error().message);
+  json::object o = job_json(*stored);
+  o["warnings"] = diagnostics_json(p.diag);
+  HttpResponse r = json_response(201, o);
+  r.headers.emplace_back("Location", fmt::format("/v1/jobs/{}", *id));
+  return r;
+}
+
+HttpResponse Api::list(const HttpRequest& req) {
+  store::JobFilter f;
+  if (auto it = req.query.find("state"); it != req.query.end()) {
+    f.state = store::job_state_from(it->second);
+    if (!f.state) {
+      return error(400, fmt::format("unknown state '{}': use pending, queued, running, succeeded, failed, "
+                                    "cancelled or lost",
+                                    it->second));
+    }
+  }
+  if (auto it = req.query.find("environment"); it != req.query.end()) {
+    if (it->second != "local" && it->second != "cloud" && it->second != "hybrid") {
+      return error(400, fmt::format("unknown environment '{}': use local, cloud or hybrid", it->second));
+    }
+    f.environment = it->second;
+  }
+  if (auto it = req.query.find("after"); it != req.query.end()) {
+    auto v = parse_id(it->second);
+    if (!v) return error(400, fmt::format("after must be a job id, got '{}'", it->second));
+    f.after_id = *v;
+  }
+  if (auto it = req.query.find("limit"); it != req.query.end()) {
+    auto v = parse_id(it->second);
+    if (!v || *v < 1 || *v > 1000) return error(400, fmt::format("limit must be from 1 to 1000, got '{}'", it->second));
+    f.limit = static_cast<int>(*v);
+  }
+  // One extra row tells whether there is a next page.
+  int want = f.limit;
+  f.limit = want + 1;
+  auto jobs = store_.list_jobs(f);
+  if (!jobs) return error(500, jobs.error().message);
+  json::array arr;
+  bool more = static_cast<int>(jobs->size()) > want;
+  if (more) jobs->pop_back();
+  for (const auto& j : *jobs) {
+    json::object o = job_json(j);
+    o.erase("decision");
+    arr.emplace_back(std::move(o));
+  }
+  json::object out;
+  out["jobs"] = std::move(arr);
+  out["next_after"] = more ? json::value(jobs->back().id) : json::value(nullptr);
+  return json_response(200, out);
+}
+
+HttpResponse Api::get(std::int64_t id) {
+  auto job = store_.get_job(id);
+  if (!job) return error(job.error().code == Errc::kNotFound ? 404 : 500, job.error().message);
+  return json_response(200, job_json(*job));
+}
+
+HttpResponse Api::logs(std::int64_t id, const HttpRequest& req) {
+  auto job = store_.get_job(id);
+  if (!job) return error(job.error().code == Errc::kNotFound ? 404 : 500, job.error().message);
+  std::uint64_t offset = 0;
+  if (auto it = req.query.find("offset"); it != req.query.end()) {
+    auto v = parse_id(it->second);
+    if (!v) return error(400, fmt::format("offset must be a byte count, got '{}'", it->second));
+    offset = static_cast<std::uint64_t>(*v);
+  }
+  std::string path = job->job_dir.empty() ? std::string() : job->job_dir + "/output.log";
+  bool follow = req.query.count("follow") && req.query.at("follow") != "0";
+  HttpResponse r;
+  r.content_type = "text/plain; charset=utf-8";
+  auto stream = std::make_shared<LogStream>(store_, id, path, offset);
+  if (follow) {
+    r.stream = [stream] { return stream->next(); };
+    return r;
+  }
+  // Not following: what is there now (the log is capped, so this is bounded).
+  for (;;) {
+    auto chunk = stream->next();
+    if (!chunk || chunk->empty()) break;
+    r.body += *chunk;
+  }
+  return r;
+}
+
+HttpResponse Api::cancel(std::int64_t id) {
+  auto job = executor_.cancel(id);
+  if (!job) {
+    int code = job.error().code == Errc::kNotFound ? 404 : job.error().code == Errc::kInvalidInput ? 409 : 500;
+    return error(code, job.error().message);
+  }
+  return json_response(job->state == JobState::kRunning ? 202 : 200, job_json(*job));
+}
+
+HttpResponse Api::inventory() {
+  exec::Inventory inv = executor_.inventory();
+  json::array gpus;
+  int used = 0;
+  for (const auto& g : inv.gpus) {
+    used += g.job != 0;
+    gpus.emplace_back(json::object{{"index", g.index},
+                                   {"uuid", g.uuid},
+                                   {"model", g.model},
+                                   {"memory_bytes", g.memory_bytes},
+                                   {"job", g.job ? json::value(g.job) : json::value(nullptr)}});
+  }
+  return json_response(200, json::object{{"source", inv.source},
+                                         {"detail", inv.detail},
+                                         {"gpus", std::move(gpus)},
+                                         {"free", static_cast<int>(inv.gpus.size()) - used},
+                                         {"used", used}});
+}
+
+HttpResponse Api::status() {
+  exec::Inventory inv = executor_.inventory();
+  int used = 0;
+  for (const auto& g : inv.gpus) used += g.job != 0;
+  json::object jobs;
+  if (auto counts = store_.count_by_state()) {
+    for (const auto& c : *counts) {
+      std::int64_t prev = jobs.contains(c.state) ? jobs.at(c.state).as_int64() : 0;
+      jobs[c.state] = prev + c.count;
+    }
+  }
+  return json_response(200, json::object{{"version", "0.1.0"},
+                                         {"url", url_},
+                                         {"pid", static_cast<std::int64_t>(::getpid())},
+                                         {"started_at", time_json(started_at_)},
+                                         {"state_dir", state_dir_of(cfg_.server)},
+                                         {"inventory", json::object{{"source", inv.source},
+                                                                    {"detail", inv.detail},
+                                                                    {"gpus", inv.gpus.size()},
+                                                                    {"free", static_cast<int>(inv.gpus.size()) - used},
+                                                                    {"used", used}}},
+                                         {"jobs", std::move(jobs)}});
+}
+
+HttpResponse Api::metrics() {
+  if (auto counts = store_.count_by_state()) {
+    std::vector<telemetry::JobCount> jc;
+    for (const auto& c : *counts) jc.push_back({c.state, c.environment, c.count});
+    metrics_.set_jobs(jc);
+  }
+  exec::Inventory inv = executor_.inventory();
+  std::int64_t used = 0;
+  for (const auto& g : inv.gpus) used += g.job != 0;
+  metrics_.set_gpus(static_cast<std::int64_t>(inv.gpus.size()) - used, used, inv.source);
+  HttpResponse r;
+  r.content_type = "text/plain; version=0.0.4; charset=utf-8";
+  r.body = metrics_.render();
+  return r;
+}
+
+}  // namespace hylab::server

@@ -1,0 +1,306 @@
+#include "store/store.h"
+
+#include <fmt/format.h>
+#include <sqlite3.h>
+
+#include <array>
+
+namespace hylab::store {
+
+std::string_view to_string(JobState s) {
+  switch (s) {
+    case JobState::kPending: return "pending";
+    case JobState::kQueued: return "queued";
+    case JobState::kRunning: return "running";
+    case JobState::kSucceeded: return "succeeded";
+    case JobState::kFailed: return "failed";
+    case JobState::kCancelled: return "cancelled";
+    case JobState::kLost: return "lost";
+  }
+  return "?";
+}
+
+std::optional<JobState> job_state_from(std::string_view s) {
+  for (auto st : {JobState::kPending, JobState::kQueued, JobState::kRunning, JobState::kSucceeded,
+                  JobState::kFailed, JobState::kCancelled, JobState::kLost}) {
+    if (to_string(st) == s) return st;
+  }
+  return std::nullopt;
+}
+
+bool is_terminal(JobState s) {
+  return s == JobState::kSucceeded || s == JobState::kFailed || s == JobState::kCancelled ||
+         s == JobState::kLost;
+}
+
+namespace {
+
+// Each entry moves the schema one version up; never edit one that has shipped.
+constexpr std::array<const char*, 1> kMigrations = {
+    R"sql(
+CREATE TABLE jobs (
+  id INTEGER PRIMARY KEY AUTOINCREMENT,
+  name TEXT NOT NULL,
+  spec TEXT NOT NULL,
+  spec_file TEXT NOT NULL DEFAULT '',
+  state TEXT NOT NULL,
+  environment TEXT NOT NULL,
+  rule TEXT NOT NULL,
+  spot INTEGER NOT NULL DEFAULT 0,
+  decision TEXT NOT NULL,
+  reason TEXT NOT NULL DEFAULT '',
+  priority INTEGER NOT NULL DEFAULT 0,
+  gpus TEXT NOT NULL DEFAULT '[]',
+  pid INTEGER,
+  pid_start INTEGER,
+  pgid INTEGER,
+  exit_code INTEGER,
+  signal INTEGER,
+  cancel_requested INTEGER NOT NULL DEFAULT 0,
+  created_at REAL NOT NULL,
+  queued_at REAL,
+  started_at REAL,
+  ended_at REAL,
+  job_dir TEXT NOT NULL DEFAULT '',
+  workdir TEXT NOT NULL DEFAULT ''
+);
+CREATE INDEX jobs_by_state ON jobs(state, environment, id);
+)sql",
+};
+
+class Stmt {
+ public:
+  Stmt(sqlite3* db, const char* sql) : db_(db) {
+    rc_ = sqlite3_prepare_v2(db, sql, -1, &stmt_, nullptr);
+  }
+  ~Stmt() { sqlite3_finalize(stmt_); }
+  Stmt(const Stmt&) = delete;
+  Stmt& operator=(const Stmt&) = delete;
+
+  bool ok() const { return rc_ == SQLITE_OK; }
+  std::string error() const { return sqlite3_errmsg(db_); }
+  sqlite3_stmt* get() { return stmt_; }
+
+  void bind(int i, std::int64_t v) { sqlite3_bind_int64(stmt_, i, v); }
+  void bind(int i, double v) { sqlite3_bind_double(stmt_, i, v); }
+  void bind(int i, const std::string& v) {
+    sqlite3_bind_text(stmt_, i, v.data(), static_cast<int>(v.size()), SQLITE_TRANSIENT);
+  }
+  template <class T>
+  void bind(int i, const std::optional<T>& v) {
+    if (v) {
+      bind(i, static_cast<std::conditional_t<std::is_floating_point_v<T>, double, std::int64_t>>(*v));
+    } else {
+      sqlite3_bind_null(stmt_, i);
+    }
+  }
+  int step() { return sqlite3_step(stmt_); }
+
+ private:
+  sqlite3* db_;
+  sqlite3_stmt* stmt_ = nullptr;
+  int rc_;
+};
+
+Error db_error(sqlite3* db, std::string_view what) {
+  return Error{Errc::kIo, fmt::format("state database: {}: {}", what, sqlite3_errmsg(db))};
+}
+
+std::string text(sqlite3_stmt* s, int col) {
+  const unsigned char* p = sqlite3_column_text(s, col);
+  return p ? std::string(reinterpret_cast<const char*>(p), static_cast<std::size_t>(sqlite3_column_bytes(s, col)))
+           : std::string();
+}
+std::optional<std::int64_t> opt_int(sqlite3_stmt* s, int col) {
+  if (sqlite3_column_type(s, col) == SQLITE_NULL) return std::nullopt;
+  return sqlite3_column_int64(s, col);
+}
+std::optional<double> opt_real(sqlite3_stmt* s, int col) {
+  if (sqlite3_column_type(s, col) == SQLITE_NULL) return std::nullopt;
+  return sqlite3_column_double(s, col);
+}
+
+constexpr const char* kColumns =
+    "id, name, spec, spec_file, state, environment, rule, spot, decision, reason, priority, gpus, "
+    "pid, pid_start, pgid, exit_code, signal, cancel_requested, created_at, queued_at, started_at, "
+    "ended_at, job_dir, workdir";
+
+JobRecord read_row(sqlite3_stmt* s) {
+  JobRecord j;
+  j.id = sqlite3_column_int64(s, 0);
+  j.name = text(s, 1);
+  j.spec = text(s, 2);
+  j.spec_file = text(s, 3);
+  j.state = job_state_from(text(s, 4)).value_or(JobState::kLost);
+  j.environment = text(s, 5);
+  j.rule = text(s, 6);
+  j.spot = sqlite3_column_int(s, 7) != 0;
+  j.decision = text(s, 8);
+  j.reason = text(s, 9);
+  j.priority = sqlite3_column_int(s, 10);
+  j.gpus = text(s, 11);
+  j.pid = opt_int(s, 12);
+  j.pid_start = opt_int(s, 13);
+  j.pgid = opt_int(s, 14);
+  if (auto v = opt_int(s, 15)) j.exit_code = static_cast<int>(*v);
+  if (auto v = opt_int(s, 16)) j.signal = static_cast<int>(*v);
+  j.cancel_requested = sqlite3_column_int(s, 17) != 0;
+  j.created_at = sqlite3_column_double(s, 18);
+  j.queued_at = opt_real(s, 19);
+  j.started_at = opt_real(s, 20);
+  j.ended_at = opt_real(s, 21);
+  j.job_dir = text(s, 22);
+  j.workdir = text(s, 23);
+  return j;
+}
+
+Result<std::vector<JobRecord>> collect(Stmt& st, sqlite3* db) {
+  std::vector<JobRecord> out;
+  int rc;
+  while ((rc = st.step()) == SQLITE_ROW) out.push_back(read_row(st.get()));
+  if (rc != SQLITE_DONE) return db_error(db, "read jobs");
+  return out;
+}
+
+}  // namespace
+
+Result<std::unique_ptr<Store>> Store::open(const std::string& path) {
+  sqlite3* db = nullptr;
+  int rc = sqlite3_open_v2(path.c_str(), &db, SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_NOMUTEX,
+                           nullptr);
+  if (rc != SQLITE_OK) {
+    std::string msg = db ? sqlite3_errmsg(db) : "out of memory";
+    sqlite3_close(db);
+    return Error{Errc::kIo, fmt::format("cannot open the state database {}: {}", path, msg)};
+  }
+  std::unique_ptr<Store> store(new Store(db));
+  sqlite3_busy_timeout(db, 5000);
+  // WAL: a commit survives a kill -9 of the process; NORMAL sync is enough for that.
+  for (const char* pragma : {"PRAGMA journal_mode=WAL", "PRAGMA synchronous=NORMAL", "PRAGMA foreign_keys=ON"}) {
+    if (sqlite3_exec(db, pragma, nullptr, nullptr, nullptr) != SQLITE_OK) {
+      return db_error(db, fmt::format("{} ({})", pragma, path));
+    }
+  }
+  if (auto m = store->migrate(); !m) return m.error();
+  return store;
+}
+
+Store::~Store() { sqlite3_close(db_); }
+
+int Store::schema_version() const {
+  Stmt st(db_, "PRAGMA user_version");
+  return st.ok() && st.step() == SQLITE_ROW ? sqlite3_column_int(st.get(), 0) : -1;
+}
+
+Result<bool> Store::migrate() {
+  int version = schema_version();
+  if (version > static_cast<int>(kMigrations.size())) {
+    return Error{Errc::kIo, fmt::format("the state database has schema version {}, newer than this hylab "
+                                        "knows ({}): upgrade hylab",
+                                        version, kMigrations.size())};
+  }
+  for (int v = version; v < static_cast<int>(kMigrations.size()); ++v) {
+    std::string sql = fmt::format("BEGIN IMMEDIATE; {} PRAGMA user_version={}; COMMIT;", kMigrations[v], v + 1);
+    char* err = nullptr;
+    if (sqlite3_exec(db_, sql.c_str(), nullptr, nullptr, &err) != SQLITE_OK) {
+      std::string msg = err ? err : "unknown error";
+      sqlite3_free(err);
+      sqlite3_exec(db_, "ROLLBACK", nullptr, nullptr, nullptr);
+      return Error{Errc::kIo, fmt::format("state database: migration to version {} failed: {}", v + 1, msg)};
+    }
+  }
+  return true;
+}
+
+Result<std::int64_t> Store::insert_job(const JobRecord& j) {
+  Stmt st(db_,
+          "INSERT INTO jobs (name, spec, spec_file, state, environment, rule, spot, decision, reason, priority, "
+          "gpus, created_at, queued_at, job_dir, workdir) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)");
+  if (!st.ok()) return db_error(db_, "insert job");
+  st.bind(1, j.name);
+  st.bind(2, j.spec);
+  st.bind(3, j.spec_file);
+  st.bind(4, std::string(to_string(j.state)));
+  st.bind(5, j.environment);
+  st.bind(6, j.rule);
+  st.bind(7, static_cast<std::int64_t>(j.spot));
+  st.bind(8, j.decision);
+  st.bind(9, j.reason);
+  st.bind(10, static_cast<std::int64_t>(j.priority));
+  st.bind(11, j.gpus.empty() ? std::string("[]") : j.gpus);
+  st.bind(12, j.created_at);
+  st.bind(13, j.queued_at);
+  st.bind(14, j.job_dir);
+  st.bind(15, j.workdir);
+  if (st.step() != SQLITE_DONE) return db_error(db_, "insert job");
+  return static_cast<std::int64_t>(sqlite3_last_insert_rowid(db_));
+}
+
+Result<JobRecord> Store::get_job(std::int64_t id) const {
+  Stmt st(db_, fmt::format("SELECT {} FROM jobs WHERE id = ?", kColumns).c_str());
+  if (!st.ok()) return db_error(db_, "get job");
+  st.bind(1, id);
+  int rc = st.step();
+  if (rc == SQLITE_ROW) return read_row(st.get());
+  if (rc == SQLITE_DONE) return Error{Errc::kNotFound, fmt::format("no job with id {}", id)};
+  return db_error(db_, "get job");
+}
+
+Result<std::vector<JobRecord>> Store::list_jobs(const JobFilter& f) const {
+  std::string sql = fmt::format("SELECT {} FROM jobs WHERE id > ?1", kColumns);
+  if (f.state) sql += " AND state = ?2";
+  if (f.environment) sql += " AND environment = ?3";
+  sql += " ORDER BY id LIMIT ?4";
+  Stmt st(db_, sql.c_str());
+  if (!st.ok()) return db_error(db_, "list jobs");
+  st.bind(1, f.after_id);
+  if (f.state) st.bind(2, std::string(to_string(*f.state)));
+  if (f.environment) st.bind(3, *f.environment);
+  st.bind(4, static_cast<std::int64_t>(f.limit));
+  return collect(st, db_);
+}
+
+Result<std::vector<JobRecord>> Store::jobs_in_state(JobState state) const {
+  Stmt st(db_, fmt::format("SELECT {} FROM jobs WHERE state = ? ORDER BY priority DESC, id", kColumns).c_str());
+  if (!st.ok()) return db_error(db_, "list jobs");
+  st.bind(1, std::string(to_string(state)));
+  return collect(st, db_);
+}
+
+Result<bool> Store::update_job(const JobRecord& j) {
+  Stmt st(db_,
+          "UPDATE jobs SET state=?, reason=?, gpus=?, pid=?, pid_start=?, pgid=?, exit_code=?, signal=?, "
+          "cancel_requested=?, queued_at=?, started_at=?, ended_at=?, job_dir=? WHERE id=?");
+  if (!st.ok()) return db_error(db_, "update job");
+  st.bind(1, std::string(to_string(j.state)));
+  st.bind(2, j.reason);
+  st.bind(3, j.gpus.empty() ? std::string("[]") : j.gpus);
+  st.bind(4, j.pid);
+  st.bind(5, j.pid_start);
+  st.bind(6, j.pgid);
+  st.bind(7, j.exit_code);
+  st.bind(8, j.signal);
+  st.bind(9, static_cast<std::int64_t>(j.cancel_requested));
+  st.bind(10, j.queued_at);
+  st.bind(11, j.started_at);
+  st.bind(12, j.ended_at);
+  st.bind(13, j.job_dir);
+  st.bind(14, j.id);
+  if (st.step() != SQLITE_DONE) return db_error(db_, "update job");
+  if (sqlite3_changes(db_) == 0) return Error{Errc::kNotFound, fmt::format("no job with id {}", j.id)};
+  return true;
+}
+
+Result<std::vector<StateCount>> Store::count_by_state() const {
+  Stmt st(db_, "SELECT state, environment, COUNT(*) FROM jobs GROUP BY state, environment");
+  if (!st.ok()) return db_error(db_, "count jobs");
+  std::vector<StateCount> out;
+  int rc;
+  while ((rc = st.step()) == SQLITE_ROW) {
+    out.push_back({text(st.get(), 0), text(st.get(), 1), sqlite3_column_int64(st.get(), 2)});
+  }
+  if (rc != SQLITE_DONE) return db_error(db_, "count jobs");
+  return out;
+}
+
+}  // namespace hylab::store

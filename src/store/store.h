@@ -1,0 +1,89 @@
+// The control plane's state: jobs and their lifecycle in one SQLite file (WAL mode),
+// with versioned schema migrations. The only place in hylab that writes SQL.
+// Not thread-safe: one Store per thread (the server uses it from its event loop).
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "common/result.h"
+
+struct sqlite3;
+
+namespace hylab::store {
+
+// pending -> queued -> running -> succeeded | failed | cancelled | lost
+enum class JobState { kPending, kQueued, kRunning, kSucceeded, kFailed, kCancelled, kLost };
+std::string_view to_string(JobState s);
+std::optional<JobState> job_state_from(std::string_view s);
+bool is_terminal(JobState s);
+
+struct JobRecord {
+  std::int64_t id = 0;
+  std::string name;
+  std::string spec;       // the spec as submitted (YAML or JSON text)
+  std::string spec_file;  // file name given by the client, for messages
+  JobState state = JobState::kPending;
+  std::string environment;  // local | cloud | hybrid
+  std::string rule;
+  bool spot = false;
+  std::string decision;  // the placement decision as JSON
+  std::string reason;    // why it waits, was lost, or failed to start
+  int priority = 0;
+  std::string gpus;  // JSON array of assigned GPUs
+  std::optional<std::int64_t> pid;
+  std::optional<std::int64_t> pid_start;  // /proc start time, to recognise the process
+  std::optional<std::int64_t> pgid;
+  std::optional<int> exit_code;
+  std::optional<int> signal;
+  bool cancel_requested = false;
+  double created_at = 0;  // Unix seconds
+  std::optional<double> queued_at;
+  std::optional<double> started_at;
+  std::optional<double> ended_at;
+  std::string job_dir;
+  std::string workdir;  // absolute; empty: the job's own directory
+};
+
+struct JobFilter {
+  std::optional<JobState> state;
+  std::optional<std::string> environment;
+  std::int64_t after_id = 0;  // pagination: ids greater than this
+  int limit = 100;
+};
+
+struct StateCount {
+  std::string state;
+  std::string environment;
+  std::int64_t count = 0;
+};
+
+class Store {
+ public:
+  // Opens (creating if needed) the database and brings its schema up to date.
+  static Result<std::unique_ptr<Store>> open(const std::string& path);
+  ~Store();
+  Store(const Store&) = delete;
+  Store& operator=(const Store&) = delete;
+
+  int schema_version() const;
+
+  Result<std::int64_t> insert_job(const JobRecord& job);
+  Result<JobRecord> get_job(std::int64_t id) const;
+  Result<std::vector<JobRecord>> list_jobs(const JobFilter& filter) const;
+  // Jobs in one state, in queue order (priority, then id).
+  Result<std::vector<JobRecord>> jobs_in_state(JobState state) const;
+  // Writes every mutable field of the job (state, process, times, reason, gpus).
+  Result<bool> update_job(const JobRecord& job);
+  Result<std::vector<StateCount>> count_by_state() const;
+
+ private:
+  explicit Store(sqlite3* db) : db_(db) {}
+  Result<bool> migrate();
+  sqlite3* db_;
+};
+
+}  // namespace hylab::store

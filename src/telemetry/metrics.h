@@ -1,0 +1,35 @@
+// The control plane's Prometheus metrics (prometheus-cpp registry): HTTP requests and
+// latency by route and code, jobs by state and environment, GPUs free and used, and the
+// text exposition for /metrics. Event-loop thread only (prometheus-cpp itself is
+// thread-safe; the gauges' refresh is not meant to race).
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <string_view>
+#include <vector>
+
+namespace hylab::telemetry {
+
+struct JobCount {
+  std::string state;
+  std::string environment;
+  std::int64_t count = 0;
+};
+
+class ServerMetrics {
+ public:
+  ServerMetrics();
+  ~ServerMetrics();
+  void observe_request(std::string_view route, int code, double seconds);
+  void set_jobs(const std::vector<JobCount>& counts);
+  void set_gpus(std::int64_t free, std::int64_t used, std::string_view source);
+  std::string render() const;
+
+ private:
+  struct Impl;
+  std::unique_ptr<Impl> impl_;
+};
+
+}  // namespace hylab::telemetry
