@@ -10,13 +10,13 @@
 
 #include "cli/client.h"
 #include "cli/output.h"
-#include "server/serve.h"
 #include "common/config.h"
 #include "common/job_spec.h"
 #include "common/text.h"
 #include "common/units.h"
 #include "placement/cost.h"
 #include "placement/engine.h"
+#include "server/serve.h"
 
 namespace hylab::cli {
 
@@ -373,12 +373,15 @@ int run(const std::vector<std::string>& args, std::ostream& out, std::ostream& e
   est_cmd->add_option("job", estimate_file, "job spec file (YAML)")->required();
 
   ClientOptions client;
-  app.add_option("--url", client.url, "control plane URL (default: $HYLAB_URL, the running server, server.listen)");
+  app.add_option("--url", client.url,
+                 "control plane URL (default: $HYLAB_URL, the running server, server.listen)");
 
   server::ServeOptions serve_opts;
   bool no_nvml = false;
-  auto* serve_cmd = app.add_subcommand("serve", "run the control plane (REST API, job queue, local executor)");
-  serve_cmd->add_option("--listen", serve_opts.listen, "host:port to listen on (default: server.listen)");
+  auto* serve_cmd =
+      app.add_subcommand("serve", "run the control plane (REST API, job queue, local executor)");
+  serve_cmd->add_option("--listen", serve_opts.listen,
+                        "host:port to listen on (default: server.listen)");
   serve_cmd->add_flag("--no-nvml", no_nvml, "use the config's GPU inventory even where NVML works");
 
   RunOptions run_opts;
@@ -391,8 +394,10 @@ int run(const std::vector<std::string>& args, std::ostream& out, std::ostream& e
   JobsOptions jobs_opts;
   auto* jobs_cmd = app.add_subcommand("jobs", "list jobs");
   jobs_cmd->add_option("--state", jobs_opts.state, "only jobs in this state");
-  jobs_cmd->add_option("--env", jobs_opts.environment, "only jobs in this environment (local, cloud, hybrid)");
-  jobs_cmd->add_option("--limit", jobs_opts.limit, "at most this many (default 50)")->check(CLI::Range(1, 1000));
+  jobs_cmd->add_option("--env", jobs_opts.environment,
+                       "only jobs in this environment (local, cloud, hybrid)");
+  jobs_cmd->add_option("--limit", jobs_opts.limit, "at most this many (default 50)")
+      ->check(CLI::Range(1, 1000));
   jobs_cmd->add_flag("--all", jobs_opts.all, "every job, page after page");
 
   std::string logs_id;
@@ -402,7 +407,8 @@ int run(const std::vector<std::string>& args, std::ostream& out, std::ostream& e
   logs_cmd->add_flag("-f,--follow", logs_follow, "keep printing until the job ends");
 
   std::string cancel_id;
-  auto* cancel_cmd = app.add_subcommand("cancel", "cancel a job (SIGTERM, then SIGKILL after the grace period)");
+  auto* cancel_cmd =
+      app.add_subcommand("cancel", "cancel a job (SIGTERM, then SIGKILL after the grace period)");
   cancel_cmd->add_option("id", cancel_id, "job id")->required();
 
   auto* status_cmd = app.add_subcommand("status", "the control plane, its GPU inventory and queue");

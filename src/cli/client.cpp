@@ -1,9 +1,9 @@
 #include "cli/client.h"
 
-#include <boost/json.hpp>
 #include <fmt/format.h>
 #include <unistd.h>
 
+#include <boost/json.hpp>
 #include <climits>
 #include <cstdlib>
 #include <filesystem>
@@ -62,27 +62,32 @@ Result<Target> find_server(const Config& cfg, const ClientOptions& c) {
   } else {
     auto file = read_text_file(server::token_path(dir), 4096);
     if (!file) {
-      return Error{Errc::kNotFound,
-                   fmt::format("no API token: {} does not exist (hylab serve creates it at its first start; or set "
-                               "$HYLAB_TOKEN)",
-                               server::token_path(dir))};
+      return Error{
+          Errc::kNotFound,
+          fmt::format(
+              "no API token: {} does not exist (hylab serve creates it at its first start; or set "
+              "$HYLAB_TOKEN)",
+              server::token_path(dir))};
     }
     t.token = *file;
-    while (!t.token.empty() && (t.token.back() == '\n' || t.token.back() == '\r')) t.token.pop_back();
+    while (!t.token.empty() && (t.token.back() == '\n' || t.token.back() == '\r'))
+      t.token.pop_back();
     t.token_source = server::token_path(dir);
   }
   return t;
 }
 
 std::string not_running(const std::string& url) {
-  return fmt::format("error: hylab serve is not running at {}: start it with 'hylab serve --config hylab.yaml' "
-                     "(or 'make run')\n",
-                     url);
+  return fmt::format(
+      "error: hylab serve is not running at {}: start it with 'hylab serve --config hylab.yaml' "
+      "(or 'make run')\n",
+      url);
 }
 
 // One API call. Prints the reason and returns nothing on failure; *code gets the exit code.
-std::optional<HttpClientResponse> call(const Target& t, const std::string& method, const std::string& path,
-                                       const std::string& body, std::ostream& err, int* code,
+std::optional<HttpClientResponse> call(const Target& t, const std::string& method,
+                                       const std::string& path, const std::string& body,
+                                       std::ostream& err, int* code,
                                        const std::string& content_type = "application/yaml") {
   HttpClientRequest req;
   req.method = method;
@@ -92,7 +97,8 @@ std::optional<HttpClientResponse> call(const Target& t, const std::string& metho
   req.body = body;
   auto r = http_request(req);
   if (!r) {
-    err << (r.error().code == Errc::kNotFound ? not_running(t.url) : "error: " + r.error().message + "\n");
+    err << (r.error().code == Errc::kNotFound ? not_running(t.url)
+                                              : "error: " + r.error().message + "\n");
     *code = kExitFailure;
     return std::nullopt;
   }
@@ -108,7 +114,8 @@ int report_error(const HttpClientResponse& r, std::ostream& err) {
     if (auto* d = o.if_contains("diagnostics"); d && d->is_array()) {
       for (const auto& x : d->as_array()) err << x.at("text").as_string().c_str() << "\n";
     }
-    if (auto* e = o.if_contains("error"); e && e->is_string()) err << "error: " << e->as_string().c_str() << "\n";
+    if (auto* e = o.if_contains("error"); e && e->is_string())
+      err << "error: " << e->as_string().c_str() << "\n";
   } else {
     err << fmt::format("error: HTTP {}: {}\n", r.status, r.body.substr(0, 200));
   }
@@ -124,11 +131,14 @@ std::string str(const json::value& v) {
   return json::serialize(v);
 }
 
-std::string ago(const json::value& t) { return t.is_string() ? std::string(t.as_string()).substr(0, 19) : "-"; }
+std::string ago(const json::value& t) {
+  return t.is_string() ? std::string(t.as_string()).substr(0, 19) : "-";
+}
 
 std::string job_line_state(const json::object& j) {
   std::string s = str(j.at("state"));
-  if (!j.at("exit_code").is_null() && s != "succeeded") s += fmt::format(" ({})", str(j.at("exit_code")));
+  if (!j.at("exit_code").is_null() && s != "succeeded")
+    s += fmt::format(" ({})", str(j.at("exit_code")));
   if (!j.at("signal").is_null()) s += fmt::format(" (signal {})", str(j.at("signal")));
   return s;
 }
@@ -144,7 +154,8 @@ int follow_logs(const Target& t, std::int64_t id, std::ostream& out, std::ostrea
     return static_cast<bool>(out);
   });
   if (!r) {
-    err << (r.error().code == Errc::kNotFound ? not_running(t.url) : "error: " + r.error().message + "\n");
+    err << (r.error().code == Errc::kNotFound ? not_running(t.url)
+                                              : "error: " + r.error().message + "\n");
     return kExitFailure;
   }
   if (r->status != 200) return report_error(*r, err);
@@ -153,7 +164,8 @@ int follow_logs(const Target& t, std::int64_t id, std::ostream& out, std::ostrea
 
 }  // namespace
 
-int cmd_run(const Config& cfg, const ClientOptions& c, const RunOptions& o, std::ostream& out, std::ostream& err) {
+int cmd_run(const Config& cfg, const ClientOptions& c, const RunOptions& o, std::ostream& out,
+            std::ostream& err) {
   auto t = find_server(cfg, c);
   if (!t) {
     err << "error: " << t.error().message << "\n";
@@ -168,7 +180,9 @@ int cmd_run(const Config& cfg, const ClientOptions& c, const RunOptions& o, std:
   std::error_code ec;
   std::string base = std::filesystem::current_path(ec).string();
   int code = kExitOk;
-  auto r = call(*t, "POST", fmt::format("/v1/jobs?file={}&priority={}&base={}", url_encode(o.file), o.priority, url_encode(base)),
+  auto r = call(*t, "POST",
+                fmt::format("/v1/jobs?file={}&priority={}&base={}", url_encode(o.file), o.priority,
+                            url_encode(base)),
                 *spec, err, &code);
   if (!r) return code;
   if (r->status != 201) return report_error(*r, err);
@@ -182,8 +196,8 @@ int cmd_run(const Config& cfg, const ClientOptions& c, const RunOptions& o, std:
   }
   const auto& reasons = j.at("decision").at("reasons").as_array();
   std::string why = reasons.empty() ? "" : std::string(reasons.at(0).as_string());
-  err << fmt::format("job {} ({}): {} by rule {}, {}{}\n", id, str(j.at("name")), str(j.at("environment")),
-                     str(j.at("rule")), job_line_state(j),
+  err << fmt::format("job {} ({}): {} by rule {}, {}{}\n", id, str(j.at("name")),
+                     str(j.at("environment")), str(j.at("rule")), job_line_state(j),
                      j.at("reason").as_string().empty() ? "" : ": " + str(j.at("reason")));
   if (!why.empty()) err << "  " << why << "\n";
   if (!o.follow) {
@@ -203,7 +217,8 @@ int cmd_run(const Config& cfg, const ClientOptions& c, const RunOptions& o, std:
   return str(fv.at("state")) == "succeeded" ? kExitOk : kExitFailure;
 }
 
-int cmd_jobs(const Config& cfg, const ClientOptions& c, const JobsOptions& o, std::ostream& out, std::ostream& err) {
+int cmd_jobs(const Config& cfg, const ClientOptions& c, const JobsOptions& o, std::ostream& out,
+             std::ostream& err) {
   auto t = find_server(cfg, c);
   if (!t) {
     err << "error: " << t.error().message << "\n";
@@ -229,15 +244,18 @@ int cmd_jobs(const Config& cfg, const ClientOptions& c, const JobsOptions& o, st
     out << pretty_json(all);
     return kExitOk;
   }
-  std::vector<std::vector<std::string>> rows{{"ID", "NAME", "STATE", "ENV", "RULE", "GPUS", "CREATED", "REASON"}};
+  std::vector<std::vector<std::string>> rows{
+      {"ID", "NAME", "STATE", "ENV", "RULE", "GPUS", "CREATED", "REASON"}};
   for (const auto& jv : all) {
     const auto& j = jv.as_object();
     std::string gpus;
     if (j.at("gpus").is_array()) {
-      for (const auto& g : j.at("gpus").as_array()) gpus += (gpus.empty() ? "" : ",") + str(g.at("index"));
+      for (const auto& g : j.at("gpus").as_array())
+        gpus += (gpus.empty() ? "" : ",") + str(g.at("index"));
     }
-    rows.push_back({str(j.at("id")), str(j.at("name")), job_line_state(j), str(j.at("environment")), str(j.at("rule")),
-                    gpus.empty() ? "-" : gpus, ago(j.at("created_at")), str(j.at("reason"))});
+    rows.push_back({str(j.at("id")), str(j.at("name")), job_line_state(j), str(j.at("environment")),
+                    str(j.at("rule")), gpus.empty() ? "-" : gpus, ago(j.at("created_at")),
+                    str(j.at("reason"))});
   }
   out << columns(rows);
   return kExitOk;
@@ -253,8 +271,8 @@ std::optional<std::int64_t> job_id(const std::string& s, std::ostream& err) {
 }
 }  // namespace
 
-int cmd_logs(const Config& cfg, const ClientOptions& c, const std::string& id_text, bool follow, std::ostream& out,
-             std::ostream& err) {
+int cmd_logs(const Config& cfg, const ClientOptions& c, const std::string& id_text, bool follow,
+             std::ostream& out, std::ostream& err) {
   auto id = job_id(id_text, err);
   if (!id) return kExitBadInput;
   auto t = find_server(cfg, c);
@@ -271,8 +289,8 @@ int cmd_logs(const Config& cfg, const ClientOptions& c, const std::string& id_te
   return kExitOk;
 }
 
-int cmd_cancel(const Config& cfg, const ClientOptions& c, const std::string& id_text, std::ostream& out,
-               std::ostream& err) {
+int cmd_cancel(const Config& cfg, const ClientOptions& c, const std::string& id_text,
+               std::ostream& out, std::ostream& err) {
   auto id = job_id(id_text, err);
   if (!id) return kExitBadInput;
   auto t = find_server(cfg, c);
@@ -288,7 +306,8 @@ int cmd_cancel(const Config& cfg, const ClientOptions& c, const std::string& id_
   if (c.json) {
     out << pretty_json(v);
   } else if (r->status == 202) {
-    out << fmt::format("job {}: cancelling (SIGTERM sent; SIGKILL after {:g}s)\n", *id, cfg.server.cancel_grace_seconds);
+    out << fmt::format("job {}: cancelling (SIGTERM sent; SIGKILL after {:g}s)\n", *id,
+                       cfg.server.cancel_grace_seconds);
   } else {
     out << fmt::format("job {}: {}\n", *id, str(v.at("state")));
   }
@@ -313,12 +332,15 @@ int cmd_status(const Config& cfg, const ClientOptions& c, std::ostream& out, std
   const auto& inv = v.at("inventory").as_object();
   std::string jobs;
   for (const auto& kv : v.at("jobs").as_object()) {
-    jobs += fmt::format("{}{} {}", jobs.empty() ? "" : ", ", str(kv.value()), std::string(kv.key()));
+    jobs +=
+        fmt::format("{}{} {}", jobs.empty() ? "" : ", ", str(kv.value()), std::string(kv.key()));
   }
-  out << fmt::format("server:    {} (pid {}, up since {})\n", str(v.at("url")), str(v.at("pid")), ago(v.at("started_at")))
+  out << fmt::format("server:    {} (pid {}, up since {})\n", str(v.at("url")), str(v.at("pid")),
+                     ago(v.at("started_at")))
       << fmt::format("state:     {}\n", str(v.at("state_dir")))
-      << fmt::format("inventory: {} GPUs from {} ({}): {} free, {} used\n", str(inv.at("gpus")), str(inv.at("source")),
-                     str(inv.at("detail")), str(inv.at("free")), str(inv.at("used")))
+      << fmt::format("inventory: {} GPUs from {} ({}): {} free, {} used\n", str(inv.at("gpus")),
+                     str(inv.at("source")), str(inv.at("detail")), str(inv.at("free")),
+                     str(inv.at("used")))
       << fmt::format("jobs:      {}\n", jobs.empty() ? "none" : jobs);
   return kExitOk;
 }

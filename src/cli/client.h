@@ -29,11 +29,14 @@ struct JobsOptions {
   bool all = false;
 };
 
-int cmd_run(const Config& cfg, const ClientOptions& c, const RunOptions& r, std::ostream& out, std::ostream& err);
-int cmd_jobs(const Config& cfg, const ClientOptions& c, const JobsOptions& j, std::ostream& out, std::ostream& err);
-int cmd_logs(const Config& cfg, const ClientOptions& c, const std::string& id, bool follow, std::ostream& out,
+int cmd_run(const Config& cfg, const ClientOptions& c, const RunOptions& r, std::ostream& out,
+            std::ostream& err);
+int cmd_jobs(const Config& cfg, const ClientOptions& c, const JobsOptions& j, std::ostream& out,
              std::ostream& err);
-int cmd_cancel(const Config& cfg, const ClientOptions& c, const std::string& id, std::ostream& out, std::ostream& err);
+int cmd_logs(const Config& cfg, const ClientOptions& c, const std::string& id, bool follow,
+             std::ostream& out, std::ostream& err);
+int cmd_cancel(const Config& cfg, const ClientOptions& c, const std::string& id, std::ostream& out,
+               std::ostream& err);
 int cmd_status(const Config& cfg, const ClientOptions& c, std::ostream& out, std::ostream& err);
 
 }  // namespace hylab::cli

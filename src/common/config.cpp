@@ -202,10 +202,11 @@ void read_server(const yaml::Where& w, const YAML::Node& node, ServerConfig& s) 
     if (auto v = yaml::as_string(w, *n, "server.listen")) {
       auto colon = v->rfind(':');
       bool ok = colon != std::string::npos && colon > 0 && colon + 1 < v->size() &&
-                v->find_first_not_of("0123456789", colon + 1) == std::string::npos && v->size() - colon <= 6 &&
-                std::stoi(v->substr(colon + 1)) <= 65535;
+                v->find_first_not_of("0123456789", colon + 1) == std::string::npos &&
+                v->size() - colon <= 6 && std::stoi(v->substr(colon + 1)) <= 65535;
       if (!ok) {
-        yaml::error_at(w, *n, "server.listen", "expected host:port such as 127.0.0.1:7460, got " + quote(*v));
+        yaml::error_at(w, *n, "server.listen",
+                       "expected host:port such as 127.0.0.1:7460, got " + quote(*v));
       } else {
         s.listen = *v;
       }

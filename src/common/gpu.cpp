@@ -48,7 +48,8 @@ bool load(void* lib, const char* sym, F& f) {
 std::string normalise(const std::string& s) {
   std::string out;
   for (char c : s) {
-    if (std::isalnum(static_cast<unsigned char>(c))) out += static_cast<char>(std::toupper(static_cast<unsigned char>(c)));
+    if (std::isalnum(static_cast<unsigned char>(c)))
+      out += static_cast<char>(std::toupper(static_cast<unsigned char>(c)));
   }
   for (const char* prefix : {"NVIDIA", "GEFORCE", "TESLA", "QUADRO"}) {
     std::string p(prefix);
@@ -59,7 +60,8 @@ std::string normalise(const std::string& s) {
 
 }  // namespace
 
-std::string catalog_model_for(const std::string& nvml_name, std::uint64_t memory_bytes, const Catalog& catalog) {
+std::string catalog_model_for(const std::string& nvml_name, std::uint64_t memory_bytes,
+                              const Catalog& catalog) {
   // "NVIDIA A100-SXM4-80GB" -> "A100SXM480GB"; a catalog name matches by its stem (the
   // part before any "-": A100 for A100-80GB) not followed by another digit (L4 is not
   // L40S); among matches the longest stem wins, then the closest memory size.
@@ -73,8 +75,10 @@ std::string catalog_model_for(const std::string& nvml_name, std::uint64_t memory
     for (const auto& candidate : names) {
       std::string stem = normalise(candidate.substr(0, candidate.find('-')));
       if (stem.empty() || n.rfind(stem, 0) != 0) continue;
-      if (n.size() > stem.size() && std::isdigit(static_cast<unsigned char>(n[stem.size()]))) continue;
-      double gap = std::fabs(static_cast<double>(g.memory_bytes) - static_cast<double>(memory_bytes));
+      if (n.size() > stem.size() && std::isdigit(static_cast<unsigned char>(n[stem.size()])))
+        continue;
+      double gap =
+          std::fabs(static_cast<double>(g.memory_bytes) - static_cast<double>(memory_bytes));
       if (!best || stem.size() > best_len || (stem.size() == best_len && gap < best_gap)) {
         best = &g;
         best_len = stem.size();
@@ -94,7 +98,8 @@ GpuDiscovery discover_gpus(const Catalog& catalog) {
     return out;
   }
   if (!load(nv.lib, "nvmlInit_v2", nv.init) || !load(nv.lib, "nvmlShutdown", nv.shutdown) ||
-      !load(nv.lib, "nvmlDeviceGetCount_v2", nv.count) || !load(nv.lib, "nvmlDeviceGetHandleByIndex_v2", nv.handle) ||
+      !load(nv.lib, "nvmlDeviceGetCount_v2", nv.count) ||
+      !load(nv.lib, "nvmlDeviceGetHandleByIndex_v2", nv.handle) ||
       !load(nv.lib, "nvmlDeviceGetName", nv.name) || !load(nv.lib, "nvmlDeviceGetUUID", nv.uuid) ||
       !load(nv.lib, "nvmlDeviceGetMemoryInfo", nv.memory)) {
     out.detail = "libnvidia-ml.so.1 lacks the NVML functions hylab needs";

@@ -29,6 +29,7 @@ struct GpuDiscovery {
 GpuDiscovery discover_gpus(const Catalog& catalog);
 
 // Maps an NVML device name to a catalog model: "NVIDIA A100-SXM4-80GB" with 80 GB -> A100-80GB.
-std::string catalog_model_for(const std::string& nvml_name, std::uint64_t memory_bytes, const Catalog& catalog);
+std::string catalog_model_for(const std::string& nvml_name, std::uint64_t memory_bytes,
+                              const Catalog& catalog);
 
 }  // namespace hylab

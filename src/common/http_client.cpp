@@ -1,13 +1,13 @@
 #include "common/http_client.h"
 
+#include <fmt/format.h>
+#include <openssl/ssl.h>
+
 #include <boost/asio.hpp>
 #include <boost/asio/ssl.hpp>
 #include <boost/beast/core.hpp>
 #include <boost/beast/http.hpp>
 #include <boost/beast/ssl.hpp>
-#include <fmt/format.h>
-#include <openssl/ssl.h>
-
 #include <chrono>
 
 namespace hylab {
@@ -37,7 +37,8 @@ Result<Url> parse_url(const std::string& url) {
     u.tls = true;
     rest = url.substr(8);
   } else {
-    return Error{Errc::kInvalidInput, fmt::format("URL must start with http:// or https://: {}", url)};
+    return Error{Errc::kInvalidInput,
+                 fmt::format("URL must start with http:// or https://: {}", url)};
   }
   auto slash = rest.find('/');
   std::string authority = rest.substr(0, slash);
@@ -55,7 +56,8 @@ Result<Url> parse_url(const std::string& url) {
 }
 
 std::chrono::steady_clock::duration secs(double s) {
-  return std::chrono::duration_cast<std::chrono::steady_clock::duration>(std::chrono::duration<double>(s));
+  return std::chrono::duration_cast<std::chrono::steady_clock::duration>(
+      std::chrono::duration<double>(s));
 }
 
 class Call {
@@ -91,7 +93,8 @@ class Call {
     tcp_stream.expires_after(secs(req_.timeout_seconds));
     auto [cec, ep] = co_await tcp_stream.async_connect(results, kTuple);
     if (cec) {
-      fail(cec == asio::error::connection_refused ? Errc::kNotFound : Errc::kIo, "cannot connect to", cec);
+      fail(cec == asio::error::connection_refused ? Errc::kNotFound : Errc::kIo,
+           "cannot connect to", cec);
       co_return;
     }
     if (!url_.tls) {
@@ -134,7 +137,8 @@ class Call {
     }
     beast::flat_buffer buffer;
     http::response_parser<http::buffer_body> parser;
-    parser.body_limit(on_data_ ? boost::optional<std::uint64_t>() : boost::optional<std::uint64_t>(req_.max_body_bytes));
+    parser.body_limit(on_data_ ? boost::optional<std::uint64_t>()
+                               : boost::optional<std::uint64_t>(req_.max_body_bytes));
     lowest.expires_after(secs(req_.timeout_seconds));
     auto [hec, hn] = co_await http::async_read_header(stream, buffer, parser, kTuple);
     if (hec) {
@@ -152,9 +156,11 @@ class Call {
       parser.get().body().data = buf;
       parser.get().body().size = sizeof buf;
       lowest.expires_after(secs(req_.timeout_seconds));
-      auto [ec, n] = co_await http::async_read(stream, buffer, parser, kTuple);
+      auto [ec, n] = co_await http::async_read_some(stream, buffer, parser, kTuple);
       if (ec && ec != http::error::need_buffer) {
-        fail(Errc::kIo, ec == http::error::body_limit ? "response body over the limit from" : "reading from", ec);
+        fail(Errc::kIo,
+             ec == http::error::body_limit ? "response body over the limit from" : "reading from",
+             ec);
         co_return;
       }
       std::size_t got = sizeof buf - parser.get().body().size;
@@ -177,7 +183,9 @@ class Call {
 
 }  // namespace
 
-Result<HttpClientResponse> http_request(const HttpClientRequest& req) { return Call(req, nullptr).run(); }
+Result<HttpClientResponse> http_request(const HttpClientRequest& req) {
+  return Call(req, nullptr).run();
+}
 
 Result<HttpClientResponse> http_stream(const HttpClientRequest& req,
                                        const std::function<bool(std::string_view)>& on_data) {

@@ -19,9 +19,9 @@ struct HttpClientRequest {
   std::string url;  // http://host:port/path?query or https://...
   std::vector<std::pair<std::string, std::string>> headers;
   std::string body;
-  double timeout_seconds = 30;         // connect, and each read or write
+  double timeout_seconds = 30;  // connect, and each read or write
   std::size_t max_body_bytes = 64 << 20;
-  std::string ca_file;                 // extra CA for https (else the system's)
+  std::string ca_file;  // extra CA for https (else the system's)
 };
 
 struct HttpClientResponse {

@@ -1,7 +1,6 @@
 #include "placement/json.h"
 
 #include <boost/json.hpp>
-
 #include <cmath>
 
 namespace hylab::placement {
@@ -90,6 +89,5 @@ json::object decision_json(const Decision& d) {
   o["matrix_cell"] = d.matrix_cell ? json::value(*d.matrix_cell) : json::value(nullptr);
   return o;
 }
-
 
 }  // namespace hylab::placement

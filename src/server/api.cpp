@@ -1,12 +1,12 @@
 #include "server/api.h"
 
-#include <boost/json.hpp>
 #include <fcntl.h>
 #include <fmt/format.h>
 #include <openssl/crypto.h>
 #include <openssl/rand.h>
 #include <unistd.h>
 
+#include <boost/json.hpp>
 #include <chrono>
 #include <ctime>
 
@@ -22,7 +22,8 @@ using store::JobState;
 
 std::string generate_token() {
   unsigned char raw[32];
-  if (RAND_bytes(raw, sizeof raw) != 1) throw std::runtime_error("no random bytes for the API token");
+  if (RAND_bytes(raw, sizeof raw) != 1)
+    throw std::runtime_error("no random bytes for the API token");
   std::string out;
   for (unsigned char c : raw) out += fmt::format("{:02x}", c);
   return out;
@@ -45,8 +46,8 @@ json::value time_json(std::optional<double> t) {
   std::tm tm{};
   gmtime_r(&secs, &tm);
   int ms = static_cast<int>((*t - static_cast<double>(secs)) * 1000);
-  return json::value(fmt::format("{:04}-{:02}-{:02}T{:02}:{:02}:{:02}.{:03}Z", tm.tm_year + 1900, tm.tm_mon + 1,
-                                 tm.tm_mday, tm.tm_hour, tm.tm_min, tm.tm_sec, ms));
+  return json::value(fmt::format("{:04}-{:02}-{:02}T{:02}:{:02}:{:02}.{:03}Z", tm.tm_year + 1900,
+                                 tm.tm_mon + 1, tm.tm_mday, tm.tm_hour, tm.tm_min, tm.tm_sec, ms));
 }
 
 HttpResponse json_response(int status, const json::value& v) {
@@ -93,19 +94,21 @@ json::object job_json(const JobRecord& j) {
 }
 
 std::optional<std::int64_t> parse_id(std::string_view s) {
-  if (s.empty() || s.size() > 18 || s.find_first_not_of("0123456789") != std::string_view::npos) return std::nullopt;
+  if (s.empty() || s.size() > 18 || s.find_first_not_of("0123456789") != std::string_view::npos)
+    return std::nullopt;
   return std::stoll(std::string(s));
 }
 
 json::array diagnostics_json(const Diagnostics& d) {
   json::array out;
   for (const auto& x : d.items()) {
-    out.emplace_back(json::object{{"severity", x.severity == Diagnostic::Severity::kError ? "error" : "warning"},
-                                  {"line", x.line},
-                                  {"column", x.column},
-                                  {"key", x.key},
-                                  {"message", x.message},
-                                  {"text", x.str()}});
+    out.emplace_back(
+        json::object{{"severity", x.severity == Diagnostic::Severity::kError ? "error" : "warning"},
+                     {"line", x.line},
+                     {"column", x.column},
+                     {"key", x.key},
+                     {"message", x.message},
+                     {"text", x.str()}});
   }
   return out;
 }
@@ -152,7 +155,8 @@ class LogStream {
 
 }  // namespace
 
-Api::Api(const Config& cfg, store::Store& store, exec::Executor& executor, std::string token, std::string token_path)
+Api::Api(const Config& cfg, store::Store& store, exec::Executor& executor, std::string token,
+         std::string token_path)
     : cfg_(cfg),
       store_(store),
       executor_(executor),
@@ -164,8 +168,9 @@ HttpResponse Api::handle(const HttpRequest& req) {
   auto t0 = std::chrono::steady_clock::now();
   std::string label = "other";
   HttpResponse r = route(req, label);
-  metrics_.observe_request(label, r.status,
-                           std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count());
+  metrics_.observe_request(
+      label, r.status,
+      std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count());
   return r;
 }
 
@@ -176,17 +181,21 @@ HttpResponse Api::route(const HttpRequest& req, std::string& label) {
     return json_response(200, json::object{{"status", "ok"}});
   }
   std::string auth = req.header("authorization");
-  std::string_view given = auth.rfind("Bearer ", 0) == 0 ? std::string_view(auth).substr(7) : std::string_view();
+  std::string_view given =
+      auth.rfind("Bearer ", 0) == 0 ? std::string_view(auth).substr(7) : std::string_view();
   if (!constant_time_equal(given, token_)) {
     label = "unauthorized";
-    HttpResponse r = error(401, auth.empty() ? "missing bearer token: send 'Authorization: Bearer TOKEN' with the "
-                                               "token from " + token_path_
-                                             : "wrong bearer token: use the token from " + token_path_);
+    HttpResponse r = error(
+        401, auth.empty() ? "missing bearer token: send 'Authorization: Bearer TOKEN' with the "
+                            "token from " +
+                                token_path_
+                          : "wrong bearer token: use the token from " + token_path_);
     r.headers.emplace_back("WWW-Authenticate", "Bearer");
     return r;
   }
   auto method_not_allowed = [&](const char* allowed) {
-    HttpResponse r = error(405, fmt::format("{} does not accept {}; use {}", p, req.method, allowed));
+    HttpResponse r =
+        error(405, fmt::format("{} does not accept {}; use {}", p, req.method, allowed));
     r.headers.emplace_back("Allow", allowed);
     return r;
   };
@@ -217,10 +226,12 @@ HttpResponse Api::route(const HttpRequest& req, std::string& label) {
     std::string_view rest = std::string_view(p).substr(kJobs.size());
     auto slash = rest.find('/');
     auto id = parse_id(rest.substr(0, slash));
-    std::string_view tail = slash == std::string_view::npos ? std::string_view() : rest.substr(slash);
+    std::string_view tail =
+        slash == std::string_view::npos ? std::string_view() : rest.substr(slash);
     if (!id) {
       label = "/v1/jobs/{id}";
-      return error(404, fmt::format("'{}' is not a job id (ids are whole numbers)", rest.substr(0, slash)));
+      return error(
+          404, fmt::format("'{}' is not a job id (ids are whole numbers)", rest.substr(0, slash)));
     }
     if (tail.empty()) {
       label = "/v1/jobs/{id}";
@@ -283,9 +294,11 @@ HttpResponse Api::submit(const HttpRequest& req) {
     try {
       std::size_t used = 0;
       priority = std::stoi(it->second, &used);
-      if (used != it->second.size() || priority < -1000 || priority > 1000) throw std::out_of_range("");
+      if (used != it->second.size() || priority < -1000 || priority > 1000)
+        throw std::out_of_range("");
     } catch (...) {
-      return error(400, fmt::format("priority must be a whole number from -1000 to 1000, got '{}'", it->second));
+      return error(400, fmt::format("priority must be a whole number from -1000 to 1000, got '{}'",
+                                    it->second));
     }
   }
   std::string workdir;
@@ -294,9 +307,10 @@ HttpResponse Api::submit(const HttpRequest& req) {
     if (workdir[0] != '/') {
       auto base = req.query.find("base");
       if (base == req.query.end() || base->second.empty() || base->second[0] != '/') {
-        return error(400, fmt::format("workdir '{}' is relative: submit with ?base=/absolute/dir (hylab run "
-                                      "does) or give an absolute path",
-                                      workdir));
+        return error(
+            400, fmt::format("workdir '{}' is relative: submit with ?base=/absolute/dir (hylab run "
+                             "does) or give an absolute path",
+                             workdir));
       }
       workdir = base->second + "/" + workdir;
     }
@@ -323,8 +337,9 @@ HttpResponse Api::submit(const HttpRequest& req) {
   job.created_at = now_seconds();
   job.workdir = workdir;
   if (d.environment == placement::Environment::kCloud) {
-    job.reason = "placed in the cloud; no cloud target is configured yet, so it waits (cloud executors "
-                 "come with the Slurm integration)";
+    job.reason =
+        "placed in the cloud; no cloud target is configured yet, so it waits (cloud executors "
+        "come with the Slurm integration)";
   }
   auto id = store_.insert_job(job);
   if (!id) return error(500, id.error().message);
@@ -345,14 +360,16 @@ HttpResponse Api::list(const HttpRequest& req) {
   if (auto it = req.query.find("state"); it != req.query.end()) {
     f.state = store::job_state_from(it->second);
     if (!f.state) {
-      return error(400, fmt::format("unknown state '{}': use pending, queued, running, succeeded, failed, "
-                                    "cancelled or lost",
-                                    it->second));
+      return error(
+          400, fmt::format("unknown state '{}': use pending, queued, running, succeeded, failed, "
+                           "cancelled or lost",
+                           it->second));
     }
   }
   if (auto it = req.query.find("environment"); it != req.query.end()) {
     if (it->second != "local" && it->second != "cloud" && it->second != "hybrid") {
-      return error(400, fmt::format("unknown environment '{}': use local, cloud or hybrid", it->second));
+      return error(400,
+                   fmt::format("unknown environment '{}': use local, cloud or hybrid", it->second));
     }
     f.environment = it->second;
   }
@@ -363,7 +380,8 @@ HttpResponse Api::list(const HttpRequest& req) {
   }
   if (auto it = req.query.find("limit"); it != req.query.end()) {
     auto v = parse_id(it->second);
-    if (!v || *v < 1 || *v > 1000) return error(400, fmt::format("limit must be from 1 to 1000, got '{}'", it->second));
+    if (!v || *v < 1 || *v > 1000)
+      return error(400, fmt::format("limit must be from 1 to 1000, got '{}'", it->second));
     f.limit = static_cast<int>(*v);
   }
   // One extra row tells whether there is a next page.
@@ -421,7 +439,9 @@ HttpResponse Api::logs(std::int64_t id, const HttpRequest& req) {
 HttpResponse Api::cancel(std::int64_t id) {
   auto job = executor_.cancel(id);
   if (!job) {
-    int code = job.error().code == Errc::kNotFound ? 404 : job.error().code == Errc::kInvalidInput ? 409 : 500;
+    int code = job.error().code == Errc::kNotFound       ? 404
+               : job.error().code == Errc::kInvalidInput ? 409
+                                                         : 500;
     return error(code, job.error().message);
   }
   return json_response(job->state == JobState::kRunning ? 202 : 200, job_json(*job));
@@ -457,17 +477,19 @@ HttpResponse Api::status() {
       jobs[c.state] = prev + c.count;
     }
   }
-  return json_response(200, json::object{{"version", "0.1.0"},
-                                         {"url", url_},
-                                         {"pid", static_cast<std::int64_t>(::getpid())},
-                                         {"started_at", time_json(started_at_)},
-                                         {"state_dir", state_dir_of(cfg_.server)},
-                                         {"inventory", json::object{{"source", inv.source},
-                                                                    {"detail", inv.detail},
-                                                                    {"gpus", inv.gpus.size()},
-                                                                    {"free", static_cast<int>(inv.gpus.size()) - used},
-                                                                    {"used", used}}},
-                                         {"jobs", std::move(jobs)}});
+  return json_response(
+      200,
+      json::object{{"version", "0.1.0"},
+                   {"url", url_},
+                   {"pid", static_cast<std::int64_t>(::getpid())},
+                   {"started_at", time_json(started_at_)},
+                   {"state_dir", state_dir_of(cfg_.server)},
+                   {"inventory", json::object{{"source", inv.source},
+                                              {"detail", inv.detail},
+                                              {"gpus", inv.gpus.size()},
+                                              {"free", static_cast<int>(inv.gpus.size()) - used},
+                                              {"used", used}}},
+                   {"jobs", std::move(jobs)}});
 }
 
 HttpResponse Api::metrics() {

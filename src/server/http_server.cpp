@@ -1,15 +1,15 @@
 #include "server/http_server.h"
 
+#include <fcntl.h>
+#include <fmt/format.h>
+
 #include <boost/asio.hpp>
 #include <boost/asio/ssl.hpp>
 #include <boost/beast/core.hpp>
 #include <boost/beast/http.hpp>
 #include <boost/beast/ssl.hpp>
 #include <boost/json.hpp>
-#include <fmt/format.h>
-
 #include <chrono>
-#include <fcntl.h>
 
 namespace hylab::server {
 
@@ -44,7 +44,8 @@ std::optional<std::string> url_decode(std::string_view s) {
 namespace {
 
 std::chrono::steady_clock::duration seconds(double s) {
-  return std::chrono::duration_cast<std::chrono::steady_clock::duration>(std::chrono::duration<double>(s));
+  return std::chrono::duration_cast<std::chrono::steady_clock::duration>(
+      std::chrono::duration<double>(s));
 }
 
 std::string error_json(std::string_view message) {
@@ -83,22 +84,29 @@ class HttpServer::Impl : public std::enable_shared_from_this<Impl> {
     boost::system::error_code ec;
     if (!opts_.tls_cert.empty() || !opts_.tls_key.empty()) {
       tls_ = std::make_unique<ssl::context>(ssl::context::tls_server);
-      tls_->set_options(ssl::context::default_workarounds | ssl::context::no_sslv2 | ssl::context::no_sslv3 |
-                        ssl::context::no_tlsv1 | ssl::context::no_tlsv1_1);
+      tls_->set_options(ssl::context::default_workarounds | ssl::context::no_sslv2 |
+                        ssl::context::no_sslv3 | ssl::context::no_tlsv1 | ssl::context::no_tlsv1_1);
       tls_->use_certificate_chain_file(opts_.tls_cert, ec);
-      if (ec) return Error{Errc::kInvalidInput, fmt::format("TLS certificate {}: {}", opts_.tls_cert, ec.message())};
+      if (ec)
+        return Error{Errc::kInvalidInput,
+                     fmt::format("TLS certificate {}: {}", opts_.tls_cert, ec.message())};
       tls_->use_private_key_file(opts_.tls_key, ssl::context::pem, ec);
-      if (ec) return Error{Errc::kInvalidInput, fmt::format("TLS key {}: {}", opts_.tls_key, ec.message())};
+      if (ec)
+        return Error{Errc::kInvalidInput,
+                     fmt::format("TLS key {}: {}", opts_.tls_key, ec.message())};
     }
     auto addr = asio::ip::make_address(opts_.host, ec);
-    if (ec) return Error{Errc::kInvalidInput, fmt::format("listen address '{}': {}", opts_.host, ec.message())};
+    if (ec)
+      return Error{Errc::kInvalidInput,
+                   fmt::format("listen address '{}': {}", opts_.host, ec.message())};
     tcp::endpoint ep(addr, opts_.port);
     acceptor_.open(ep.protocol(), ec);
     if (!ec) acceptor_.set_option(asio::socket_base::reuse_address(true), ec);
     if (!ec) acceptor_.bind(ep, ec);
     if (!ec) acceptor_.listen(asio::socket_base::max_listen_connections, ec);
     if (ec) {
-      return Error{Errc::kIo, fmt::format("cannot listen on {}:{}: {}", opts_.host, opts_.port, ec.message())};
+      return Error{Errc::kIo,
+                   fmt::format("cannot listen on {}:{}: {}", opts_.host, opts_.port, ec.message())};
     }
     ::fcntl(acceptor_.native_handle(), F_SETFD, FD_CLOEXEC);
     asio::co_spawn(ioc_, accept_loop(shared_from_this()), asio::detached);
@@ -125,7 +133,8 @@ class HttpServer::Impl : public std::enable_shared_from_this<Impl> {
       ::fcntl(sock.native_handle(), F_SETFD, FD_CLOEXEC);
       sock.set_option(tcp::no_delay(true));
       if (tls_) {
-        auto stream = std::make_shared<beast::ssl_stream<beast::tcp_stream>>(beast::tcp_stream(std::move(sock)), *tls_);
+        auto stream = std::make_shared<beast::ssl_stream<beast::tcp_stream>>(
+            beast::tcp_stream(std::move(sock)), *tls_);
         track(beast::get_lowest_layer(*stream).socket());
         asio::co_spawn(ioc_, tls_session(self, stream), asio::detached);
       } else {
@@ -139,7 +148,8 @@ class HttpServer::Impl : public std::enable_shared_from_this<Impl> {
   // Open sockets, so stop() can close them; each session removes its own when it ends.
   void track(tcp::socket& s) { open_.push_back(&s); }
 
-  awaitable<void> tls_session(std::shared_ptr<Impl> self, std::shared_ptr<beast::ssl_stream<beast::tcp_stream>> s) {
+  awaitable<void> tls_session(std::shared_ptr<Impl> self,
+                              std::shared_ptr<beast::ssl_stream<beast::tcp_stream>> s) {
     beast::get_lowest_layer(*s).expires_after(seconds(opts_.read_timeout_seconds));
     auto [ec] = co_await s->async_handshake(ssl::stream_base::server, kTuple);
     if (!ec) co_await serve(*s, beast::get_lowest_layer(*s));
@@ -171,15 +181,17 @@ class HttpServer::Impl : public std::enable_shared_from_this<Impl> {
       parser.header_limit(static_cast<std::uint32_t>(opts_.max_header_bytes));
       parser.body_limit(opts_.max_body_bytes);
       // Between requests the idle timeout applies; once bytes arrive, the read timeout.
-      lowest.expires_after(seconds(first ? opts_.read_timeout_seconds : opts_.idle_timeout_seconds));
+      lowest.expires_after(
+          seconds(first ? opts_.read_timeout_seconds : opts_.idle_timeout_seconds));
       first = false;
       auto [ec, n] = co_await http::async_read_header(stream, buffer, parser, kTuple);
       if (!ec) {
         lowest.expires_after(seconds(opts_.read_timeout_seconds));
         std::tie(ec, n) = co_await http::async_read(stream, buffer, parser, kTuple);
       }
-      if (ec == http::error::end_of_stream || ec == asio::error::eof || ec == beast::error::timeout ||
-          ec == asio::error::operation_aborted || ec == asio::error::connection_reset) {
+      if (ec == http::error::end_of_stream || ec == asio::error::eof ||
+          ec == beast::error::timeout || ec == asio::error::operation_aborted ||
+          ec == asio::error::connection_reset) {
         co_return;
       }
       if (ec) {
@@ -260,7 +272,8 @@ class HttpServer::Impl : public std::enable_shared_from_this<Impl> {
           continue;
         }
         lowest.expires_after(seconds(opts_.write_timeout_seconds));
-        auto [cec, cn] = co_await asio::async_write(stream, http::make_chunk(asio::buffer(*chunk)), kTuple);
+        auto [cec, cn] =
+            co_await asio::async_write(stream, http::make_chunk(asio::buffer(*chunk)), kTuple);
         if (cec) co_return;
       }
       co_await asio::async_write(stream, http::make_chunk_last(), kTuple);

@@ -1,14 +1,14 @@
 #include "server/serve.h"
 
-#include <boost/asio/io_context.hpp>
-#include <boost/asio/signal_set.hpp>
-#include <boost/json.hpp>
 #include <fcntl.h>
 #include <fmt/format.h>
 #include <sys/file.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <boost/asio/io_context.hpp>
+#include <boost/asio/signal_set.hpp>
+#include <boost/json.hpp>
 #include <cstring>
 #include <filesystem>
 #include <fstream>
@@ -33,12 +33,16 @@ Result<std::string> load_or_create_token(const std::string& path) {
   if (existing) {
     std::string t = *existing;
     while (!t.empty() && (t.back() == '\n' || t.back() == '\r')) t.pop_back();
-    if (t.size() < 32) return Error{Errc::kInvalidInput, fmt::format("{}: the token is too short; delete the file to make a new one", path)};
+    if (t.size() < 32)
+      return Error{
+          Errc::kInvalidInput,
+          fmt::format("{}: the token is too short; delete the file to make a new one", path)};
     return t;
   }
   std::string token = generate_token();
   int fd = ::open(path.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
-  if (fd < 0) return Error{Errc::kIo, fmt::format("cannot create {}: {}", path, std::strerror(errno))};
+  if (fd < 0)
+    return Error{Errc::kIo, fmt::format("cannot create {}: {}", path, std::strerror(errno))};
   std::string line = token + "\n";
   bool ok = ::write(fd, line.data(), line.size()) == static_cast<ssize_t>(line.size());
   ::fsync(fd);
@@ -51,7 +55,8 @@ void write_info(const std::string& path, const std::string& url) {
   std::string tmp = path + ".tmp";
   {
     std::ofstream f(tmp);
-    f << boost::json::serialize(boost::json::object{{"url", url}, {"pid", static_cast<std::int64_t>(::getpid())}})
+    f << boost::json::serialize(
+             boost::json::object{{"url", url}, {"pid", static_cast<std::int64_t>(::getpid())}})
       << "\n";
   }
   std::filesystem::rename(tmp, path);
@@ -70,7 +75,8 @@ int run_serve(const Config& cfg, const ServeOptions& opts, std::ostream& out, st
   ::chmod(dir.c_str(), 0700);
   int lock_fd = ::open((dir + "/serve.lock").c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0600);
   if (lock_fd < 0 || ::flock(lock_fd, LOCK_EX | LOCK_NB) != 0) {
-    err << fmt::format("error: another hylab serve is using {} (its lock is held); stop it first\n", dir);
+    err << fmt::format("error: another hylab serve is using {} (its lock is held); stop it first\n",
+                       dir);
     return 1;
   }
   auto token = load_or_create_token(token_path(dir));
@@ -118,23 +124,26 @@ int run_serve(const Config& cfg, const ServeOptions& opts, std::ostream& out, st
     return 1;
   }
   std::string scheme = hopts.tls_cert.empty() ? "http" : "https";
-  std::string host = hopts.host.find(':') != std::string::npos ? "[" + hopts.host + "]" : hopts.host;
+  std::string host =
+      hopts.host.find(':') != std::string::npos ? "[" + hopts.host + "]" : hopts.host;
   std::string url = fmt::format("{}://{}:{}", scheme, host, *port);
   api.set_url(url);
   write_info(server_info_path(dir), url);
 
   auto inv = executor.inventory();
-  out << fmt::format("hylab serve: listening on {}\n", url)
-      << fmt::format("  state:     {}\n", dir)
+  out << fmt::format("hylab serve: listening on {}\n", url) << fmt::format("  state:     {}\n", dir)
       << fmt::format("  token:     {} (clients read it from there)\n", token_path(dir))
       << fmt::format("  GPUs:      {} from {} ({})\n", inv.gpus.size(), inv.source, inv.detail)
-      << fmt::format("  try:       hylab run examples/jobs/hello-gpu.yaml --follow\n") << std::flush;
+      << fmt::format("  try:       hylab run examples/jobs/hello-gpu.yaml --follow\n")
+      << std::flush;
 
   asio::signal_set signals(ioc, SIGINT, SIGTERM);
   signals.async_wait([&](boost::system::error_code ec, int sig) {
     if (ec) return;
-    out << fmt::format("hylab serve: {} received, stopping; running jobs keep running and are adopted at the next start\n",
-                       sig == SIGTERM ? "SIGTERM" : "SIGINT")
+    out << fmt::format(
+               "hylab serve: {} received, stopping; running jobs keep running and are adopted at "
+               "the next start\n",
+               sig == SIGTERM ? "SIGTERM" : "SIGINT")
         << std::flush;
     http.stop();
     std::filesystem::remove(server_info_path(dir), fec);

@@ -9,13 +9,20 @@ namespace hylab::store {
 
 std::string_view to_string(JobState s) {
   switch (s) {
-    case JobState::kPending: return "pending";
-    case JobState::kQueued: return "queued";
-    case JobState::kRunning: return "running";
-    case JobState::kSucceeded: return "succeeded";
-    case JobState::kFailed: return "failed";
-    case JobState::kCancelled: return "cancelled";
-    case JobState::kLost: return "lost";
+    case JobState::kPending:
+      return "pending";
+    case JobState::kQueued:
+      return "queued";
+    case JobState::kRunning:
+      return "running";
+    case JobState::kSucceeded:
+      return "succeeded";
+    case JobState::kFailed:
+      return "failed";
+    case JobState::kCancelled:
+      return "cancelled";
+    case JobState::kLost:
+      return "lost";
   }
   return "?";
 }
@@ -89,7 +96,8 @@ class Stmt {
   template <class T>
   void bind(int i, const std::optional<T>& v) {
     if (v) {
-      bind(i, static_cast<std::conditional_t<std::is_floating_point_v<T>, double, std::int64_t>>(*v));
+      bind(i,
+           static_cast<std::conditional_t<std::is_floating_point_v<T>, double, std::int64_t>>(*v));
     } else {
       sqlite3_bind_null(stmt_, i);
     }
@@ -108,7 +116,8 @@ Error db_error(sqlite3* db, std::string_view what) {
 
 std::string text(sqlite3_stmt* s, int col) {
   const unsigned char* p = sqlite3_column_text(s, col);
-  return p ? std::string(reinterpret_cast<const char*>(p), static_cast<std::size_t>(sqlite3_column_bytes(s, col)))
+  return p ? std::string(reinterpret_cast<const char*>(p),
+                         static_cast<std::size_t>(sqlite3_column_bytes(s, col)))
            : std::string();
 }
 std::optional<std::int64_t> opt_int(sqlite3_stmt* s, int col) {
@@ -166,8 +175,8 @@ Result<std::vector<JobRecord>> collect(Stmt& st, sqlite3* db) {
 
 Result<std::unique_ptr<Store>> Store::open(const std::string& path) {
   sqlite3* db = nullptr;
-  int rc = sqlite3_open_v2(path.c_str(), &db, SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_NOMUTEX,
-                           nullptr);
+  int rc = sqlite3_open_v2(
+      path.c_str(), &db, SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_NOMUTEX, nullptr);
   if (rc != SQLITE_OK) {
     std::string msg = db ? sqlite3_errmsg(db) : "out of memory";
     sqlite3_close(db);
@@ -176,7 +185,8 @@ Result<std::unique_ptr<Store>> Store::open(const std::string& path) {
   std::unique_ptr<Store> store(new Store(db));
   sqlite3_busy_timeout(db, 5000);
   // WAL: a commit survives a kill -9 of the process; NORMAL sync is enough for that.
-  for (const char* pragma : {"PRAGMA journal_mode=WAL", "PRAGMA synchronous=NORMAL", "PRAGMA foreign_keys=ON"}) {
+  for (const char* pragma :
+       {"PRAGMA journal_mode=WAL", "PRAGMA synchronous=NORMAL", "PRAGMA foreign_keys=ON"}) {
     if (sqlite3_exec(db, pragma, nullptr, nullptr, nullptr) != SQLITE_OK) {
       return db_error(db, fmt::format("{} ({})", pragma, path));
     }
@@ -195,18 +205,21 @@ int Store::schema_version() const {
 Result<bool> Store::migrate() {
   int version = schema_version();
   if (version > static_cast<int>(kMigrations.size())) {
-    return Error{Errc::kIo, fmt::format("the state database has schema version {}, newer than this hylab "
-                                        "knows ({}): upgrade hylab",
-                                        version, kMigrations.size())};
+    return Error{Errc::kIo,
+                 fmt::format("the state database has schema version {}, newer than this hylab "
+                             "knows ({}): upgrade hylab",
+                             version, kMigrations.size())};
   }
   for (int v = version; v < static_cast<int>(kMigrations.size()); ++v) {
-    std::string sql = fmt::format("BEGIN IMMEDIATE; {} PRAGMA user_version={}; COMMIT;", kMigrations[v], v + 1);
+    std::string sql =
+        fmt::format("BEGIN IMMEDIATE; {} PRAGMA user_version={}; COMMIT;", kMigrations[v], v + 1);
     char* err = nullptr;
     if (sqlite3_exec(db_, sql.c_str(), nullptr, nullptr, &err) != SQLITE_OK) {
       std::string msg = err ? err : "unknown error";
       sqlite3_free(err);
       sqlite3_exec(db_, "ROLLBACK", nullptr, nullptr, nullptr);
-      return Error{Errc::kIo, fmt::format("state database: migration to version {} failed: {}", v + 1, msg)};
+      return Error{Errc::kIo,
+                   fmt::format("state database: migration to version {} failed: {}", v + 1, msg)};
     }
   }
   return true;
@@ -214,7 +227,8 @@ Result<bool> Store::migrate() {
 
 Result<std::int64_t> Store::insert_job(const JobRecord& j) {
   Stmt st(db_,
-          "INSERT INTO jobs (name, spec, spec_file, state, environment, rule, spot, decision, reason, priority, "
+          "INSERT INTO jobs (name, spec, spec_file, state, environment, rule, spot, decision, "
+          "reason, priority, "
           "gpus, created_at, queued_at, job_dir, workdir) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)");
   if (!st.ok()) return db_error(db_, "insert job");
   st.bind(1, j.name);
@@ -261,7 +275,9 @@ Result<std::vector<JobRecord>> Store::list_jobs(const JobFilter& f) const {
 }
 
 Result<std::vector<JobRecord>> Store::jobs_in_state(JobState state) const {
-  Stmt st(db_, fmt::format("SELECT {} FROM jobs WHERE state = ? ORDER BY priority DESC, id", kColumns).c_str());
+  Stmt st(db_,
+          fmt::format("SELECT {} FROM jobs WHERE state = ? ORDER BY priority DESC, id", kColumns)
+              .c_str());
   if (!st.ok()) return db_error(db_, "list jobs");
   st.bind(1, std::string(to_string(state)));
   return collect(st, db_);
@@ -269,7 +285,8 @@ Result<std::vector<JobRecord>> Store::jobs_in_state(JobState state) const {
 
 Result<bool> Store::update_job(const JobRecord& j) {
   Stmt st(db_,
-          "UPDATE jobs SET state=?, reason=?, gpus=?, pid=?, pid_start=?, pgid=?, exit_code=?, signal=?, "
+          "UPDATE jobs SET state=?, reason=?, gpus=?, pid=?, pid_start=?, pgid=?, exit_code=?, "
+          "signal=?, "
           "cancel_requested=?, queued_at=?, started_at=?, ended_at=?, job_dir=? WHERE id=?");
   if (!st.ok()) return db_error(db_, "update job");
   st.bind(1, std::string(to_string(j.state)));
@@ -287,7 +304,8 @@ Result<bool> Store::update_job(const JobRecord& j) {
   st.bind(13, j.job_dir);
   st.bind(14, j.id);
   if (st.step() != SQLITE_DONE) return db_error(db_, "update job");
-  if (sqlite3_changes(db_) == 0) return Error{Errc::kNotFound, fmt::format("no job with id {}", j.id)};
+  if (sqlite3_changes(db_) == 0)
+    return Error{Errc::kNotFound, fmt::format("no job with id {}", j.id)};
   return true;
 }
 

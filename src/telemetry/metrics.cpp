@@ -9,22 +9,31 @@
 namespace hylab::telemetry {
 
 namespace {
-constexpr const char* kStates[] = {"pending", "queued", "running", "succeeded", "failed", "cancelled", "lost"};
+constexpr const char* kStates[] = {"pending", "queued",    "running", "succeeded",
+                                   "failed",  "cancelled", "lost"};
 constexpr const char* kEnvironments[] = {"local", "cloud", "hybrid"};
 }  // namespace
 
 struct ServerMetrics::Impl {
   std::shared_ptr<prometheus::Registry> registry = std::make_shared<prometheus::Registry>();
   prometheus::Family<prometheus::Counter>& requests =
-      prometheus::BuildCounter().Name("hylab_http_requests_total").Help("HTTP requests by route and status code").Register(*registry);
-  prometheus::Family<prometheus::Histogram>& latency = prometheus::BuildHistogram()
-                                                           .Name("hylab_http_request_duration_seconds")
-                                                           .Help("HTTP request latency by route")
-                                                           .Register(*registry);
-  prometheus::Family<prometheus::Gauge>& jobs =
-      prometheus::BuildGauge().Name("hylab_jobs").Help("Jobs by state and environment").Register(*registry);
-  prometheus::Family<prometheus::Gauge>& gpus =
-      prometheus::BuildGauge().Name("hylab_gpus").Help("Lab GPUs by status (free, used)").Register(*registry);
+      prometheus::BuildCounter()
+          .Name("hylab_http_requests_total")
+          .Help("HTTP requests by route and status code")
+          .Register(*registry);
+  prometheus::Family<prometheus::Histogram>& latency =
+      prometheus::BuildHistogram()
+          .Name("hylab_http_request_duration_seconds")
+          .Help("HTTP request latency by route")
+          .Register(*registry);
+  prometheus::Family<prometheus::Gauge>& jobs = prometheus::BuildGauge()
+                                                    .Name("hylab_jobs")
+                                                    .Help("Jobs by state and environment")
+                                                    .Register(*registry);
+  prometheus::Family<prometheus::Gauge>& gpus = prometheus::BuildGauge()
+                                                    .Name("hylab_gpus")
+                                                    .Help("Lab GPUs by status (free, used)")
+                                                    .Register(*registry);
 };
 
 ServerMetrics::ServerMetrics() : impl_(std::make_unique<Impl>()) {
@@ -39,8 +48,9 @@ void ServerMetrics::observe_request(std::string_view route, int code, double sec
   std::string r(route);
   impl_->requests.Add({{"route", r}, {"code", std::to_string(code)}}).Increment();
   impl_->latency
-      .Add({{"route", r}}, prometheus::Histogram::BucketBoundaries{0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005,
-                                                                    0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5})
+      .Add({{"route", r}},
+           prometheus::Histogram::BucketBoundaries{0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005,
+                                                   0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5})
       .Observe(seconds);
 }
 
@@ -49,7 +59,8 @@ void ServerMetrics::set_jobs(const std::vector<JobCount>& counts) {
     for (const char* e : kEnvironments) impl_->jobs.Add({{"state", s}, {"environment", e}}).Set(0);
   }
   for (const auto& c : counts) {
-    impl_->jobs.Add({{"state", c.state}, {"environment", c.environment}}).Set(static_cast<double>(c.count));
+    impl_->jobs.Add({{"state", c.state}, {"environment", c.environment}})
+        .Set(static_cast<double>(c.count));
   }
 }
 
@@ -59,6 +70,8 @@ void ServerMetrics::set_gpus(std::int64_t free, std::int64_t used, std::string_v
   impl_->gpus.Add({{"status", "used"}, {"source", src}}).Set(static_cast<double>(used));
 }
 
-std::string ServerMetrics::render() const { return prometheus::TextSerializer().Serialize(impl_->registry->Collect()); }
+std::string ServerMetrics::render() const {
+  return prometheus::TextSerializer().Serialize(impl_->registry->Collect());
+}
 
 }  // namespace hylab::telemetry

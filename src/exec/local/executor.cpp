@@ -1,9 +1,5 @@
 #include "exec/local/executor.h"
 
-#include <boost/asio/io_context.hpp>
-#include <boost/asio/post.hpp>
-#include <boost/asio/posix/stream_descriptor.hpp>
-#include <boost/json.hpp>
 #include <fmt/format.h>
 #include <signal.h>
 #include <sys/syscall.h>
@@ -11,6 +7,10 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <boost/asio/io_context.hpp>
+#include <boost/asio/posix/stream_descriptor.hpp>
+#include <boost/asio/post.hpp>
+#include <boost/json.hpp>
 #include <chrono>
 #include <filesystem>
 #include <map>
@@ -53,10 +53,12 @@ class LocalExecutor::Impl {
     if (found.nvml && !found.gpus.empty()) {
       inv_.source = "nvml";
       inv_.detail = found.detail;
-      for (const auto& g : found.gpus) inv_.gpus.push_back({g.index, g.uuid, g.model, g.memory_bytes, 0});
+      for (const auto& g : found.gpus)
+        inv_.gpus.push_back({g.index, g.uuid, g.model, g.memory_bytes, 0});
     } else {
       inv_.source = "config";
-      inv_.detail = opts_.use_nvml ? (found.nvml ? "NVML found no GPUs" : found.detail) : "NVML disabled";
+      inv_.detail =
+          opts_.use_nvml ? (found.nvml ? "NVML found no GPUs" : found.detail) : "NVML disabled";
       int index = 0;
       for (const auto& g : cfg_.lab.gpus) {
         for (int i = 0; i < g.count; ++i, ++index) {
@@ -84,9 +86,10 @@ class LocalExecutor::Impl {
         } else {
           job.state = JobState::kLost;
           job.ended_at = now_seconds();
-          job.reason = pid > 0 ? fmt::format("its process (pid {}) vanished while hylab serve was down, "
-                                             "without recording an exit status",
-                                             pid)
+          job.reason = pid > 0 ? fmt::format(
+                                     "its process (pid {}) vanished while hylab serve was down, "
+                                     "without recording an exit status",
+                                     pid)
                                : "hylab serve stopped while starting it";
           release(job.id);
           (void)store_.update_job(job);
@@ -172,19 +175,22 @@ class LocalExecutor::Impl {
     for (const auto& req : spec.accelerators) {
       const GpuModel* want = cfg_.catalog.find_gpu(req.model);
       if (!want) continue;
-      std::size_t need = static_cast<std::size_t>(req.count) * static_cast<std::size_t>(spec.num_nodes);
+      std::size_t need =
+          static_cast<std::size_t>(req.count) * static_cast<std::size_t>(spec.num_nodes);
       std::vector<std::size_t> eligible;
       for (int exact = 1; exact >= 0; --exact) {
         for (std::size_t i = 0; i < inv_.gpus.size(); ++i) {
           const auto& g = inv_.gpus[i];
           bool is_exact = g.model == want->name;
-          if ((exact && is_exact) || (!exact && !is_exact && g.memory_bytes >= want->memory_bytes)) {
+          if ((exact && is_exact) ||
+              (!exact && !is_exact && g.memory_bytes >= want->memory_bytes)) {
             eligible.push_back(i);
           }
         }
       }
       if (eligible.size() < need) {
-        nevers.push_back(fmt::format("{}x {} (the lab has {} such GPUs)", need, want->name, eligible.size()));
+        nevers.push_back(
+            fmt::format("{}x {} (the lab has {} such GPUs)", need, want->name, eligible.size()));
         continue;
       }
       std::vector<std::size_t> free;
@@ -210,7 +216,8 @@ class LocalExecutor::Impl {
     if (!queued) return;
     for (auto& job : *queued) {
       Diagnostics diag;
-      auto spec = load_job_spec_text(job.spec, job.spec_file.empty() ? "job" : job.spec_file, cfg_.catalog, diag);
+      auto spec = load_job_spec_text(job.spec, job.spec_file.empty() ? "job" : job.spec_file,
+                                     cfg_.catalog, diag);
       if (!spec) {
         fail_to_start(job, "its spec no longer loads: " + diag.str());
         continue;
@@ -218,7 +225,8 @@ class LocalExecutor::Impl {
       Allocation a = allocate(*spec);
       if (a.kind == Allocation::Kind::kWait) break;
       if (a.kind == Allocation::Kind::kNever) {
-        fail_to_start(job, "the lab's GPUs (" + inv_.source + ") cannot hold it: needs " + a.why_never);
+        fail_to_start(job,
+                      "the lab's GPUs (" + inv_.source + ") cannot hold it: needs " + a.why_never);
         continue;
       }
       start(job, *spec, a);
@@ -297,10 +305,11 @@ class LocalExecutor::Impl {
       return;
     }
     auto sd = std::make_unique<asio::posix::stream_descriptor>(ioc_, fd);
-    sd->async_wait(asio::posix::stream_descriptor::wait_read, [this, id, pid, child](boost::system::error_code e) {
-      if (e == asio::error::operation_aborted) return;
-      on_exit(id, pid, child);
-    });
+    sd->async_wait(asio::posix::stream_descriptor::wait_read,
+                   [this, id, pid, child](boost::system::error_code e) {
+                     if (e == asio::error::operation_aborted) return;
+                     on_exit(id, pid, child);
+                   });
     watches_[id] = std::move(sd);
   }
 
@@ -318,7 +327,8 @@ class LocalExecutor::Impl {
     } else {
       job->state = JobState::kLost;
       job->ended_at = now_seconds();
-      job->reason = fmt::format("its supervisor process (pid {}) ended without recording an exit status", pid);
+      job->reason = fmt::format(
+          "its supervisor process (pid {}) ended without recording an exit status", pid);
       release(id);
       (void)store_.update_job(*job);
     }
@@ -336,8 +346,9 @@ class LocalExecutor::Impl {
       job.state = JobState::kSucceeded;
     } else {
       job.state = JobState::kFailed;
-      job.reason = st.signal ? fmt::format("killed by signal {} ({})", *st.signal, ::strsignal(*st.signal))
-                             : fmt::format("exited with code {}", st.exit_code.value_or(-1));
+      job.reason =
+          st.signal ? fmt::format("killed by signal {} ({})", *st.signal, ::strsignal(*st.signal))
+                    : fmt::format("exited with code {}", st.exit_code.value_or(-1));
     }
     release(job.id);
     (void)store_.update_job(job);
@@ -351,7 +362,8 @@ class LocalExecutor::Impl {
   std::map<std::int64_t, std::unique_ptr<asio::posix::stream_descriptor>> watches_;
 };
 
-LocalExecutor::LocalExecutor(asio::io_context& ioc, store::Store& store, const Config& cfg, Options opts)
+LocalExecutor::LocalExecutor(asio::io_context& ioc, store::Store& store, const Config& cfg,
+                             Options opts)
     : impl_(std::make_unique<Impl>(ioc, store, cfg, std::move(opts))) {}
 LocalExecutor::~LocalExecutor() = default;
 void LocalExecutor::recover() { impl_->recover(); }

@@ -18,10 +18,10 @@ class io_context;
 namespace hylab::exec::local {
 
 struct Options {
-  std::string jobs_dir;                     // where each job's directory goes
+  std::string jobs_dir;  // where each job's directory goes
   std::uint64_t log_max_bytes = 64ULL << 20;
   double cancel_grace_seconds = 10;
-  bool use_nvml = true;                     // tests force the configured inventory
+  bool use_nvml = true;  // tests force the configured inventory
 };
 
 class LocalExecutor : public Executor {

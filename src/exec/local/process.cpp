@@ -1,6 +1,5 @@
 #include "exec/local/process.h"
 
-#include <boost/json.hpp>
 #include <fcntl.h>
 #include <fmt/format.h>
 #include <poll.h>
@@ -10,6 +9,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <boost/json.hpp>
 #include <cerrno>
 #include <chrono>
 #include <climits>
@@ -114,7 +114,8 @@ Result<pid_t> spawn_shim(const Launch& l) {
   sigset_t defaults;
   sigfillset(&defaults);
   posix_spawnattr_setsigdefault(&attr, &defaults);
-  posix_spawnattr_setflags(&attr, POSIX_SPAWN_SETSID | POSIX_SPAWN_SETSIGMASK | POSIX_SPAWN_SETSIGDEF);
+  posix_spawnattr_setflags(&attr,
+                           POSIX_SPAWN_SETSID | POSIX_SPAWN_SETSIGMASK | POSIX_SPAWN_SETSIGDEF);
   std::string dir = l.job_dir;
   char arg0[] = "hylab";
   char arg1[] = "__shim";
@@ -135,8 +136,10 @@ std::optional<ExitStatus> read_exit_status(const std::string& job_dir) {
   if (ec || !v.is_object()) return std::nullopt;
   ExitStatus s;
   const auto& o = v.as_object();
-  if (auto* p = o.if_contains("exit_code"); p && p->is_int64()) s.exit_code = static_cast<int>(p->as_int64());
-  if (auto* p = o.if_contains("signal"); p && p->is_int64()) s.signal = static_cast<int>(p->as_int64());
+  if (auto* p = o.if_contains("exit_code"); p && p->is_int64())
+    s.exit_code = static_cast<int>(p->as_int64());
+  if (auto* p = o.if_contains("signal"); p && p->is_int64())
+    s.signal = static_cast<int>(p->as_int64());
   if (auto* p = o.if_contains("cancelled"); p && p->is_bool()) s.cancelled = p->as_bool();
   return s;
 }
@@ -162,7 +165,8 @@ class CappedLog {
     write_all(data, take);
     written_ += take;
     if (written_ >= cap_) {
-      std::string note = fmt::format("\n[hylab: log truncated at {} bytes; the job keeps running]\n", cap_);
+      std::string note =
+          fmt::format("\n[hylab: log truncated at {} bytes; the job keeps running]\n", cap_);
       write_all(note.data(), note.size());
     }
   }
@@ -200,8 +204,11 @@ int shim_main(const std::string& job_dir) {
   std::string workdir = str_or(o, "workdir");
   std::string setup = str_or(o, "setup");
   std::string run = str_or(o, "run");
-  std::uint64_t cap = o.if_contains("log_max_bytes") ? json::value_to<std::uint64_t>(o.at("log_max_bytes")) : 64ULL << 20;
-  double grace = o.if_contains("cancel_grace_seconds") ? o.at("cancel_grace_seconds").to_number<double>() : 10;
+  std::uint64_t cap = o.if_contains("log_max_bytes")
+                          ? json::value_to<std::uint64_t>(o.at("log_max_bytes"))
+                          : 64ULL << 20;
+  double grace =
+      o.if_contains("cancel_grace_seconds") ? o.at("cancel_grace_seconds").to_number<double>() : 10;
   std::vector<std::string> env;
   if (auto* e = o.if_contains("env"); e && e->is_array()) {
     for (const auto& x : e->as_array()) {
@@ -215,9 +222,11 @@ int shim_main(const std::string& job_dir) {
   env.push_back("HYLAB_SETUP=" + setup);
   env.push_back("HYLAB_RUN=" + run);
 
-  int log_fd = ::open((job_dir + "/output.log").c_str(), O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0600);
+  int log_fd =
+      ::open((job_dir + "/output.log").c_str(), O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0600);
   if (log_fd < 0) {
-    fmt::print(stderr, "hylab shim: cannot open {}/output.log: {}\n", job_dir, std::strerror(errno));
+    fmt::print(stderr, "hylab shim: cannot open {}/output.log: {}\n", job_dir,
+               std::strerror(errno));
     return 1;
   }
   int pipe_fds[2];
@@ -251,7 +260,8 @@ int shim_main(const std::string& job_dir) {
     int devnull = ::open("/dev/null", O_RDONLY);
     if (devnull >= 0) ::dup2(devnull, 0);
     if (!workdir.empty() && ::chdir(workdir.c_str()) != 0) {
-      std::string msg = fmt::format("hylab: cannot enter workdir {}: {}\n", workdir, std::strerror(errno));
+      std::string msg =
+          fmt::format("hylab: cannot enter workdir {}: {}\n", workdir, std::strerror(errno));
       (void)!::write(2, msg.data(), msg.size());
       ::_exit(126);
     }
@@ -280,7 +290,8 @@ int shim_main(const std::string& job_dir) {
     if (g_terminate && !term_sent) {
       ::kill(-child, SIGTERM);
       term_sent = true;
-      kill_at = Clock::now() + std::chrono::duration_cast<Clock::duration>(std::chrono::duration<double>(grace));
+      kill_at = Clock::now() +
+                std::chrono::duration_cast<Clock::duration>(std::chrono::duration<double>(grace));
     }
     if (term_sent && !kill_sent && !exited && Clock::now() >= kill_at) {
       ::kill(-child, SIGKILL);

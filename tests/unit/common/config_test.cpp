@@ -85,10 +85,9 @@ TEST(ConfigErrors, NameFileLineColumnAndKey) {
             "(100 W)\n");
   EXPECT_THAT(config_errors("catalog: {instances: [{name: new-one, usd_per_hour: 1}]}\n"),
               HasSubstr("instance 'new-one' is not in the catalog: give provider, vcpus, memory"));
-  EXPECT_THAT(
-      config_errors("gateway: {}\n"),
-      HasSubstr(
-          "hylab.yaml:1:1: error: gateway: unknown key; known keys here: catalog, lab, policy, server"));
+  EXPECT_THAT(config_errors("gateway: {}\n"),
+              HasSubstr("hylab.yaml:1:1: error: gateway: unknown key; known keys here: catalog, "
+                        "lab, policy, server"));
 }
 
 TEST(ConfigErrors, SeveralAtOnce) {
