@@ -10,6 +10,7 @@ run: deps
 	cmake --preset release
 	cmake --build --preset release
 	./build/release/src/cli/hylab --config $(HYLAB_CONFIG_FILE) place examples/jobs/*.yaml
+	exec ./build/release/src/cli/hylab --config $(HYLAB_CONFIG_FILE) serve
 
 build: deps
 	cmake --preset release

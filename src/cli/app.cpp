@@ -442,6 +442,7 @@ int run(const std::vector<std::string>& args, std::ostream& out, std::ostream& e
     if (!cfg) return code;
     if (serve_cmd->parsed()) {
       serve_opts.use_nvml = !no_nvml;
+      if (!args.empty()) serve_opts.exe = args.front();
       return server::run_serve(*cfg, serve_opts, out, err);
     }
     if (run_cmd->parsed()) return cmd_run(*cfg, client, run_opts, out, err);

@@ -15,6 +15,7 @@ namespace hylab::server {
 struct ServeOptions {
   std::optional<std::string> listen;  // overrides server.listen
   bool use_nvml = true;
+  std::string exe = "hylab";  // how the user ran hylab, for the hint it prints
 };
 
 // Runs until a signal; returns the process exit code.
