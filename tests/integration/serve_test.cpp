@@ -237,12 +237,14 @@ TEST(ServeCrash, KilledServerAdoptsRunningJobsAndMarksVanishedOnesLost) {
   std::int64_t survivor_pid = pid_of(survivor);
   std::int64_t victim_pid = pid_of(victim);
   s.stop(SIGKILL);
-  // While the server is down, the victim's whole job vanishes.
+  // While the server is down, the victim's whole job vanishes: its shim first (so it
+  // cannot record the exit), then the job's process group.
   auto shim = json::parse(
       *read_text_file(s.state_dir() + "/jobs/" + std::to_string(victim) + "/shim.json", 4096));
-  ::kill(-static_cast<pid_t>(shim.at("pgid").as_int64()), SIGKILL);
   ::kill(static_cast<pid_t>(victim_pid), SIGKILL);
-  ASSERT_TRUE(wait_until([&] { return ::kill(static_cast<pid_t>(victim_pid), 0) != 0; }));
+  ASSERT_TRUE(
+      wait_until([&] { return !exec::local::process_start_time(static_cast<pid_t>(victim_pid)); }));
+  ::kill(-static_cast<pid_t>(shim.at("pgid").as_int64()), SIGKILL);
   s.start();
   EXPECT_EQ(s.state(survivor), "running");
   EXPECT_EQ(pid_of(survivor), survivor_pid);
