@@ -45,16 +45,25 @@ bool load(void* lib, const char* sym, F& f) {
   return f != nullptr;
 }
 
-std::string normalise(const std::string& s) {
+// Upper-case words of a GPU name without vendor words: "NVIDIA GeForce RTX 4090" -> RTX, 4090.
+std::vector<std::string> words(const std::string& s) {
+  std::vector<std::string> out;
+  std::string cur;
+  for (char c : s + " ") {
+    if (std::isalnum(static_cast<unsigned char>(c))) {
+      cur += static_cast<char>(std::toupper(static_cast<unsigned char>(c)));
+    } else if (!cur.empty()) {
+      if (cur != "NVIDIA" && cur != "GEFORCE" && cur != "TESLA" && cur != "QUADRO")
+        out.push_back(cur);
+      cur.clear();
+    }
+  }
+  return out;
+}
+
+std::string concat(const std::vector<std::string>& w) {
   std::string out;
-  for (char c : s) {
-    if (std::isalnum(static_cast<unsigned char>(c)))
-      out += static_cast<char>(std::toupper(static_cast<unsigned char>(c)));
-  }
-  for (const char* prefix : {"NVIDIA", "GEFORCE", "TESLA", "QUADRO"}) {
-    std::string p(prefix);
-    if (out.rfind(p, 0) == 0) out = out.substr(p.size());
-  }
+  for (const auto& x : w) out += x;
   return out;
 }
 
@@ -63,9 +72,14 @@ std::string normalise(const std::string& s) {
 std::string catalog_model_for(const std::string& nvml_name, std::uint64_t memory_bytes,
                               const Catalog& catalog) {
   // "NVIDIA A100-SXM4-80GB" -> "A100SXM480GB"; a catalog name matches by its stem (the
-  // part before any "-": A100 for A100-80GB) not followed by another digit (L4 is not
-  // L40S); among matches the longest stem wins, then the closest memory size.
-  std::string n = normalise(nvml_name);
+  // part before any "-": A100 for A100-80GB) unless the stem ends inside a number (L4 is
+  // not L40S; "H100 80GB" is H100); among matches the longest stem wins, then the
+  // closest memory size.
+  std::vector<std::string> w = words(nvml_name);
+  std::string n = concat(w);
+  std::vector<bool> word_end(n.size() + 1, false);
+  std::size_t at = 0;
+  for (const auto& x : w) word_end[at += x.size()] = true;
   const GpuModel* best = nullptr;
   std::size_t best_len = 0;
   double best_gap = 0;
@@ -73,10 +87,12 @@ std::string catalog_model_for(const std::string& nvml_name, std::uint64_t memory
     std::vector<std::string> names{g.name};
     names.insert(names.end(), g.aliases.begin(), g.aliases.end());
     for (const auto& candidate : names) {
-      std::string stem = normalise(candidate.substr(0, candidate.find('-')));
+      std::string stem = concat(words(candidate.substr(0, candidate.find('-'))));
       if (stem.empty() || n.rfind(stem, 0) != 0) continue;
-      if (n.size() > stem.size() && std::isdigit(static_cast<unsigned char>(n[stem.size()])))
-        continue;
+      bool inside_number = n.size() > stem.size() && !word_end[stem.size()] &&
+                           std::isdigit(static_cast<unsigned char>(n[stem.size()])) &&
+                           std::isdigit(static_cast<unsigned char>(stem.back()));
+      if (inside_number) continue;
       double gap =
           std::fabs(static_cast<double>(g.memory_bytes) - static_cast<double>(memory_bytes));
       if (!best || stem.size() > best_len || (stem.size() == best_len && gap < best_gap)) {

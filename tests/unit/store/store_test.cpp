@@ -1,0 +1,130 @@
+#include "store/store.h"
+
+#include <gtest/gtest.h>
+#include <sqlite3.h>
+#include <unistd.h>
+
+#include <filesystem>
+
+namespace hylab::store {
+namespace {
+
+class StoreTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    path_ = (std::filesystem::temp_directory_path() /
+             ("hylab-store-" + std::to_string(::getpid()) + ".db"))
+                .string();
+    Remove();
+  }
+  void TearDown() override { Remove(); }
+  void Remove() {
+    for (const char* suffix : {"", "-wal", "-shm"}) std::filesystem::remove(path_ + suffix);
+  }
+  static JobRecord job(const std::string& name, int priority = 0) {
+    JobRecord j;
+    j.name = name;
+    j.spec = "run: echo " + name;
+    j.state = JobState::kQueued;
+    j.environment = "local";
+    j.rule = "development";
+    j.decision = "{}";
+    j.priority = priority;
+    j.created_at = 1000;
+    return j;
+  }
+  std::string path_;
+};
+
+TEST_F(StoreTest, MigratesAFreshDatabaseAndReopens) {
+  {
+    auto s = Store::open(path_);
+    ASSERT_TRUE(s) << s.error().message;
+    EXPECT_EQ((*s)->schema_version(), 1);
+    ASSERT_TRUE((*s)->insert_job(job("a")));
+  }
+  auto again = Store::open(path_);
+  ASSERT_TRUE(again);
+  EXPECT_EQ((*again)->schema_version(), 1);
+  EXPECT_EQ((*again)->get_job(1)->name, "a");
+}
+
+TEST_F(StoreTest, RefusesADatabaseFromANewerHylab) {
+  { ASSERT_TRUE(Store::open(path_)); }
+  sqlite3* db = nullptr;
+  sqlite3_open(path_.c_str(), &db);
+  sqlite3_exec(db, "PRAGMA user_version=99", nullptr, nullptr, nullptr);
+  sqlite3_close(db);
+  auto s = Store::open(path_);
+  ASSERT_FALSE(s);
+  EXPECT_NE(s.error().message.find("schema version 99, newer than this hylab knows (1)"),
+            std::string::npos);
+}
+
+TEST_F(StoreTest, UsesWalMode) {
+  { ASSERT_TRUE(Store::open(path_)); }
+  sqlite3* db = nullptr;
+  sqlite3_open(path_.c_str(), &db);
+  sqlite3_stmt* st = nullptr;
+  sqlite3_prepare_v2(db, "PRAGMA journal_mode", -1, &st, nullptr);
+  ASSERT_EQ(sqlite3_step(st), SQLITE_ROW);
+  EXPECT_STREQ(reinterpret_cast<const char*>(sqlite3_column_text(st, 0)), "wal");
+  sqlite3_finalize(st);
+  sqlite3_close(db);
+}
+
+TEST_F(StoreTest, UpdateListFilterAndQueueOrder) {
+  auto s = Store::open(path_);
+  ASSERT_TRUE(s);
+  Store& st = **s;
+  ASSERT_EQ(*st.insert_job(job("low")), 1);
+  ASSERT_EQ(*st.insert_job(job("high", 5)), 2);
+  ASSERT_EQ(*st.insert_job(job("low2")), 3);
+  auto queue = st.jobs_in_state(JobState::kQueued);
+  ASSERT_TRUE(queue);
+  ASSERT_EQ(queue->size(), 3u);
+  EXPECT_EQ((*queue)[0].name, "high");
+  EXPECT_EQ((*queue)[1].name, "low");
+  EXPECT_EQ((*queue)[2].name, "low2");
+
+  JobRecord j = *st.get_job(1);
+  j.state = JobState::kSucceeded;
+  j.exit_code = 0;
+  j.pid = 4242;
+  j.started_at = 1001.5;
+  j.ended_at = 1002.25;
+  ASSERT_TRUE(st.update_job(j));
+  JobRecord back = *st.get_job(1);
+  EXPECT_EQ(back.state, JobState::kSucceeded);
+  EXPECT_EQ(back.exit_code, 0);
+  EXPECT_EQ(back.pid, 4242);
+  EXPECT_DOUBLE_EQ(*back.ended_at, 1002.25);
+  EXPECT_FALSE(back.signal.has_value());
+
+  JobFilter f;
+  f.state = JobState::kQueued;
+  EXPECT_EQ(st.list_jobs(f)->size(), 2u);
+  JobFilter page;
+  page.after_id = 1;
+  page.limit = 1;
+  auto p = st.list_jobs(page);
+  ASSERT_EQ(p->size(), 1u);
+  EXPECT_EQ((*p)[0].id, 2);
+  EXPECT_EQ(st.get_job(99).error().code, Errc::kNotFound);
+  JobRecord ghost = job("ghost");
+  ghost.id = 77;
+  EXPECT_FALSE(st.update_job(ghost));
+}
+
+TEST(JobStates, NamesAndTerminality) {
+  for (auto s : {JobState::kPending, JobState::kQueued, JobState::kRunning, JobState::kSucceeded,
+                 JobState::kFailed, JobState::kCancelled, JobState::kLost}) {
+    EXPECT_EQ(job_state_from(to_string(s)), s);
+  }
+  EXPECT_FALSE(job_state_from("done"));
+  EXPECT_TRUE(is_terminal(JobState::kLost));
+  EXPECT_FALSE(is_terminal(JobState::kRunning));
+}
+
+}  // namespace
+}  // namespace hylab::store
