@@ -163,6 +163,24 @@ TEST(ServeLogs, FollowStreamsWhileTheJobRuns) {
   EXPECT_EQ(s.state(id), "succeeded");
 }
 
+TEST(ServeLogs, LogIsCappedAndTheJobKeepsRunning) {
+  ServeHarness s("  log_max_size: 4KiB\n");
+  s.start();
+  std::int64_t id = s.submit(
+      "category: development\nrun: |\n  for i in $(seq 1 2000); do echo "
+      "line-$i-xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx; done\n"
+      "  echo finished > $HYLAB_OUTPUT_DIR/done\n");
+  ASSERT_TRUE(s.wait_state(id, "succeeded"));
+  std::string log = s.log(id);
+  EXPECT_THAT(log, HasSubstr("line-1-"));
+  EXPECT_THAT(log, ::testing::Not(HasSubstr("line-2000-")));
+  EXPECT_THAT(log, HasSubstr("[hylab: log truncated at 4096 bytes; the job keeps running]"));
+  EXPECT_LE(log.size(), 4096u + 100u);
+  // The job was not blocked by the cap: it ran to its last command.
+  EXPECT_TRUE(
+      std::filesystem::exists(s.state_dir() + "/jobs/" + std::to_string(id) + "/outputs/done"));
+}
+
 TEST(ServeAuth, TokenRequiredEverywhereButHealthz) {
   ServeHarness s;
   s.start();
