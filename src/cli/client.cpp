@@ -77,6 +77,16 @@ Result<Target> find_server(const Config& cfg, const ClientOptions& c) {
   return t;
 }
 
+std::optional<Target> server_or_report(const Config& cfg, const ClientOptions& c,
+                                       std::ostream& err) {
+  auto t = find_server(cfg, c);
+  if (!t) {
+    err << "error: " << t.error().message << "\n";
+    return std::nullopt;
+  }
+  return *t;
+}
+
 std::string not_running(const std::string& url) {
   return fmt::format(
       "error: hylab serve is not running at {}: start it with 'hylab serve --config hylab.yaml' "
@@ -166,11 +176,8 @@ int follow_logs(const Target& t, std::int64_t id, std::ostream& out, std::ostrea
 
 int cmd_run(const Config& cfg, const ClientOptions& c, const RunOptions& o, std::ostream& out,
             std::ostream& err) {
-  auto t = find_server(cfg, c);
-  if (!t) {
-    err << "error: " << t.error().message << "\n";
-    return kExitFailure;
-  }
+  auto t = server_or_report(cfg, c, err);
+  if (!t) return kExitFailure;
   auto spec = read_text_file(o.file, 256 * 1024);
   if (!spec) {
     err << "error: " << spec.error().message << "\n";
@@ -219,11 +226,8 @@ int cmd_run(const Config& cfg, const ClientOptions& c, const RunOptions& o, std:
 
 int cmd_jobs(const Config& cfg, const ClientOptions& c, const JobsOptions& o, std::ostream& out,
              std::ostream& err) {
-  auto t = find_server(cfg, c);
-  if (!t) {
-    err << "error: " << t.error().message << "\n";
-    return kExitFailure;
-  }
+  auto t = server_or_report(cfg, c, err);
+  if (!t) return kExitFailure;
   std::string query = fmt::format("limit={}", std::min(o.limit, 1000));
   if (o.state) query += "&state=" + url_encode(*o.state);
   if (o.environment) query += "&environment=" + url_encode(*o.environment);
@@ -275,11 +279,8 @@ int cmd_logs(const Config& cfg, const ClientOptions& c, const std::string& id_te
              std::ostream& out, std::ostream& err) {
   auto id = job_id(id_text, err);
   if (!id) return kExitBadInput;
-  auto t = find_server(cfg, c);
-  if (!t) {
-    err << "error: " << t.error().message << "\n";
-    return kExitFailure;
-  }
+  auto t = server_or_report(cfg, c, err);
+  if (!t) return kExitFailure;
   if (follow) return follow_logs(*t, *id, out, err);
   int code = kExitOk;
   auto r = call(*t, "GET", fmt::format("/v1/jobs/{}/logs", *id), "", err, &code);
@@ -293,11 +294,8 @@ int cmd_cancel(const Config& cfg, const ClientOptions& c, const std::string& id_
                std::ostream& out, std::ostream& err) {
   auto id = job_id(id_text, err);
   if (!id) return kExitBadInput;
-  auto t = find_server(cfg, c);
-  if (!t) {
-    err << "error: " << t.error().message << "\n";
-    return kExitFailure;
-  }
+  auto t = server_or_report(cfg, c, err);
+  if (!t) return kExitFailure;
   int code = kExitOk;
   auto r = call(*t, "POST", fmt::format("/v1/jobs/{}/cancel", *id), "", err, &code);
   if (!r) return code;
@@ -315,11 +313,8 @@ int cmd_cancel(const Config& cfg, const ClientOptions& c, const std::string& id_
 }
 
 int cmd_status(const Config& cfg, const ClientOptions& c, std::ostream& out, std::ostream& err) {
-  auto t = find_server(cfg, c);
-  if (!t) {
-    err << "error: " << t.error().message << "\n";
-    return kExitFailure;
-  }
+  auto t = server_or_report(cfg, c, err);
+  if (!t) return kExitFailure;
   int code = kExitOk;
   auto r = call(*t, "GET", "/v1/status", "", err, &code);
   if (!r) return code;

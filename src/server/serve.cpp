@@ -134,7 +134,8 @@ int run_serve(const Config& cfg, const ServeOptions& opts, std::ostream& out, st
   out << fmt::format("hylab serve: listening on {}\n", url) << fmt::format("  state:     {}\n", dir)
       << fmt::format("  token:     {} (clients read it from there)\n", token_path(dir))
       << fmt::format("  GPUs:      {} from {} ({})\n", inv.gpus.size(), inv.source, inv.detail)
-      << fmt::format("  try:       hylab run examples/jobs/hello-gpu.yaml --follow\n")
+      << fmt::format("  try:       {} run examples/jobs/hello-gpu.yaml --follow{}\n", opts.exe,
+                     cfg.source.empty() || cfg.source[0] == '(' ? "" : " --config " + cfg.source)
       << std::flush;
 
   asio::signal_set signals(ioc, SIGINT, SIGTERM);
