@@ -43,13 +43,19 @@ Result<Url> parse_url(const std::string& url) {
   auto slash = rest.find('/');
   std::string authority = rest.substr(0, slash);
   u.target = slash == std::string::npos ? "/" : rest.substr(slash);
-  auto colon = authority.rfind(':');
-  if (colon != std::string::npos && authority.find(']') == std::string::npos) {
+  u.port = u.tls ? "443" : "80";
+  if (!authority.empty() && authority.front() == '[') {  // [::1]:7460
+    auto close = authority.find(']');
+    if (close == std::string::npos)
+      return Error{Errc::kInvalidInput, fmt::format("bad IPv6 address in URL: {}", url)};
+    u.host = authority.substr(1, close - 1);
+    if (close + 1 < authority.size() && authority[close + 1] == ':')
+      u.port = authority.substr(close + 2);
+  } else if (auto colon = authority.rfind(':'); colon != std::string::npos) {
     u.host = authority.substr(0, colon);
     u.port = authority.substr(colon + 1);
   } else {
     u.host = authority;
-    u.port = u.tls ? "443" : "80";
   }
   if (u.host.empty()) return Error{Errc::kInvalidInput, fmt::format("URL has no host: {}", url)};
   return u;
@@ -69,7 +75,15 @@ class Call {
     auto url = parse_url(req_.url);
     if (!url) return url.error();
     url_ = *url;
-    asio::co_spawn(ioc_, go(), asio::detached);
+    asio::co_spawn(ioc_, go(), [this](std::exception_ptr e) {
+      if (!e) return;
+      try {
+        std::rethrow_exception(e);
+      } catch (const std::exception& ex) {
+        if (!error_)
+          error_ = Error{Errc::kIo, fmt::format("request to {} failed: {}", req_.url, ex.what())};
+      }
+    });
     ioc_.run();
     if (error_) return *error_;
     return std::move(resp_);

@@ -11,6 +11,7 @@
 #include <ctime>
 
 #include "common/job_spec.h"
+#include "common/text.h"
 #include "placement/engine.h"
 #include "placement/json.h"
 
@@ -113,17 +114,21 @@ json::array diagnostics_json(const Diagnostics& d) {
   return out;
 }
 
-// Streams a log file from `offset`; ends once the job has ended and every byte is sent.
+// Streams a log file from `offset`. Following, it ends once the job has ended and every
+// byte is sent; otherwise at the end of what is written now.
 class LogStream {
  public:
-  LogStream(store::Store& store, std::int64_t id, std::string path, std::uint64_t offset)
-      : store_(store), id_(id), path_(std::move(path)), offset_(offset) {}
+  LogStream(store::Store& store, std::int64_t id, std::string path, std::uint64_t offset,
+            bool follow)
+      : store_(store), id_(id), path_(std::move(path)), offset_(offset), done_(!follow) {}
 
   std::optional<std::string> next() {
     std::string chunk = read_more();
     if (!chunk.empty()) return chunk;
     if (done_) return std::nullopt;
     auto job = store_.get_job(id_);
+    // A queued job gets its folder when it starts.
+    if (job && path_.empty() && !job->job_dir.empty()) path_ = job->job_dir + "/output.log";
     if (!job || store::is_terminal(job->state)) {
       // One last read: the shim writes the log before it records the exit.
       done_ = true;
@@ -181,8 +186,11 @@ HttpResponse Api::route(const HttpRequest& req, std::string& label) {
     return json_response(200, json::object{{"status", "ok"}});
   }
   std::string auth = req.header("authorization");
+  // The scheme name is case-insensitive (RFC 9110).
   std::string_view given =
-      auth.rfind("Bearer ", 0) == 0 ? std::string_view(auth).substr(7) : std::string_view();
+      auth.size() > 7 && iequals(std::string_view(auth).substr(0, 7), "bearer ")
+          ? std::string_view(auth).substr(7)
+          : std::string_view();
   if (!constant_time_equal(given, token_)) {
     label = "unauthorized";
     HttpResponse r = error(
@@ -422,17 +430,9 @@ HttpResponse Api::logs(std::int64_t id, const HttpRequest& req) {
   bool follow = req.query.count("follow") && req.query.at("follow") != "0";
   HttpResponse r;
   r.content_type = "text/plain; charset=utf-8";
-  auto stream = std::make_shared<LogStream>(store_, id, path, offset);
-  if (follow) {
-    r.stream = [stream] { return stream->next(); };
-    return r;
-  }
-  // Not following: what is there now (the log is capped, so this is bounded).
-  for (;;) {
-    auto chunk = stream->next();
-    if (!chunk || chunk->empty()) break;
-    r.body += *chunk;
-  }
+  // Streamed either way: a log may be as large as the cap, and is sent piece by piece.
+  auto stream = std::make_shared<LogStream>(store_, id, path, offset, follow);
+  r.stream = [stream] { return stream->next(); };
   return r;
 }
 

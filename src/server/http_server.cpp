@@ -2,6 +2,7 @@
 
 #include <fcntl.h>
 #include <fmt/format.h>
+#include <sys/socket.h>
 
 #include <boost/asio.hpp>
 #include <boost/asio/ssl.hpp>
@@ -9,6 +10,7 @@
 #include <boost/beast/http.hpp>
 #include <boost/beast/ssl.hpp>
 #include <boost/json.hpp>
+#include <cerrno>
 #include <chrono>
 
 namespace hylab::server {
@@ -128,7 +130,11 @@ class HttpServer::Impl : public std::enable_shared_from_this<Impl> {
       auto [ec, sock] = co_await acceptor_.async_accept(kTuple);
       if (ec) {
         if (stopping_ || ec == asio::error::operation_aborted) co_return;
-        continue;  // e.g. EMFILE: keep serving the connections we have
+        // E.g. EMFILE: keep serving the connections we have, and retry a little later
+        // rather than spinning on an accept that fails at once.
+        asio::steady_timer backoff(ioc_, std::chrono::milliseconds(100));
+        co_await backoff.async_wait(kTuple);
+        continue;
       }
       ::fcntl(sock.native_handle(), F_SETFD, FD_CLOEXEC);
       sock.set_option(tcp::no_delay(true));
@@ -171,6 +177,31 @@ class HttpServer::Impl : public std::enable_shared_from_this<Impl> {
 
   void untrack(tcp::socket* s) { std::erase(open_, s); }
 
+  // During a streamed response the client has nothing to send: readable bytes or EOF
+  // mean it went away (Ctrl-C on `hylab logs -f`), so the stream stops instead of
+  // polling for a reader that is gone.
+  static bool peer_gone(tcp::socket& s) {
+    char c;
+    ssize_t n = ::recv(s.native_handle(), &c, 1, MSG_PEEK | MSG_DONTWAIT);
+    return n == 0 || (n < 0 && errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR) || n > 0;
+  }
+
+  // After an error answer to a request whose body was not read, read and drop what the
+  // client still sends (briefly), so closing does not reset the connection before the
+  // client has read the answer.
+  awaitable<void> drain(beast::tcp_stream& lowest) {
+    boost::system::error_code ec;
+    lowest.socket().shutdown(tcp::socket::shutdown_send, ec);
+    char scratch[16384];
+    std::size_t total = 0;
+    lowest.expires_after(std::chrono::seconds(2));
+    while (total < (64u << 20)) {
+      auto [rec, n] = co_await lowest.async_read_some(asio::buffer(scratch), kTuple);
+      if (rec) break;
+      total += n;
+    }
+  }
+
   template <class Stream>
   awaitable<void> serve(Stream& stream, beast::tcp_stream& lowest) {
     beast::flat_buffer buffer;
@@ -211,6 +242,7 @@ class HttpServer::Impl : public std::enable_shared_from_this<Impl> {
         res.prepare_payload();
         lowest.expires_after(seconds(opts_.write_timeout_seconds));
         co_await http::async_write(stream, res, kTuple);
+        co_await drain(lowest);
         co_return;
       }
       auto& msg = parser.get();
@@ -263,7 +295,7 @@ class HttpServer::Impl : public std::enable_shared_from_this<Impl> {
       if (hec) co_return;
       asio::steady_timer timer(ioc_);
       for (;;) {
-        if (stopping_) co_return;
+        if (stopping_ || peer_gone(lowest.socket())) co_return;
         std::optional<std::string> chunk = out.stream();
         if (!chunk) break;
         if (chunk->empty()) {
@@ -276,6 +308,8 @@ class HttpServer::Impl : public std::enable_shared_from_this<Impl> {
             co_await asio::async_write(stream, http::make_chunk(asio::buffer(*chunk)), kTuple);
         if (cec) co_return;
       }
+      // The timeout kept running while the source was quiet: start it afresh.
+      lowest.expires_after(seconds(opts_.write_timeout_seconds));
       co_await asio::async_write(stream, http::make_chunk_last(), kTuple);
       co_return;
     }

@@ -93,13 +93,19 @@ int run_serve(const Config& cfg, const ServeOptions& opts, std::ostream& out, st
   std::string listen = opts.listen.value_or(cfg.server.listen);
   auto colon = listen.rfind(':');
   HttpServerOptions hopts;
-  hopts.host = listen.substr(0, colon);
-  try {
-    hopts.port = static_cast<std::uint16_t>(std::stoi(listen.substr(colon + 1)));
-  } catch (...) {
-    err << fmt::format("error: --listen expects host:port, got '{}'\n", listen);
+  std::string port_text = colon == std::string::npos ? "" : listen.substr(colon + 1);
+  if (colon == std::string::npos || colon == 0 || port_text.empty() || port_text.size() > 5 ||
+      port_text.find_first_not_of("0123456789") != std::string::npos ||
+      std::stoi(port_text) > 65535) {
+    err << fmt::format("error: --listen expects host:port such as 127.0.0.1:7460, got '{}'\n",
+                       listen);
     return 2;
   }
+  hopts.host = listen.substr(0, colon);
+  if (hopts.host.size() > 2 && hopts.host.front() == '[' && hopts.host.back() == ']') {
+    hopts.host = hopts.host.substr(1, hopts.host.size() - 2);
+  }
+  hopts.port = static_cast<std::uint16_t>(std::stoi(port_text));
   hopts.tls_cert = cfg.server.tls_cert;
   hopts.tls_key = cfg.server.tls_key;
   hopts.max_body_bytes = cfg.server.max_body_bytes;

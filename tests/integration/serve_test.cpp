@@ -181,6 +181,55 @@ TEST(ServeLogs, LogIsCappedAndTheJobKeepsRunning) {
       std::filesystem::exists(s.state_dir() + "/jobs/" + std::to_string(id) + "/outputs/done"));
 }
 
+TEST(ServeLogs, FollowingAQueuedJobShowsItsOutputOnceItRuns) {
+  ServeHarness s;
+  s.start();
+  std::int64_t hog = s.submit(waiting_job("hog", "RTX4090:2", s.path("release")));
+  ASSERT_TRUE(s.wait_state(hog, "running"));
+  std::int64_t id = s.submit(
+      "category: development\nresources: {accelerators: RTX4090:1}\nrun: echo gpu-job "
+      "gpus=[$CUDA_VISIBLE_DEVICES]\n");
+  ASSERT_EQ(s.state(id), "queued");
+  std::string route = "route=\"/v1/jobs/{id}/logs\"";
+  std::thread releaser([&] {
+    // Release the hog only once the follow request is being served.
+    wait_until([&] { return s.request("GET", "/metrics").body.find(route) != std::string::npos; });
+    touch(s.path("release"));
+  });
+  HttpClientRequest req;
+  req.url = s.url() + "/v1/jobs/" + std::to_string(id) + "/logs?follow=1";
+  req.headers.emplace_back("Authorization", "Bearer " + s.token());
+  std::string got;
+  auto r = http_stream(req, [&](std::string_view d) {
+    got += d;
+    return true;
+  });
+  releaser.join();
+  ASSERT_TRUE(r) << r.error().message;
+  EXPECT_THAT(got, ::testing::ContainsRegex("gpu-job gpus=\\[[01]\\]"));
+  EXPECT_EQ(s.state(id), "succeeded");
+  // A job without GPUs sees none, not the lab's.
+  std::int64_t cpu =
+      s.submit("category: development\nrun: echo cpu-job gpus=[$CUDA_VISIBLE_DEVICES]\n");
+  ASSERT_TRUE(s.wait_state(cpu, "succeeded"));
+  EXPECT_THAT(s.log(cpu), HasSubstr("cpu-job gpus=[]"));
+}
+
+TEST(ServeCancel, CancelRightAfterSubmitIsCancelledNotLost) {
+  ServeHarness s;
+  s.start();
+  std::vector<std::int64_t> ids;
+  for (int i = 0; i < 5; ++i) {
+    std::int64_t id = s.submit(waiting_job("quick", "", s.path("never")));
+    auto r = s.request("POST", "/v1/jobs/" + std::to_string(id) + "/cancel");
+    EXPECT_TRUE(r.status == 200 || r.status == 202) << r.body;
+    ids.push_back(id);
+  }
+  for (auto id : ids) {
+    ASSERT_TRUE(s.wait_state(id, "cancelled")) << s.state(id);
+  }
+}
+
 TEST(ServeAuth, TokenRequiredEverywhereButHealthz) {
   ServeHarness s;
   s.start();
@@ -203,7 +252,7 @@ TEST(ServeAuth, TokenRequiredEverywhereButHealthz) {
 TEST(ServeLimits, OversizedAndMalformedRequestsSayWhy) {
   ServeHarness s;
   s.start();
-  auto big = s.request("POST", "/v1/jobs", std::string(100 * 1024, 'x'));
+  auto big = s.request("POST", "/v1/jobs", std::string(4 << 20, 'x'));
   EXPECT_EQ(big.status, 413);
   EXPECT_THAT(big.body, HasSubstr("request body over the limit of 65536 bytes"));
   auto bad_yaml = s.request("POST", "/v1/jobs?file=job.yaml", "name: [unclosed\n");

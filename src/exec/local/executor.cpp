@@ -10,6 +10,7 @@
 #include <boost/asio/io_context.hpp>
 #include <boost/asio/posix/stream_descriptor.hpp>
 #include <boost/asio/post.hpp>
+#include <boost/asio/steady_timer.hpp>
 #include <boost/json.hpp>
 #include <chrono>
 #include <filesystem>
@@ -71,6 +72,7 @@ class LocalExecutor::Impl {
 
   ~Impl() {
     for (auto& [id, w] : watches_) w->cancel();
+    for (auto& [id, t] : timers_) t->cancel();
   }
 
   void recover() {
@@ -79,8 +81,17 @@ class LocalExecutor::Impl {
       for (auto& job : *running) {
         for (std::size_t i : gpus_of(job)) inv_.gpus[i].job = job.id;
         pid_t pid = static_cast<pid_t>(job.pid.value_or(0));
+        if (pid <= 0 && !job.job_dir.empty()) {
+          // Started, but the server stopped before it recorded the pid.
+          if (auto shim = running_shim(job.job_dir)) {
+            pid = *shim;
+            job.pid = pid;
+            job.pid_start = process_start_time(pid);
+            (void)store_.update_job(job);
+          }
+        }
         if (pid > 0 && job.pid_start && same_process(pid, *job.pid_start)) {
-          watch(job.id, pid, /*child=*/false);
+          watch(job.id, pid, /*child=*/false, job.pid_start);
         } else if (auto st = read_exit_status(job.job_dir)) {
           finish(job, *st);
         } else {
@@ -275,33 +286,42 @@ class LocalExecutor::Impl {
       visible += inv_.source == "nvml" ? g.uuid : std::to_string(g.index);
       gpus.emplace_back(json::object{{"index", g.index}, {"uuid", g.uuid}, {"model", g.model}});
     }
-    if (!spec.accelerators.empty()) {
-      env["CUDA_VISIBLE_DEVICES"] = visible;
-      env["CUDA_DEVICE_ORDER"] = "PCI_BUS_ID";
-    }
+    // A job without GPUs sees none, not the ones given to other jobs.
+    env["CUDA_VISIBLE_DEVICES"] = visible;
+    env["CUDA_DEVICE_ORDER"] = "PCI_BUS_ID";
     for (const auto& [k, v] : env) l.env.push_back(k + "=" + v);
 
+    // Recorded as running before the process exists: a crash in between leaves a
+    // running job without a pid, which the next start marks lost, never a second copy.
     job.job_dir = dir;
     job.gpus = json::serialize(gpus);
+    job.state = JobState::kRunning;
+    job.started_at = now_seconds();
+    job.reason.clear();
+    if (auto u = store_.update_job(job); !u) {
+      job.state = JobState::kQueued;
+      job.reason = "could not record the start: " + u.error().message;
+      return;
+    }
     auto pid = spawn_shim(l);
     if (!pid) {
       fail_to_start(job, pid.error().message);
       return;
     }
     for (std::size_t i : a.gpus) inv_.gpus[i].job = job.id;
-    job.state = JobState::kRunning;
     job.pid = *pid;
     job.pid_start = process_start_time(*pid);
-    job.started_at = now_seconds();
-    job.reason.clear();
-    (void)store_.update_job(job);
-    watch(job.id, *pid, /*child=*/true);
+    if (auto u = store_.update_job(job); !u) {
+      // Without its pid on record the job could not be adopted later: stop it now.
+      ::kill(*pid, SIGKILL);
+    }
+    watch(job.id, *pid, /*child=*/true, job.pid_start);
   }
 
-  void watch(std::int64_t id, pid_t pid, bool child) {
+  void watch(std::int64_t id, pid_t pid, bool child, std::optional<std::int64_t> start_time) {
     int fd = pidfd_open(pid);
     if (fd < 0) {
-      asio::post(ioc_, [this, id, pid, child] { on_exit(id, pid, child); });
+      poll_exit(id, pid, child, start_time);
       return;
     }
     auto sd = std::make_unique<asio::posix::stream_descriptor>(ioc_, fd);
@@ -313,17 +333,45 @@ class LocalExecutor::Impl {
     watches_[id] = std::move(sd);
   }
 
+  // Without a pidfd (a kernel before 5.3, or no descriptors left): check a few times a
+  // second, without blocking the event loop.
+  void poll_exit(std::int64_t id, pid_t pid, bool child, std::optional<std::int64_t> start_time) {
+    bool gone = false;
+    if (child) {
+      int status = 0;
+      gone = ::waitpid(pid, &status, WNOHANG) == pid;
+    } else {
+      gone = !start_time || !same_process(pid, *start_time);
+    }
+    if (gone) {
+      on_exit(id, pid, /*child=*/false);  // already reaped
+      return;
+    }
+    auto timer = std::make_shared<asio::steady_timer>(ioc_, std::chrono::milliseconds(200));
+    timers_[id] = timer;
+    timer->async_wait([this, id, pid, child, start_time](boost::system::error_code e) {
+      if (!e) poll_exit(id, pid, child, start_time);
+    });
+  }
+
   void on_exit(std::int64_t id, pid_t pid, bool child) {
     if (child) {
       int status = 0;
       ::waitpid(pid, &status, 0);  // reap the shim; it has exited, so this does not block
     }
     watches_.erase(id);
+    timers_.erase(id);
     auto job = store_.get_job(id);
     if (!job) return;
     auto st = read_exit_status(job->job_dir);
     if (st) {
       finish(*job, *st);
+    } else if (job->cancel_requested) {
+      job->state = JobState::kCancelled;
+      job->ended_at = now_seconds();
+      job->reason = "cancelled";
+      release(id);
+      (void)store_.update_job(*job);
     } else {
       job->state = JobState::kLost;
       job->ended_at = now_seconds();
@@ -360,6 +408,7 @@ class LocalExecutor::Impl {
   Options opts_;
   Inventory inv_;
   std::map<std::int64_t, std::unique_ptr<asio::posix::stream_descriptor>> watches_;
+  std::map<std::int64_t, std::shared_ptr<asio::steady_timer>> timers_;
 };
 
 LocalExecutor::LocalExecutor(asio::io_context& ioc, store::Store& store, const Config& cfg,

@@ -73,13 +73,6 @@ bool write_file_atomic(const std::string& path, const std::string& data, mode_t 
   return ::rename(tmp.c_str(), path.c_str()) == 0;
 }
 
-std::string self_exe() {
-  char buf[PATH_MAX];
-  ssize_t n = ::readlink("/proc/self/exe", buf, sizeof buf - 1);
-  if (n <= 0) return "hylab";
-  return std::string(buf, static_cast<std::size_t>(n));
-}
-
 }  // namespace
 
 Result<pid_t> spawn_shim(const Launch& l) {
@@ -97,7 +90,9 @@ Result<pid_t> spawn_shim(const Launch& l) {
   if (!write_file_atomic(launch_path, json::serialize(o), 0600)) {
     return Error{Errc::kIo, fmt::format("cannot write {}: {}", launch_path, std::strerror(errno))};
   }
-  std::string exe = self_exe();
+  // /proc/self/exe, not the path it links to: that stays valid after an upgrade replaced
+  // the binary on disk (the link then reads "... (deleted)").
+  std::string exe = "/proc/self/exe";
   std::string err_path = l.job_dir + "/shim.err";
   posix_spawn_file_actions_t fa;
   posix_spawn_file_actions_init(&fa);
@@ -109,9 +104,13 @@ Result<pid_t> spawn_shim(const Launch& l) {
   posix_spawn_file_actions_addclosefrom_np(&fa, 3);
   posix_spawnattr_t attr;
   posix_spawnattr_init(&attr);
-  sigset_t none;
-  sigemptyset(&none);
-  posix_spawnattr_setsigmask(&attr, &none);
+  // SIGTERM and SIGINT stay blocked until the shim has its handlers: a cancel right after
+  // the start is then forwarded to the job, not fatal to the shim.
+  sigset_t blocked;
+  sigemptyset(&blocked);
+  sigaddset(&blocked, SIGTERM);
+  sigaddset(&blocked, SIGINT);
+  posix_spawnattr_setsigmask(&attr, &blocked);
   sigset_t defaults;
   sigfillset(&defaults);
   posix_spawnattr_setsigdefault(&attr, &defaults);
@@ -143,6 +142,21 @@ std::optional<ExitStatus> read_exit_status(const std::string& job_dir) {
     s.signal = static_cast<int>(p->as_int64());
   if (auto* p = o.if_contains("cancelled"); p && p->is_bool()) s.cancelled = p->as_bool();
   return s;
+}
+
+std::optional<pid_t> running_shim(const std::string& job_dir) {
+  auto text = read_text_file(job_dir + "/shim.json", 4096);
+  if (!text) return std::nullopt;
+  boost::system::error_code ec;
+  json::value v = json::parse(*text, ec);
+  if (ec || !v.is_object() || !v.as_object().contains("pid") || !v.at("pid").is_int64())
+    return std::nullopt;
+  auto pid = static_cast<pid_t>(v.at("pid").as_int64());
+  auto cmdline = read_text_file(fmt::format("/proc/{}/cmdline", pid), 1 << 16);
+  if (!cmdline || !process_start_time(pid)) return std::nullopt;
+  std::string want = std::string("__shim") + '\0' + job_dir + '\0';
+  if (cmdline->find(want) == std::string::npos) return std::nullopt;
+  return pid;
 }
 
 // ---- the shim ----
@@ -242,6 +256,9 @@ int shim_main(const std::string& job_dir) {
   ::sigaction(SIGINT, &sa, nullptr);
   ::signal(SIGHUP, SIG_IGN);
   ::signal(SIGPIPE, SIG_IGN);
+  sigset_t unblock;
+  sigemptyset(&unblock);
+  ::sigprocmask(SIG_SETMASK, &unblock, nullptr);
 
   std::vector<char*> envp;
   for (auto& e : env) envp.push_back(e.data());

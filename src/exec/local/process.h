@@ -50,4 +50,9 @@ struct ExitStatus {
 };
 std::optional<ExitStatus> read_exit_status(const std::string& job_dir);
 
+// The shim of JOB_DIR from its shim.json, if that process is alive and is that shim
+// (its command line names the folder): for a job whose start the server did not finish
+// recording before it stopped.
+std::optional<pid_t> running_shim(const std::string& job_dir);
+
 }  // namespace hylab::exec::local
