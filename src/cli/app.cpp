@@ -14,6 +14,7 @@
 #include "common/job_spec.h"
 #include "common/text.h"
 #include "common/units.h"
+#include "gateway/gateway.h"
 #include "placement/cost.h"
 #include "placement/engine.h"
 #include "server/serve.h"
@@ -413,6 +414,12 @@ int run(const std::vector<std::string>& args, std::ostream& out, std::ostream& e
 
   auto* status_cmd = app.add_subcommand("status", "the control plane, its GPU inventory and queue");
 
+  gateway::GatewayOptions gw_opts;
+  auto* gateway_cmd =
+      app.add_subcommand("gateway", "run the inference gateway (local first, cloud overflow)");
+  gateway_cmd->add_option("--port-file", gw_opts.port_file,
+                          "write the bound ports here as JSON once listening");
+
   std::vector<std::string> rest(args.begin() + (args.empty() ? 0 : 1), args.end());
   std::reverse(rest.begin(), rest.end());  // CLI11 takes arguments in reverse order
   try {
@@ -436,7 +443,7 @@ int run(const std::vector<std::string>& args, std::ostream& out, std::ostream& e
     if (be_cmd->parsed()) return cmd_breakeven(g, be, io);
     if (est_cmd->parsed()) return cmd_estimate(g, estimate_file, io);
     client.json = g.format() == Format::kJson;
-    bool needs_config = serve_cmd->parsed();
+    bool needs_config = serve_cmd->parsed() || gateway_cmd->parsed();
     int code = kExitOk;
     auto cfg = load_config(g, needs_config, io, &code);
     if (!cfg) return code;
@@ -445,6 +452,7 @@ int run(const std::vector<std::string>& args, std::ostream& out, std::ostream& e
       if (!args.empty()) serve_opts.exe = args.front();
       return server::run_serve(*cfg, serve_opts, out, err);
     }
+    if (gateway_cmd->parsed()) return gateway::run_gateway(*cfg, gw_opts, out, err);
     if (run_cmd->parsed()) return cmd_run(*cfg, client, run_opts, out, err);
     if (jobs_cmd->parsed()) return cmd_jobs(*cfg, client, jobs_opts, out, err);
     if (logs_cmd->parsed()) return cmd_logs(*cfg, client, logs_id, logs_follow, out, err);

@@ -195,22 +195,27 @@ std::optional<double> positive_seconds(yaml::MapReader& m, std::string_view key)
   return *h * 3600;
 }
 
+std::optional<std::string> host_port(const yaml::Where& w, const YAML::Node& n,
+                                     const std::string& key) {
+  auto v = yaml::as_string(w, n, key);
+  if (!v) return std::nullopt;
+  auto colon = v->rfind(':');
+  bool ok = colon != std::string::npos && colon > 0 && colon + 1 < v->size() &&
+            v->size() - colon <= 6 &&
+            v->find_first_not_of("0123456789", colon + 1) == std::string::npos &&
+            std::stoi(v->substr(colon + 1)) <= 65535;
+  if (!ok) {
+    yaml::error_at(w, n, key, "expected host:port such as 127.0.0.1:8400, got " + quote(*v));
+    return std::nullopt;
+  }
+  return v;
+}
+
 void read_server(const yaml::Where& w, const YAML::Node& node, ServerConfig& s) {
   yaml::MapReader m(w, node, "server");
   if (!m.ok()) return;
   if (auto n = m.take("listen"); n && !n->IsNull()) {
-    if (auto v = yaml::as_string(w, *n, "server.listen")) {
-      auto colon = v->rfind(':');
-      bool ok = colon != std::string::npos && colon > 0 && colon + 1 < v->size() &&
-                v->find_first_not_of("0123456789", colon + 1) == std::string::npos &&
-                v->size() - colon <= 6 && std::stoi(v->substr(colon + 1)) <= 65535;
-      if (!ok) {
-        yaml::error_at(w, *n, "server.listen",
-                       "expected host:port such as 127.0.0.1:7460, got " + quote(*v));
-      } else {
-        s.listen = *v;
-      }
-    }
+    if (auto v = host_port(w, *n, "server.listen")) s.listen = *v;
   }
   if (auto v = m.string("state_dir")) s.state_dir = resolve_path(*v, w.file);
   if (auto t = m.take("tls")) {
@@ -244,6 +249,116 @@ void read_server(const yaml::Where& w, const YAML::Node& node, ServerConfig& s) 
   m.finish();
 }
 
+void read_endpoints(const yaml::Where& w, const YAML::Node& node, const std::string& path,
+                    bool cloud, std::vector<GatewayEndpoint>& out) {
+  if (node.IsNull()) return;
+  if (!node.IsSequence()) {
+    yaml::error_at(w, node, path, "expected a list of endpoints (name, url, max_inflight, weight)");
+    return;
+  }
+  std::size_t i = 0;
+  for (const auto& item : node) {
+    std::string p = fmt::format("{}[{}]", path, i++);
+    yaml::MapReader m(w, item, p);
+    if (!m.ok()) continue;
+    GatewayEndpoint e;
+    auto name = m.string("name");
+    auto url_node = m.take("url");
+    if (auto v = m.integer("max_inflight", 1)) e.max_inflight = static_cast<int>(*v);
+    if (auto v = m.integer("weight", 1)) e.weight = static_cast<int>(*v);
+    if (cloud) {
+      if (auto v = m.string("api_key_env")) e.api_key_env = *v;
+      if (auto v = m.number("usd_per_1k_input", 0)) e.usd_per_1k_input = *v;
+      if (auto v = m.number("usd_per_1k_output", 0)) e.usd_per_1k_output = *v;
+    } else {
+      m.known({"api_key_env", "usd_per_1k_input", "usd_per_1k_output"});
+    }
+    m.finish();
+    if (!name) {
+      yaml::error_at(w, item, p + ".name", "missing: every endpoint needs a name");
+      continue;
+    }
+    e.name = *name;
+    if (!url_node) {
+      yaml::error_at(w, item, p + ".url",
+                     "missing: every endpoint needs a url such as http://127.0.0.1:8000");
+      continue;
+    }
+    auto url = yaml::as_string(w, *url_node, p + ".url");
+    if (!url) continue;
+    bool http = url->rfind("http://", 0) == 0;
+    bool https = url->rfind("https://", 0) == 0;
+    if (!http && !https) {
+      yaml::error_at(w, *url_node, p + ".url",
+                     "expected an http:// or https:// URL, got " + quote(*url));
+      continue;
+    }
+    if (https && !cloud) {
+      yaml::error_at(w, *url_node, p + ".url", "local endpoints are plain http:// inside the lab");
+      continue;
+    }
+    e.url = *url;
+    for (const auto& other : out) {
+      if (other.name == e.name)
+        yaml::error_at(w, item, p + ".name", fmt::format("endpoint '{}' is listed twice", e.name));
+    }
+    out.push_back(std::move(e));
+  }
+}
+
+void read_gateway(const yaml::Where& w, const YAML::Node& node, GatewayConfig& g) {
+  yaml::MapReader m(w, node, "gateway");
+  if (!m.ok()) return;
+  g.present = true;
+  if (auto n = m.take("listen")) {
+    if (auto v = host_port(w, *n, "gateway.listen")) g.listen = *v;
+  }
+  if (auto n = m.take("admin")) {
+    if (auto v = host_port(w, *n, "gateway.admin")) g.admin = *v;
+  }
+  if (auto v = m.integer("threads", 0)) g.threads = static_cast<int>(*v);
+  if (auto n = m.take("local")) read_endpoints(w, *n, "gateway.local", false, g.local);
+  if (auto n = m.take("cloud")) read_endpoints(w, *n, "gateway.cloud", true, g.cloud);
+  if (auto n = m.take("models"); n && !n->IsNull()) {
+    if (auto v = yaml::as_string_map(w, *n, "gateway.models")) {
+      for (const auto& [k, val] : *v) g.models.emplace_back(k, val.value_or(""));
+    }
+  }
+  if (auto v = m.string("sensitive_header")) g.sensitive_header = *v;
+  if (auto v = m.number("queue_timeout_ms", 0)) g.queue_timeout_ms = *v;
+  if (auto v = m.number("daily_cloud_budget_usd", 0)) g.daily_cloud_budget_usd = *v;
+  if (auto t = m.take("timeouts")) {
+    yaml::MapReader tm(w, *t, "gateway.timeouts");
+    if (tm.ok()) {
+      if (auto v = positive_seconds(tm, "connect")) g.connect_timeout_seconds = *v;
+      if (auto v = positive_seconds(tm, "response")) g.response_timeout_seconds = *v;
+      if (auto v = positive_seconds(tm, "client")) g.client_timeout_seconds = *v;
+      if (auto v = positive_seconds(tm, "idle")) g.idle_timeout_seconds = *v;
+      tm.finish();
+    }
+  }
+  if (auto t = m.take("limits")) {
+    yaml::MapReader lm(w, *t, "gateway.limits");
+    if (lm.ok()) {
+      if (auto v = lm.bytes("max_header", kKiB)) g.max_header_bytes = *v;
+      if (auto v = lm.bytes("max_body", kMiB)) g.max_body_bytes = *v;
+      lm.finish();
+    }
+  }
+  m.accept_with_warning(
+      {"health", "adaptive"},
+      "accepted, not acted on yet (active health checks and the adaptive limit come next)");
+  m.finish();
+  bool listed = false;
+  for (const char* k : {"local", "cloud"}) {
+    if (node.IsMap() && node[k] && node[k].IsSequence() && node[k].size() > 0) listed = true;
+  }
+  if (g.local.empty() && g.cloud.empty() && !listed) {
+    yaml::error_at(w, node, "gateway",
+                   "no endpoints: give at least one under gateway.local or gateway.cloud");
+  }
+}
+
 }  // namespace
 
 std::optional<Config> load_config_text(std::string_view text, const std::string& file,
@@ -264,6 +379,7 @@ std::optional<Config> load_config_text(std::string_view text, const std::string&
   }
   if (auto p = top.take("policy")) read_policy(w, *p, cfg.policy);
   if (auto sv = top.take("server")) read_server(w, *sv, cfg.server);
+  if (auto gw = top.take("gateway"); gw && !gw->IsNull()) read_gateway(w, *gw, cfg.gateway);
   top.finish();
   if (diag.error_count() > errors_before) return std::nullopt;
   return cfg;

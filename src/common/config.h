@@ -59,6 +59,37 @@ struct ServerConfig {
   double idle_timeout_seconds = 120;
 };
 
+// The inference gateway (`hylab gateway`): local endpoints first, cloud for overflow.
+struct GatewayEndpoint {
+  std::string name;
+  std::string url;  // http://host:port or https://host:port (cloud)
+  int max_inflight = 8;
+  int weight = 1;
+  // Cloud only.
+  std::string api_key_env;  // the API key is read from this variable, never from the file
+  double usd_per_1k_input = 0;
+  double usd_per_1k_output = 0;
+};
+
+struct GatewayConfig {
+  bool present = false;  // a gateway: section was given
+  std::string listen = "127.0.0.1:8400";
+  std::string admin = "127.0.0.1:8401";
+  int threads = 0;  // 0: one per core
+  std::vector<GatewayEndpoint> local;
+  std::vector<GatewayEndpoint> cloud;
+  std::vector<std::pair<std::string, std::string>> models;  // local model -> cloud model
+  std::string sensitive_header = "X-Hylab-Data";
+  double queue_timeout_ms = 0;
+  double daily_cloud_budget_usd = 0;  // 0: no budget
+  double connect_timeout_seconds = 2;
+  double response_timeout_seconds = 60;
+  double client_timeout_seconds = 30;
+  double idle_timeout_seconds = 60;
+  std::uint64_t max_header_bytes = 16 * 1024;
+  std::uint64_t max_body_bytes = 8ULL << 20;
+};
+
 // $XDG_DATA_HOME/hylab, else ~/.local/share/hylab.
 std::string default_state_dir();
 inline std::string state_dir_of(const ServerConfig& s) {
@@ -71,6 +102,7 @@ struct Config {
   Lab lab;
   Policy policy;
   ServerConfig server;
+  GatewayConfig gateway;
   Catalog catalog = builtin_catalog();
 };
 

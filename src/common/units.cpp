@@ -97,6 +97,12 @@ Result<double> parse_duration_hours(std::string_view raw) {
     }
     auto n = parse_number(std::string_view(text).substr(start, i - start));
     if (!n) return invalid_input("expected a duration such as 4h, 90m or 1h30m, got " + quote(raw));
+    if (text.compare(i, 2, "ms") == 0) {
+      hours += *n / 3.6e6;
+      i += 2;
+      any = true;
+      continue;
+    }
     char unit = text[i++];
     switch (unit) {
       case 'd':

@@ -32,7 +32,7 @@ Result<double> parse_number(std::string_view text);
 // K/M/G/T/P with or without B are decimal, KiB/MiB/GiB/TiB/PiB binary.
 Result<std::uint64_t> parse_bytes(std::string_view text, std::uint64_t bare_unit);
 
-// "4h", "90m", "30s", "2d", "1h30m"; a bare number is in hours. Returns hours.
+// "4h", "90m", "30s", "500ms", "2d", "1h30m"; a bare number is in hours. Returns hours.
 Result<double> parse_duration_hours(std::string_view text);
 
 // 250000000000 -> "250 GB"; 1649267441664 -> "1.5 TiB" when exact in binary units.

@@ -85,9 +85,11 @@ TEST(ConfigErrors, NameFileLineColumnAndKey) {
             "(100 W)\n");
   EXPECT_THAT(config_errors("catalog: {instances: [{name: new-one, usd_per_hour: 1}]}\n"),
               HasSubstr("instance 'new-one' is not in the catalog: give provider, vcpus, memory"));
+  EXPECT_THAT(config_errors("gatway: {}\n"),
+              HasSubstr("hylab.yaml:1:1: error: gatway: unknown key (did you mean 'gateway'?)"));
   EXPECT_THAT(config_errors("gateway: {}\n"),
-              HasSubstr("hylab.yaml:1:1: error: gateway: unknown key; known keys here: catalog, "
-                        "lab, policy, server"));
+              HasSubstr("hylab.yaml:1:10: error: gateway: no endpoints: give at least one under "
+                        "gateway.local or gateway.cloud"));
 }
 
 TEST(ConfigErrors, SeveralAtOnce) {
@@ -96,6 +98,54 @@ TEST(ConfigErrors, SeveralAtOnce) {
   EXPECT_THAT(e, HasSubstr("hylab.yaml:2:9: error: lab.cpus: expected a number, got 'many'"));
   EXPECT_THAT(e, HasSubstr("hylab.yaml:3:9: error: lab.disk: unknown size unit 'xb'"));
   EXPECT_THAT(e, HasSubstr("hylab.yaml:5:19: error: policy.max_local_wait: expected a duration"));
+}
+
+TEST(ConfigErrors, GatewayEndpointsNameTheKey) {
+  Diagnostics d;
+  auto cfg = load_config_text(R"(gateway:
+  local:
+    - {name: a, url: "https://10.0.0.2:8000"}
+    - {name: b, url: "ftp://x", max_inflight: 0}
+  cloud:
+    - {url: "https://api.example.com"}
+)",
+                              "gw.yaml", d);
+  EXPECT_FALSE(cfg);
+  std::string e = d.str();
+  EXPECT_THAT(e, HasSubstr("gw.yaml:3:22: error: gateway.local[0].url: local endpoints are plain "
+                           "http:// inside the lab"));
+  EXPECT_THAT(
+      e,
+      HasSubstr("gw.yaml:4:47: error: gateway.local[1].max_inflight: must be at least 1, got 0"));
+  EXPECT_THAT(
+      e, HasSubstr("gateway.local[1].url: expected an http:// or https:// URL, got 'ftp://x'"));
+  EXPECT_THAT(e, HasSubstr("gateway.cloud[0].name: missing: every endpoint needs a name"));
+  EXPECT_THAT(e, ::testing::Not(HasSubstr("no endpoints")));  // they were given, just wrong
+}
+
+TEST(Config, GatewaySection) {
+  Config cfg = testing::config_from(R"(gateway:
+  listen: 127.0.0.1:9000
+  threads: 4
+  local:
+    - {name: vllm, url: "http://127.0.0.1:8000", max_inflight: 16, weight: 2}
+  cloud:
+    - {name: openai, url: "https://api.openai.com", api_key_env: OPENAI_API_KEY, usd_per_1k_input: 0.15, usd_per_1k_output: 0.6}
+  models: {llama3.1-8b: gpt-4o-mini}
+  timeouts: {connect: 500ms, response: 2m}
+  limits: {max_body: 4MiB}
+)");
+  EXPECT_TRUE(cfg.gateway.present);
+  EXPECT_EQ(cfg.gateway.listen, "127.0.0.1:9000");
+  EXPECT_EQ(cfg.gateway.local.at(0).max_inflight, 16);
+  EXPECT_EQ(cfg.gateway.local.at(0).weight, 2);
+  EXPECT_EQ(cfg.gateway.cloud.at(0).api_key_env, "OPENAI_API_KEY");
+  EXPECT_DOUBLE_EQ(cfg.gateway.cloud.at(0).usd_per_1k_output, 0.6);
+  EXPECT_EQ(cfg.gateway.models.at(0),
+            (std::pair<std::string, std::string>{"llama3.1-8b", "gpt-4o-mini"}));
+  EXPECT_DOUBLE_EQ(cfg.gateway.connect_timeout_seconds, 0.5);
+  EXPECT_DOUBLE_EQ(cfg.gateway.response_timeout_seconds, 120);
+  EXPECT_EQ(cfg.gateway.max_body_bytes, 4 * kMiB);
 }
 
 class ConfigLocationTest : public ::testing::Test {

@@ -40,6 +40,7 @@ TEST(ParseDuration, UnitsAndCombinations) {
   EXPECT_DOUBLE_EQ(*parse_duration_hours("1h30m"), 1.5);
   EXPECT_DOUBLE_EQ(*parse_duration_hours("2d"), 48);
   EXPECT_DOUBLE_EQ(*parse_duration_hours("3600s"), 1);
+  EXPECT_DOUBLE_EQ(*parse_duration_hours("1800000ms"), 0.5);
   EXPECT_DOUBLE_EQ(*parse_duration_hours("12"), 12);
   EXPECT_FALSE(parse_duration_hours("-1h"));
   EXPECT_FALSE(parse_duration_hours("4x"));
