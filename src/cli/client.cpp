@@ -11,6 +11,7 @@
 #include "cli/app.h"
 #include "cli/output.h"
 #include "common/http_client.h"
+#include "common/job_spec.h"
 #include "server/serve.h"
 
 namespace hylab::cli {
@@ -178,7 +179,7 @@ int cmd_run(const Config& cfg, const ClientOptions& c, const RunOptions& o, std:
             std::ostream& err) {
   auto t = server_or_report(cfg, c, err);
   if (!t) return kExitFailure;
-  auto spec = read_text_file(o.file, 256 * 1024);
+  auto spec = read_text_file(o.file, kMaxJobSpecBytes);
   if (!spec) {
     err << "error: " << spec.error().message << "\n";
     return kExitBadInput;
@@ -235,7 +236,7 @@ int cmd_jobs(const Config& cfg, const ClientOptions& c, const JobsOptions& o, st
   std::string after;
   int code = kExitOk;
   for (;;) {
-    auto r = call(*t, "GET", "/v1/jobs?" + query + after, "", err, &code);
+    auto r = call(*t, "GET", fmt::format("/v1/jobs?{}{}", query, after), "", err, &code);
     if (!r) return code;
     if (r->status != 200) return report_error(*r, err);
     json::value v = json::parse(r->body);

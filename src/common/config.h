@@ -86,7 +86,7 @@ struct GatewayConfig {
   double response_timeout_seconds = 60;
   double client_timeout_seconds = 30;
   double idle_timeout_seconds = 60;
-  std::uint64_t max_header_bytes = 16 * 1024;
+  std::uint64_t max_header_bytes = 16ULL * 1024;
   std::uint64_t max_body_bytes = 8ULL << 20;
 };
 

@@ -75,7 +75,7 @@ class Call {
     auto url = parse_url(req_.url);
     if (!url) return url.error();
     url_ = *url;
-    asio::co_spawn(ioc_, go(), [this](std::exception_ptr e) {
+    asio::co_spawn(ioc_, go(), [this](const std::exception_ptr& e) {
       if (!e) return;
       try {
         std::rethrow_exception(e);
