@@ -50,6 +50,8 @@ struct Endpoint {
   std::atomic<int> consecutive_failures{0};
   std::atomic<std::uint64_t> requests{0};
   std::atomic<std::uint64_t> failures{0};
+  std::atomic<std::uint64_t> input_tokens{0};
+  std::atomic<std::uint64_t> output_tokens{0};
 
   bool down() const { return now_ns() < down_until.load(std::memory_order_relaxed); }
   bool try_acquire() {
@@ -80,6 +82,30 @@ struct Shared {
   std::atomic<std::uint64_t> sensitive_refused{0};
   std::atomic<std::uint64_t> sensitive_to_cloud{0};  // must stay 0: exported to prove it
   std::atomic<std::uint64_t> rejected{0};            // answered by the gateway itself (4xx/5xx)
+  std::atomic<std::uint64_t> budget_refused{0};
+  // Cloud spend of the current UTC day, in micro-dollars; reset when the day changes.
+  std::atomic<std::int64_t> spend_day{0};
+  std::atomic<std::int64_t> spend_micro_usd{0};
+  std::atomic<std::uint64_t> spend_total_micro_usd{0};
+
+  static std::int64_t utc_day() {
+    return std::chrono::duration_cast<std::chrono::hours>(
+               std::chrono::system_clock::now().time_since_epoch())
+               .count() /
+           24;
+  }
+  double spent_today() {
+    std::int64_t today = utc_day();
+    std::int64_t day = spend_day.load();
+    if (day != today && spend_day.compare_exchange_strong(day, today)) spend_micro_usd.store(0);
+    return static_cast<double>(spend_micro_usd.load()) / 1e6;
+  }
+  void add_spend(double usd) {
+    spent_today();  // roll the day over first
+    auto micro = static_cast<std::int64_t>(usd * 1e6);
+    spend_micro_usd.fetch_add(micro);
+    spend_total_micro_usd.fetch_add(static_cast<std::uint64_t>(micro));
+  }
   std::atomic<bool> stopping{false};
 };
 
@@ -109,7 +135,7 @@ enum class Outcome { kOk, kNotSent, kFailedAfterSend, kTimeout };
 
 class Worker {
  public:
-  Worker(Shared& sh, int index) : sh_(sh), index_(index), acceptor_(ioc_), admin_(ioc_) {}
+  explicit Worker(Shared& sh) : sh_(sh), acceptor_(ioc_), admin_(ioc_) {}
 
   asio::io_context& ioc() { return ioc_; }
 
@@ -242,6 +268,7 @@ class Worker {
       e->release();
       if (o == Outcome::kOk) {
         e->succeeded();
+        count_usage(*e, res);
         res.set("X-Hylab-Route", fmt::format("local; endpoint={}; reason={}", e->cfg.name,
                                              local_failed ? "retry" : "local-first"));
         co_return;
@@ -273,6 +300,23 @@ class Worker {
       res.set("X-Hylab-Route", "none; reason=sensitive");
       co_return;
     }
+    if (cfg.daily_cloud_budget_usd > 0 && !sh_.cloud.empty() &&
+        sh_.spent_today() >= cfg.daily_cloud_budget_usd) {
+      sh_.budget_refused.fetch_add(1, std::memory_order_relaxed);
+      auto now = std::chrono::system_clock::now().time_since_epoch();
+      auto to_midnight =
+          86400 - std::chrono::duration_cast<std::chrono::seconds>(now).count() % 86400;
+      answer(res, 429,
+             json_error(fmt::format(
+                 "the daily cloud budget of ${} is spent (${:.2f} today): overflow to the "
+                 "cloud is off until 00:00 UTC, and every local endpoint is {}",
+                 cfg.daily_cloud_budget_usd, sh_.spent_today(),
+                 why == "overflow" ? "at capacity" : "down")));
+      res.set(http::field::retry_after, std::to_string(to_midnight));
+      res.set("X-Hylab-Route", "none; reason=budget");
+      co_return;
+    }
+    rewrite_model(req);
     std::vector<Endpoint*> tried_cloud;
     for (;;) {
       Endpoint* e = pick(sh_.cloud, tried_cloud);
@@ -282,6 +326,7 @@ class Worker {
       e->release();
       if (o == Outcome::kOk) {
         e->succeeded();
+        count_usage(*e, res);
         (why == "overflow" ? sh_.overflow : sh_.failover).fetch_add(1, std::memory_order_relaxed);
         res.set("X-Hylab-Route", fmt::format("cloud; endpoint={}; reason={}", e->cfg.name, why));
         co_return;
@@ -306,6 +351,53 @@ class Worker {
                                                  : "no cloud endpoint is up with a free slot")));
     res.set(http::field::retry_after, "1");
     res.set("X-Hylab-Route", "none; reason=" + why);
+  }
+
+  static bool openai_path(std::string_view target) {
+    target = target.substr(0, target.find('?'));
+    return target == "/v1/chat/completions" || target == "/v1/completions" ||
+           target == "/v1/embeddings";
+  }
+
+  // On the way to the cloud, a local model name becomes its cloud alias (gateway.models).
+  void rewrite_model(http::request<http::string_body>& req) const {
+    if (sh_.cfg.models.empty() || !openai_path(req.target())) return;
+    boost::system::error_code ec;
+    boost::json::value v = boost::json::parse(req.body(), ec);
+    if (ec || !v.is_object()) return;
+    auto* model = v.as_object().if_contains("model");
+    if (!model || !model->is_string()) return;
+    for (const auto& [local, cloud] : sh_.cfg.models) {
+      if (model->as_string() == local && !cloud.empty()) {
+        *model = cloud;
+        req.body() = boost::json::serialize(v);
+        req.prepare_payload();
+        return;
+      }
+    }
+  }
+
+  // Tokens from the response's `usage`, and the cloud spend they cost.
+  void count_usage(Endpoint& e, const http::response<http::string_body>& res) {
+    if (res.body().empty() || res.body().front() != '{') return;
+    boost::system::error_code ec;
+    boost::json::value v = boost::json::parse(res.body(), ec);
+    if (ec || !v.is_object()) return;
+    auto* usage = v.as_object().if_contains("usage");
+    if (!usage || !usage->is_object()) return;
+    auto count = [&](const char* key) -> std::uint64_t {
+      auto* n = usage->as_object().if_contains(key);
+      return n && n->is_int64() && n->as_int64() > 0 ? static_cast<std::uint64_t>(n->as_int64())
+                                                     : 0;
+    };
+    std::uint64_t in = count("prompt_tokens");
+    std::uint64_t out = count("completion_tokens");
+    e.input_tokens.fetch_add(in, std::memory_order_relaxed);
+    e.output_tokens.fetch_add(out, std::memory_order_relaxed);
+    if (e.cloud) {
+      sh_.add_spend(static_cast<double>(in) / 1000 * e.cfg.usd_per_1k_input +
+                    static_cast<double>(out) / 1000 * e.cfg.usd_per_1k_output);
+    }
   }
 
   // One exchange with an upstream over a pooled keep-alive connection. A connection
@@ -379,7 +471,7 @@ class Worker {
     co_await http::async_write(stream, res, kTuple);
   }
 
-  std::string metrics_text() const {
+  std::string metrics_text() {
     std::string out;
     auto per_endpoint = [&](const char* name, const char* type, const char* help, auto value) {
       out += fmt::format("# HELP {} {}\n# TYPE {} {}\n", name, help, name, type);
@@ -400,6 +492,12 @@ class Worker {
                  [](const Endpoint& e) { return e.inflight.load(); });
     per_endpoint("hylab_gateway_endpoint_up", "gauge", "1 when the endpoint is not ejected",
                  [](const Endpoint& e) { return e.down() ? 0 : 1; });
+    per_endpoint("hylab_gateway_input_tokens_total", "counter",
+                 "Prompt tokens from responses' usage",
+                 [](const Endpoint& e) { return e.input_tokens.load(); });
+    per_endpoint("hylab_gateway_output_tokens_total", "counter",
+                 "Completion tokens from responses' usage",
+                 [](const Endpoint& e) { return e.output_tokens.load(); });
     auto counter = [&](const char* name, const char* help, std::uint64_t v) {
       out += fmt::format("# HELP {} {}\n# TYPE {} counter\n{} {}\n", name, help, name, name, v);
     };
@@ -415,11 +513,19 @@ class Worker {
             "Sensitive requests sent to the cloud (always 0)", sh_.sensitive_to_cloud.load());
     counter("hylab_gateway_rejected_total", "Requests the gateway answered itself with an error",
             sh_.rejected.load());
+    counter("hylab_gateway_budget_refused_total",
+            "Requests refused because the daily cloud budget was spent", sh_.budget_refused.load());
+    auto value = [&](const char* name, const char* type, const char* help, double v) {
+      out += fmt::format("# HELP {} {}\n# TYPE {} {}\n{} {}\n", name, help, name, type, name, v);
+    };
+    value("hylab_gateway_cloud_spend_usd_total", "counter", "Cloud spend from usage and prices",
+          static_cast<double>(sh_.spend_total_micro_usd.load()) / 1e6);
+    value("hylab_gateway_cloud_spend_today_usd", "gauge", "Cloud spend of the current UTC day",
+          sh_.spent_today());
     return out;
   }
 
   Shared& sh_;
-  int index_;
   asio::io_context ioc_{1};
   tcp::acceptor acceptor_;
   tcp::acceptor admin_;
@@ -499,7 +605,8 @@ int run_gateway(const Config& cfg, const GatewayOptions& opts, std::ostream& out
   int threads = g.threads > 0 ? g.threads
                               : static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
   std::vector<std::unique_ptr<Worker>> workers;
-  for (int i = 0; i < threads; ++i) workers.push_back(std::make_unique<Worker>(sh, i));
+  workers.reserve(static_cast<std::size_t>(threads));
+  for (int i = 0; i < threads; ++i) workers.push_back(std::make_unique<Worker>(sh));
   auto [host, port] = split_host_port(g.listen);
   std::uint16_t bound = 0;
   for (auto& w : workers) {

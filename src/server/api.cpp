@@ -142,7 +142,7 @@ class LogStream {
   std::string read_more() {
     int fd = ::open(path_.c_str(), O_RDONLY | O_CLOEXEC);
     if (fd < 0) return {};
-    std::string out(64 * 1024, '\0');
+    std::string out(64UL * 1024, '\0');
     ssize_t n = ::pread(fd, out.data(), out.size(), static_cast<off_t>(offset_));
     ::close(fd);
     if (n <= 0) return {};

@@ -52,7 +52,7 @@ struct HttpServerOptions {
   std::uint16_t port = 7460;  // 0: any free port
   std::string tls_cert;       // both set: HTTPS
   std::string tls_key;
-  std::size_t max_header_bytes = 16 * 1024;
+  std::size_t max_header_bytes = 16UL * 1024;
   std::size_t max_body_bytes = 1 << 20;
   double read_timeout_seconds = 30;
   double write_timeout_seconds = 30;

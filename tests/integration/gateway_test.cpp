@@ -109,7 +109,8 @@ class GatewayTest : public ::testing::Test {
   local:
     - {{name: gpu-box, url: "http://127.0.0.1:{}", max_inflight: {}}}
   cloud:
-    - {{name: cloud-a, url: "http://127.0.0.1:{}", max_inflight: 100, api_key_env: HYLAB_TEST_CLOUD_KEY}}
+    - {{name: cloud-a, url: "http://127.0.0.1:{}", max_inflight: 100, api_key_env: HYLAB_TEST_CLOUD_KEY,
+       usd_per_1k_input: 1.0}}
   timeouts: {{connect: 1s, response: 10s}}
   limits: {{max_body: 64KiB, max_header: 8KiB}}
 )",
@@ -236,6 +237,42 @@ TEST_F(GatewayTest, NoEndpointLeftSaysWhy) {
   EXPECT_EQ(r.status, 503);
   EXPECT_THAT(r.body, HasSubstr("local endpoints are down, and no cloud endpoint is configured"));
   EXPECT_EQ(r.headers.at("x-hylab-route"), "none; reason=failover");
+}
+
+TEST_F(GatewayTest, ModelIsRewrittenOnOverflowAndTheBudgetStopsIt) {
+  std::string hold = path("hold");
+  int local = upstream("local", hold);
+  int cloud = upstream("cloud");
+  // $1 per 1k input tokens: each answer's 10 prompt tokens cost $0.01; budget $0.015.
+  start_gateway(config(local, cloud) +
+                "  models: {llama3.1-8b: gpt-4o-mini}\n  daily_cloud_budget_usd: 0.015\n");
+  std::string body = R"({"model":"llama3.1-8b","messages":[{"role":"user","content":"hi"}]})";
+  auto at_home = send("/v1/chat/completions", body);
+  EXPECT_THAT(at_home.body, HasSubstr("\"model\": \"llama3.1-8b\""));
+  std::ofstream(hold).close();
+  std::thread held([&] { send("/v1/chat/completions", body); });
+  ASSERT_TRUE(wait_until([&] { return lines(path("local.rec")) == 2; }));
+  for (int i = 0; i < 2; ++i) {
+    auto r = send("/v1/chat/completions", body);
+    EXPECT_EQ(r.status, 200) << r.body;
+    EXPECT_THAT(r.body, HasSubstr("\"model\": \"gpt-4o-mini\""));  // rewritten for the cloud
+  }
+  auto refused = send("/v1/chat/completions", body);
+  EXPECT_EQ(refused.status, 429);
+  EXPECT_THAT(refused.body, HasSubstr("the daily cloud budget of $0.015 is spent ($0.02 today)"));
+  EXPECT_EQ(refused.headers.at("x-hylab-route"), "none; reason=budget");
+  std::filesystem::remove(hold);
+  held.join();
+  EXPECT_EQ(lines(path("cloud.rec")), 2);
+  std::string m = metrics();
+  EXPECT_THAT(m, HasSubstr("hylab_gateway_cloud_spend_today_usd 0.02"));
+  EXPECT_THAT(
+      m,
+      HasSubstr("hylab_gateway_input_tokens_total{environment=\"cloud\",endpoint=\"cloud-a\"} 20"));
+  EXPECT_THAT(
+      m, HasSubstr(
+             "hylab_gateway_output_tokens_total{environment=\"local\",endpoint=\"gpu-box\"} 40"));
+  EXPECT_THAT(m, HasSubstr("hylab_gateway_budget_refused_total 1"));
 }
 
 TEST_F(GatewayTest, OversizedAndMalformedRequests) {

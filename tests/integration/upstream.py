@@ -33,7 +33,14 @@ class Handler(BaseHTTPRequestHandler):
         # Hold the request while the hold file exists: the test controls the capacity.
         while args.hold_file and os.path.exists(args.hold_file):
             time.sleep(0.005)
-        out = json.dumps({"upstream": args.name, "path": self.path}).encode()
+        reply = {"upstream": args.name, "path": self.path}
+        try:
+            reply["model"] = json.loads(body).get("model")
+            # An OpenAI-style usage block, as vLLM and the cloud APIs return it.
+            reply["usage"] = {"prompt_tokens": 10, "completion_tokens": 20, "total_tokens": 30}
+        except (ValueError, AttributeError):
+            pass
+        out = json.dumps(reply).encode()
         self.send_response(args.status)
         self.send_header("Content-Type", "application/json")
         self.send_header("Content-Length", str(len(out)))

@@ -289,7 +289,8 @@ class LocalExecutor::Impl {
     // A job without GPUs sees none, not the ones given to other jobs.
     env["CUDA_VISIBLE_DEVICES"] = visible;
     env["CUDA_DEVICE_ORDER"] = "PCI_BUS_ID";
-    for (const auto& [k, v] : env) l.env.push_back(k + "=" + v);
+    l.env.reserve(env.size());
+    for (const auto& [k, v] : env) l.env.push_back(fmt::format("{}={}", k, v));
 
     // Recorded as running before the process exists: a crash in between leaves a
     // running job without a pid, which the next start marks lost, never a second copy.

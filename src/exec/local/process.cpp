@@ -261,6 +261,7 @@ int shim_main(const std::string& job_dir) {
   ::sigprocmask(SIG_SETMASK, &unblock, nullptr);
 
   std::vector<char*> envp;
+  envp.reserve(env.size() + 1);
   for (auto& e : env) envp.push_back(e.data());
   envp.push_back(nullptr);
   char bash[] = "/bin/bash";
