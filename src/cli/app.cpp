@@ -419,6 +419,10 @@ int run(const std::vector<std::string>& args, std::ostream& out, std::ostream& e
       app.add_subcommand("gateway", "run the inference gateway (local first, cloud overflow)");
   gateway_cmd->add_option("--port-file", gw_opts.port_file,
                           "write the bound ports here as JSON once listening");
+  std::optional<std::string> stats_admin;
+  auto* stats_cmd =
+      gateway_cmd->add_subcommand("stats", "the running gateway's counters, from its admin port");
+  stats_cmd->add_option("--admin", stats_admin, "admin host:port (default: gateway.admin)");
 
   std::vector<std::string> rest(args.begin() + (args.empty() ? 0 : 1), args.end());
   std::reverse(rest.begin(), rest.end());  // CLI11 takes arguments in reverse order
@@ -443,7 +447,7 @@ int run(const std::vector<std::string>& args, std::ostream& out, std::ostream& e
     if (be_cmd->parsed()) return cmd_breakeven(g, be, io);
     if (est_cmd->parsed()) return cmd_estimate(g, estimate_file, io);
     client.json = g.format() == Format::kJson;
-    bool needs_config = serve_cmd->parsed() || gateway_cmd->parsed();
+    bool needs_config = serve_cmd->parsed() || (gateway_cmd->parsed() && !stats_cmd->parsed());
     int code = kExitOk;
     auto cfg = load_config(g, needs_config, io, &code);
     if (!cfg) return code;
@@ -452,6 +456,7 @@ int run(const std::vector<std::string>& args, std::ostream& out, std::ostream& e
       if (!args.empty()) serve_opts.exe = args.front();
       return server::run_serve(*cfg, serve_opts, out, err);
     }
+    if (stats_cmd->parsed()) return cmd_gateway_stats(*cfg, stats_admin, client.json, out, err);
     if (gateway_cmd->parsed()) return gateway::run_gateway(*cfg, gw_opts, out, err);
     if (run_cmd->parsed()) return cmd_run(*cfg, client, run_opts, out, err);
     if (jobs_cmd->parsed()) return cmd_jobs(*cfg, client, jobs_opts, out, err);

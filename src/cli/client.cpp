@@ -341,4 +341,49 @@ int cmd_status(const Config& cfg, const ClientOptions& c, std::ostream& out, std
   return kExitOk;
 }
 
+int cmd_gateway_stats(const Config& cfg, const std::optional<std::string>& admin, bool as_json,
+                      std::ostream& out, std::ostream& err) {
+  HttpClientRequest req;
+  req.url = "http://" + admin.value_or(cfg.gateway.admin) + "/metrics";
+  req.timeout_seconds = 5;
+  auto r = http_request(req);
+  if (!r) {
+    err << (r.error().code == Errc::kNotFound
+                ? fmt::format("error: hylab gateway is not running at {}: start it with 'hylab "
+                              "gateway --config "
+                              "hylab.yaml'\n",
+                              req.url)
+                : "error: " + r.error().message + "\n");
+    return kExitFailure;
+  }
+  if (r->status != 200) return report_error(*r, err);
+  // Prometheus text: "name{labels} value" lines; comments skipped.
+  std::vector<std::vector<std::string>> rows{{"METRIC", "LABELS", "VALUE"}};
+  json::array arr;
+  std::size_t pos = 0;
+  const std::string& text = r->body;
+  while (pos < text.size()) {
+    std::size_t eol = text.find('\n', pos);
+    std::string line = text.substr(pos, eol == std::string::npos ? std::string::npos : eol - pos);
+    pos = eol == std::string::npos ? text.size() : eol + 1;
+    if (line.empty() || line[0] == '#') continue;
+    auto space = line.rfind(' ');
+    std::string key = line.substr(0, space);
+    std::string value = line.substr(space + 1);
+    auto brace = key.find('{');
+    std::string name = key.substr(0, brace);
+    std::string labels =
+        brace == std::string::npos ? "" : key.substr(brace + 1, key.size() - brace - 2);
+    rows.push_back({name, labels.empty() ? "-" : labels, value});
+    arr.emplace_back(
+        json::object{{"metric", name}, {"labels", labels}, {"value", std::stod(value)}});
+  }
+  if (as_json) {
+    out << pretty_json(arr);
+  } else {
+    out << columns(rows);
+  }
+  return kExitOk;
+}
+
 }  // namespace hylab::cli

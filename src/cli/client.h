@@ -38,5 +38,8 @@ int cmd_logs(const Config& cfg, const ClientOptions& c, const std::string& id, b
 int cmd_cancel(const Config& cfg, const ClientOptions& c, const std::string& id, std::ostream& out,
                std::ostream& err);
 int cmd_status(const Config& cfg, const ClientOptions& c, std::ostream& out, std::ostream& err);
+// `hylab gateway stats`: the gateway's /metrics as a table (or JSON).
+int cmd_gateway_stats(const Config& cfg, const std::optional<std::string>& admin, bool json,
+                      std::ostream& out, std::ostream& err);
 
 }  // namespace hylab::cli

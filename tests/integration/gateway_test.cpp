@@ -280,6 +280,24 @@ TEST_F(GatewayTest, ModelIsRewrittenOnOverflowAndTheBudgetStopsIt) {
       m, HasSubstr(
              "hylab_gateway_output_tokens_total{environment=\"local\",endpoint=\"gpu-box\"} 40"));
   EXPECT_THAT(m, HasSubstr("hylab_gateway_budget_refused_total 1"));
+  // The same counters through `hylab gateway stats`.
+  std::string cmd =
+      fmt::format("{} gateway stats --admin 127.0.0.1:{} -o json 2>&1", HYLAB_BINARY, admin_);
+  FILE* p = ::popen(cmd.c_str(), "r");
+  std::string stats;
+  char buf[4096];
+  std::size_t got;
+  while ((got = std::fread(buf, 1, sizeof buf, p)) > 0) stats.append(buf, got);
+  EXPECT_EQ(::pclose(p), 0) << stats;
+  bool found = false;
+  json::value rows = json::parse(stats);
+  for (const auto& row : rows.as_array()) {
+    if (row.at("metric").as_string() == "hylab_gateway_budget_refused_total") {
+      found = true;
+      EXPECT_EQ(row.at("value").to_number<double>(), 1);
+    }
+  }
+  EXPECT_TRUE(found) << stats;
 }
 
 TEST_F(GatewayTest, OversizedAndMalformedRequests) {
