@@ -3,6 +3,7 @@
 #include <fcntl.h>
 #include <fmt/format.h>
 
+#include <array>
 #include <atomic>
 #include <boost/asio.hpp>
 #include <boost/beast/core.hpp>
@@ -72,6 +73,24 @@ struct Endpoint {
   void succeeded() { consecutive_failures.store(0, std::memory_order_relaxed); }
 };
 
+// A latency histogram the loops update with atomics (Prometheus buckets, seconds).
+struct Histogram {
+  static constexpr std::array<double, 11> kBounds{0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025,
+                                                  0.05,   0.1,   0.5,    1,     5};
+  std::array<std::atomic<std::uint64_t>, kBounds.size() + 1> buckets{};
+  std::atomic<std::uint64_t> count{0};
+  std::atomic<std::uint64_t> sum_ns{0};
+  void observe(Clock::duration d) {
+    double s = std::chrono::duration<double>(d).count();
+    std::size_t i = 0;
+    while (i < kBounds.size() && s > kBounds[i]) ++i;
+    buckets[i].fetch_add(1, std::memory_order_relaxed);
+    count.fetch_add(1, std::memory_order_relaxed);
+    sum_ns.fetch_add(static_cast<std::uint64_t>(std::chrono::nanoseconds(d).count()),
+                     std::memory_order_relaxed);
+  }
+};
+
 struct Shared {
   explicit Shared(const GatewayConfig& c) : cfg(c) {}
   const GatewayConfig& cfg;
@@ -83,6 +102,7 @@ struct Shared {
   std::atomic<std::uint64_t> sensitive_to_cloud{0};  // must stay 0: exported to prove it
   std::atomic<std::uint64_t> rejected{0};            // answered by the gateway itself (4xx/5xx)
   std::atomic<std::uint64_t> budget_refused{0};
+  Histogram latency[3];  // by where the request went: local, cloud, none (answered by the gateway)
   // Cloud spend of the current UTC day, in micro-dollars; reset when the day changes.
   std::atomic<std::int64_t> spend_day{0};
   std::atomic<std::int64_t> spend_micro_usd{0};
@@ -240,7 +260,13 @@ class Worker {
       }
       http::request<http::string_body> req = parser.release();
       bool keep_alive = req.keep_alive();
+      auto t0 = Clock::now();
       co_await route(req, res);
+      std::string_view route_to = res["X-Hylab-Route"];
+      sh_.latency[route_to.starts_with("local")   ? 0
+                  : route_to.starts_with("cloud") ? 1
+                                                  : 2]
+          .observe(Clock::now() - t0);
       res.keep_alive(keep_alive && !sh_.stopping);
       res.prepare_payload();
       client.expires_after(secs(cfg.client_timeout_seconds));
@@ -520,6 +546,27 @@ class Worker {
     };
     value("hylab_gateway_cloud_spend_usd_total", "counter", "Cloud spend from usage and prices",
           static_cast<double>(sh_.spend_total_micro_usd.load()) / 1e6);
+    out +=
+        "# HELP hylab_gateway_request_duration_seconds Time from a request read to its answer "
+        "ready\n"
+        "# TYPE hylab_gateway_request_duration_seconds histogram\n";
+    const char* envs[] = {"local", "cloud", "none"};
+    for (int k = 0; k < 3; ++k) {
+      const Histogram& h = sh_.latency[k];
+      std::uint64_t cumulative = 0;
+      for (std::size_t i = 0; i <= Histogram::kBounds.size(); ++i) {
+        cumulative += h.buckets[i].load();
+        std::string le =
+            i < Histogram::kBounds.size() ? fmt::format("{}", Histogram::kBounds[i]) : "+Inf";
+        out += fmt::format(
+            "hylab_gateway_request_duration_seconds_bucket{{environment=\"{}\",le=\"{}\"}} {}\n",
+            envs[k], le, cumulative);
+      }
+      out += fmt::format("hylab_gateway_request_duration_seconds_sum{{environment=\"{}\"}} {}\n",
+                         envs[k], static_cast<double>(h.sum_ns.load()) / 1e9);
+      out += fmt::format("hylab_gateway_request_duration_seconds_count{{environment=\"{}\"}} {}\n",
+                         envs[k], h.count.load());
+    }
     value("hylab_gateway_cloud_spend_today_usd", "gauge", "Cloud spend of the current UTC day",
           sh_.spent_today());
     return out;

@@ -171,7 +171,15 @@ TEST_F(GatewayTest, LocalFirstThenOverflowToCloudWithTheKey) {
   EXPECT_THAT(slurp(path("cloud.rec")),
               HasSubstr("\"authorization\": \"Bearer cloud-secret-123\""));
   EXPECT_THAT(slurp(path("local.rec")), ::testing::Not(HasSubstr("authorization")));
-  EXPECT_THAT(metrics(), HasSubstr("hylab_gateway_overflow_total 1"));
+  std::string m = metrics();
+  EXPECT_THAT(m, HasSubstr("hylab_gateway_overflow_total 1"));
+  EXPECT_THAT(m,
+              HasSubstr("hylab_gateway_request_duration_seconds_count{environment=\"local\"} 2"));
+  EXPECT_THAT(m,
+              HasSubstr("hylab_gateway_request_duration_seconds_count{environment=\"cloud\"} 1"));
+  EXPECT_THAT(
+      m, HasSubstr(
+             "hylab_gateway_request_duration_seconds_bucket{environment=\"cloud\",le=\"+Inf\"} 1"));
   // The key never shows in the gateway's output.
   EXPECT_THAT(slurp(path("gateway.log")), ::testing::Not(HasSubstr("cloud-secret-123")));
 }
