@@ -8,3 +8,5 @@ bin=build/bench/bench/placement_bench
 "$bin" --benchmark_min_time=2 --benchmark_repetitions=3 --benchmark_report_aggregates_only=true "$@"
 echo
 bench/serve_bench.py build/bench/src/cli/hylab
+echo
+bench/gateway/run.sh build/bench/src/cli/hylab
