@@ -182,24 +182,16 @@ void read_catalog(const yaml::Where& w, const YAML::Node& node, const std::strin
       into.spot_discount = *d;
     }
   }
-  if (auto gpus = m.take("gpus"); gpus && !gpus->IsNull()) {
-    if (!gpus->IsSequence()) {
-      yaml::error_at(w, *gpus, m.key_path("gpus"), "expected a list of GPU models");
-    } else {
-      std::size_t i = 0;
-      for (const auto& g : *gpus)
-        read_gpu(w, g, fmt::format("{}[{}]", m.key_path("gpus"), i++), into, overrides);
-    }
+  if (auto gpus = m.take("gpus")) {
+    yaml::for_each_item(
+        w, *gpus, m.key_path("gpus"), "GPU models",
+        [&](const YAML::Node& g, const std::string& p) { read_gpu(w, g, p, into, overrides); });
   }
-  if (auto insts = m.take("instances"); insts && !insts->IsNull()) {
-    if (!insts->IsSequence()) {
-      yaml::error_at(w, *insts, m.key_path("instances"), "expected a list of instance types");
-    } else {
-      std::size_t i = 0;
-      for (const auto& n : *insts) {
-        read_instance(w, n, fmt::format("{}[{}]", m.key_path("instances"), i++), into, overrides);
-      }
-    }
+  if (auto insts = m.take("instances")) {
+    yaml::for_each_item(w, *insts, m.key_path("instances"), "instance types",
+                        [&](const YAML::Node& n, const std::string& p) {
+                          read_instance(w, n, p, into, overrides);
+                        });
   }
   m.finish();
   for (auto& inst : into.instances) {

@@ -75,44 +75,41 @@ Result<std::string> read_text_file(const std::string& path, std::size_t max_byte
 
 namespace {
 
-void read_lab_gpus(const yaml::Where& w, const YAML::Node& node, const std::string& path,
-                   const Catalog& catalog, Lab& lab) {
-  if (node.IsNull()) return;
-  if (!node.IsSequence()) {
-    yaml::error_at(
-        w, node, path,
-        fmt::format("expected a list of GPUs (model, count), got {}", yaml::type_name(node)));
+void read_lab_gpu(const yaml::Where& w, const YAML::Node& item, const std::string& p,
+                  const Catalog& catalog, Lab& lab) {
+  yaml::MapReader m(w, item, p);
+  if (!m.ok()) return;
+  auto model_node = m.take("model");
+  auto count = m.integer("count", 1);
+  auto memory = m.bytes("memory", kGB);
+  m.finish();
+  if (!model_node) {
+    yaml::error_at(w, item, p + ".model", "missing: which GPU model (e.g. RTX4090)?");
     return;
   }
-  std::size_t i = 0;
-  for (const auto& item : node) {
-    std::string p = fmt::format("{}[{}]", path, i++);
-    yaml::MapReader m(w, item, p);
-    if (!m.ok()) continue;
-    auto model_node = m.take("model");
-    auto count = m.integer("count", 1);
-    auto memory = m.bytes("memory", kGB);
-    m.finish();
-    if (!model_node) {
-      yaml::error_at(w, item, p + ".model", "missing: which GPU model (e.g. RTX4090)?");
-      continue;
+  auto model_name = yaml::as_string(w, *model_node, p + ".model");
+  if (!model_name) return;
+  const GpuModel* model = catalog.find_gpu(*model_name);
+  if (!model) {
+    std::string msg = fmt::format("unknown GPU model {}", quote(*model_name));
+    if (auto near = did_you_mean(*model_name, catalog.gpu_names())) {
+      msg += fmt::format(" (did you mean '{}'?)", *near);
+    } else {
+      msg += "; add it under catalog.gpus with its memory and tflops";
     }
-    auto model_name = yaml::as_string(w, *model_node, p + ".model");
-    if (!model_name) continue;
-    const GpuModel* model = catalog.find_gpu(*model_name);
-    if (!model) {
-      std::string msg = fmt::format("unknown GPU model {}", quote(*model_name));
-      if (auto near = did_you_mean(*model_name, catalog.gpu_names())) {
-        msg += fmt::format(" (did you mean '{}'?)", *near);
-      } else {
-        msg += "; add it under catalog.gpus with its memory and tflops";
-      }
-      yaml::error_at(w, *model_node, p + ".model", msg);
-      continue;
-    }
-    lab.gpus.push_back(LabGpu{model->name, static_cast<int>(count.value_or(1)),
-                              memory.value_or(model->memory_bytes), model->tflops});
+    yaml::error_at(w, *model_node, p + ".model", msg);
+    return;
   }
+  lab.gpus.push_back(LabGpu{model->name, static_cast<int>(count.value_or(1)),
+                            memory.value_or(model->memory_bytes), model->tflops});
+}
+
+void read_lab_gpus(const yaml::Where& w, const YAML::Node& node, const std::string& path,
+                   const Catalog& catalog, Lab& lab) {
+  yaml::for_each_item(w, node, path, "GPUs (model, count)",
+                      [&](const YAML::Node& item, const std::string& p) {
+                        read_lab_gpu(w, item, p, catalog, lab);
+                      });
 }
 
 void read_lab(const yaml::Where& w, const YAML::Node& node, const Catalog& catalog, Lab& lab) {
@@ -249,61 +246,59 @@ void read_server(const yaml::Where& w, const YAML::Node& node, ServerConfig& s) 
   m.finish();
 }
 
-void read_endpoints(const yaml::Where& w, const YAML::Node& node, const std::string& path,
-                    bool cloud, std::vector<GatewayEndpoint>& out) {
-  if (node.IsNull()) return;
-  if (!node.IsSequence()) {
-    yaml::error_at(w, node, path, "expected a list of endpoints (name, url, max_inflight, weight)");
+void read_endpoint(const yaml::Where& w, const YAML::Node& item, const std::string& p, bool cloud,
+                   std::vector<GatewayEndpoint>& out) {
+  yaml::MapReader m(w, item, p);
+  if (!m.ok()) return;
+  GatewayEndpoint e;
+  auto name = m.string("name");
+  auto url_node = m.take("url");
+  if (auto v = m.integer("max_inflight", 1)) e.max_inflight = static_cast<int>(*v);
+  if (auto v = m.integer("weight", 1)) e.weight = static_cast<int>(*v);
+  if (cloud) {
+    if (auto v = m.string("api_key_env")) e.api_key_env = *v;
+    if (auto v = m.number("usd_per_1k_input", 0)) e.usd_per_1k_input = *v;
+    if (auto v = m.number("usd_per_1k_output", 0)) e.usd_per_1k_output = *v;
+  } else {
+    m.known({"api_key_env", "usd_per_1k_input", "usd_per_1k_output"});
+  }
+  m.finish();
+  if (!name) {
+    yaml::error_at(w, item, p + ".name", "missing: every endpoint needs a name");
     return;
   }
-  std::size_t i = 0;
-  for (const auto& item : node) {
-    std::string p = fmt::format("{}[{}]", path, i++);
-    yaml::MapReader m(w, item, p);
-    if (!m.ok()) continue;
-    GatewayEndpoint e;
-    auto name = m.string("name");
-    auto url_node = m.take("url");
-    if (auto v = m.integer("max_inflight", 1)) e.max_inflight = static_cast<int>(*v);
-    if (auto v = m.integer("weight", 1)) e.weight = static_cast<int>(*v);
-    if (cloud) {
-      if (auto v = m.string("api_key_env")) e.api_key_env = *v;
-      if (auto v = m.number("usd_per_1k_input", 0)) e.usd_per_1k_input = *v;
-      if (auto v = m.number("usd_per_1k_output", 0)) e.usd_per_1k_output = *v;
-    } else {
-      m.known({"api_key_env", "usd_per_1k_input", "usd_per_1k_output"});
-    }
-    m.finish();
-    if (!name) {
-      yaml::error_at(w, item, p + ".name", "missing: every endpoint needs a name");
-      continue;
-    }
-    e.name = *name;
-    if (!url_node) {
-      yaml::error_at(w, item, p + ".url",
-                     "missing: every endpoint needs a url such as http://127.0.0.1:8000");
-      continue;
-    }
-    auto url = yaml::as_string(w, *url_node, p + ".url");
-    if (!url) continue;
-    bool http = url->rfind("http://", 0) == 0;
-    bool https = url->rfind("https://", 0) == 0;
-    if (!http && !https) {
-      yaml::error_at(w, *url_node, p + ".url",
-                     "expected an http:// or https:// URL, got " + quote(*url));
-      continue;
-    }
-    if (https && !cloud) {
-      yaml::error_at(w, *url_node, p + ".url", "local endpoints are plain http:// inside the lab");
-      continue;
-    }
-    e.url = *url;
-    for (const auto& other : out) {
-      if (other.name == e.name)
-        yaml::error_at(w, item, p + ".name", fmt::format("endpoint '{}' is listed twice", e.name));
-    }
-    out.push_back(std::move(e));
+  e.name = *name;
+  if (!url_node) {
+    yaml::error_at(w, item, p + ".url",
+                   "missing: every endpoint needs a url such as http://127.0.0.1:8000");
+    return;
   }
+  auto url = yaml::as_string(w, *url_node, p + ".url");
+  if (!url) return;
+  bool http = url->rfind("http://", 0) == 0;
+  bool https = url->rfind("https://", 0) == 0;
+  if (!http && !https) {
+    yaml::error_at(w, *url_node, p + ".url",
+                   "expected an http:// or https:// URL, got " + quote(*url));
+    return;
+  }
+  if (https && !cloud) {
+    yaml::error_at(w, *url_node, p + ".url", "local endpoints are plain http:// inside the lab");
+    return;
+  }
+  e.url = *url;
+  for (const auto& other : out) {
+    if (other.name == e.name)
+      yaml::error_at(w, item, p + ".name", fmt::format("endpoint '{}' is listed twice", e.name));
+  }
+  out.push_back(std::move(e));
+}
+
+void read_endpoints(const yaml::Where& w, const YAML::Node& node, const std::string& path,
+                    bool cloud, std::vector<GatewayEndpoint>& out) {
+  yaml::for_each_item(
+      w, node, path, "endpoints (name, url, max_inflight, weight)",
+      [&](const YAML::Node& item, const std::string& p) { read_endpoint(w, item, p, cloud, out); });
 }
 
 void read_gateway(const yaml::Where& w, const YAML::Node& node, GatewayConfig& g) {

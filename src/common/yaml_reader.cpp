@@ -227,6 +227,18 @@ std::optional<std::map<std::string, std::optional<std::string>>> as_string_map(
   return out;
 }
 
+void for_each_item(const Where& w, const YAML::Node& node, const std::string& path,
+                   std::string_view what,
+                   const std::function<void(const YAML::Node&, const std::string&)>& each) {
+  if (node.IsNull()) return;
+  if (!node.IsSequence()) {
+    error_at(w, node, path, fmt::format("expected a list of {}, got {}", what, type_name(node)));
+    return;
+  }
+  std::size_t i = 0;
+  for (const auto& item : node) each(item, fmt::format("{}[{}]", path, i++));
+}
+
 MapReader::MapReader(const Where& w, const YAML::Node& node, std::string path)
     : w_(w), node_(node), path_(std::move(path)) {
   if (node_.IsNull()) {

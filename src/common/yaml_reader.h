@@ -8,6 +8,7 @@
 #include <yaml-cpp/yaml.h>
 
 #include <cstdint>
+#include <functional>
 #include <initializer_list>
 #include <map>
 #include <optional>
@@ -51,6 +52,12 @@ std::optional<std::vector<std::string>> as_string_list(const Where& w, const YAM
 // kept as an empty optional, as SkyPilot allows for envs set at launch).
 std::optional<std::map<std::string, std::optional<std::string>>> as_string_map(
     const Where& w, const YAML::Node& n, std::string_view key);
+
+// Calls `each(item, "path[i]")` for every element of a list; a null node is an empty list,
+// anything else records "expected a list of WHAT".
+void for_each_item(const Where& w, const YAML::Node& node, const std::string& path,
+                   std::string_view what,
+                   const std::function<void(const YAML::Node&, const std::string&)>& each);
 
 // Reads one mapping. take() marks a key known and returns its value; finish() reports
 // every key never taken as unknown, with the closest known key as a suggestion.
