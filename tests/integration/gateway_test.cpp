@@ -4,6 +4,7 @@
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
 #include <netinet/in.h>
+#include <sys/prctl.h>
 #include <sys/socket.h>
 
 #include <thread>
@@ -24,6 +25,7 @@ class Process {
              std::vector<std::string> env = {}) {
     pid_ = ::fork();
     if (pid_ == 0) {
+      ::prctl(PR_SET_PDEATHSIG, SIGKILL);  // gone with the test, even if it crashes
       FILE* f = std::freopen(log.c_str(), "a", stdout);
       (void)f;
       ::dup2(1, 2);

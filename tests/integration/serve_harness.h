@@ -6,6 +6,7 @@
 
 #include <gtest/gtest.h>
 #include <signal.h>
+#include <sys/prctl.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -74,6 +75,7 @@ class ServeHarness {
     std::filesystem::remove(dir_ / "state" / "server.json");
     pid_ = ::fork();
     if (pid_ == 0) {
+      ::prctl(PR_SET_PDEATHSIG, SIGKILL);  // gone with the test, even if it crashes
       std::string log = path("serve.log");
       FILE* f = std::freopen(log.c_str(), "a", stdout);
       (void)f;
