@@ -15,6 +15,7 @@
 #include <map>
 #include <memory>
 #include <thread>
+#include <tuple>
 
 #include "common/text.h"
 
@@ -133,18 +134,22 @@ struct Shared {
 // acquired; or nothing.
 Endpoint* pick(std::vector<std::unique_ptr<Endpoint>>& pool,
                const std::vector<Endpoint*>& exclude) {
-  std::vector<Endpoint*> order;
-  for (auto& e : pool) {
-    if (std::find(exclude.begin(), exclude.end(), e.get()) == exclude.end() && !e->down())
-      order.push_back(e.get());
+  // One pass for the least loaded, no allocation on the request path; if another loop
+  // took its last slot in between, look again (each retry means one slot fewer overall).
+  for (;;) {
+    Endpoint* best = nullptr;
+    for (auto& e : pool) {
+      if (e->down() || e->inflight.load() >= e->cfg.max_inflight ||
+          std::find(exclude.begin(), exclude.end(), e.get()) != exclude.end()) {
+        continue;
+      }
+      if (!best || e->inflight.load() * best->cfg.weight < best->inflight.load() * e->cfg.weight) {
+        best = e.get();
+      }
+    }
+    if (!best) return nullptr;
+    if (best->try_acquire()) return best;
   }
-  std::sort(order.begin(), order.end(), [](Endpoint* a, Endpoint* b) {
-    return a->inflight.load() * b->cfg.weight < b->inflight.load() * a->cfg.weight;
-  });
-  for (Endpoint* e : order) {
-    if (e->try_acquire()) return e;
-  }
-  return nullptr;
 }
 
 std::string json_error(std::string_view message) {
@@ -633,21 +638,16 @@ int run_gateway(const Config& cfg, const GatewayOptions& opts, std::ostream& out
     return 2;
   }
   Shared sh(g);
-  for (const auto& e : g.local) {
-    auto ep = make_endpoint(e, false);
-    if (!ep) {
-      err << "error: " << ep.error().message << "\n";
-      return 2;
+  for (auto [list, pool, cloud] :
+       {std::tuple{&g.local, &sh.local, false}, std::tuple{&g.cloud, &sh.cloud, true}}) {
+    for (const auto& e : *list) {
+      auto ep = make_endpoint(e, cloud);
+      if (!ep) {
+        err << "error: " << ep.error().message << "\n";
+        return 2;
+      }
+      pool->push_back(std::move(*ep));
     }
-    sh.local.push_back(std::move(*ep));
-  }
-  for (const auto& e : g.cloud) {
-    auto ep = make_endpoint(e, true);
-    if (!ep) {
-      err << "error: " << ep.error().message << "\n";
-      return 2;
-    }
-    sh.cloud.push_back(std::move(*ep));
   }
   int threads = g.threads > 0 ? g.threads
                               : static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
