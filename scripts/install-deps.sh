@@ -6,7 +6,8 @@ set -euo pipefail
 build_pkgs=(cmake ninja-build g++ pkg-config ccache
   libyaml-cpp-dev libcli11-dev libfmt-dev libboost1.81-dev libboost-json1.81-dev
   libsqlite3-dev libssl-dev prometheus-cpp-dev)
-test_pkgs=(clang clang-format clang-tidy libclang-rt-14-dev libgtest-dev libgmock-dev git python3 openssl)
+test_pkgs=(clang clang-format clang-tidy libclang-rt-14-dev libgtest-dev libgmock-dev git python3 openssl
+  nginx-light)
 bench_pkgs=(libbenchmark-dev wrk python3 haproxy nginx-light util-linux)
 
 want=("${build_pkgs[@]}")

@@ -259,8 +259,9 @@ void read_endpoint(const yaml::Where& w, const YAML::Node& item, const std::stri
     if (auto v = m.string("api_key_env")) e.api_key_env = *v;
     if (auto v = m.number("usd_per_1k_input", 0)) e.usd_per_1k_input = *v;
     if (auto v = m.number("usd_per_1k_output", 0)) e.usd_per_1k_output = *v;
+    if (auto v = m.string("ca_file")) e.ca_file = *v;
   } else {
-    m.known({"api_key_env", "usd_per_1k_input", "usd_per_1k_output"});
+    m.known({"api_key_env", "usd_per_1k_input", "usd_per_1k_output", "ca_file"});
   }
   m.finish();
   if (!name) {
@@ -321,6 +322,62 @@ void read_gateway(const yaml::Where& w, const YAML::Node& node, GatewayConfig& g
   }
   if (auto v = m.string("sensitive_header")) g.sensitive_header = *v;
   if (auto v = m.number("queue_timeout_ms", 0)) g.queue_timeout_ms = *v;
+  if (auto v = m.number("sensitive_queue_timeout_ms", 0)) g.sensitive_queue_timeout_ms = *v;
+  if (auto t = m.take("privacy")) {
+    yaml::MapReader pm(w, *t, "gateway.privacy");
+    if (pm.ok()) {
+      if (auto v = pm.string_list("routes")) g.sensitive_routes = *v;
+      if (auto v = pm.string_list("client_key_envs")) g.sensitive_client_key_envs = *v;
+      if (auto v = pm.string_list("patterns")) g.sensitive_patterns = *v;
+      pm.finish();
+    }
+  }
+  if (auto t = m.take("retries")) {
+    yaml::MapReader rm(w, *t, "gateway.retries");
+    if (rm.ok()) {
+      if (auto v = rm.number("budget_percent", 0)) g.retry_budget_percent = *v;
+      if (auto v = rm.integer("min_concurrent", 0)) g.retry_min_concurrent = static_cast<int>(*v);
+      rm.finish();
+    }
+  }
+  if (auto t = m.take("health"); t && !t->IsNull()) {
+    yaml::MapReader hm(w, *t, "gateway.health");
+    if (hm.ok()) {
+      g.health.enabled = true;
+      if (auto v = hm.boolean("enabled")) g.health.enabled = *v;
+      if (auto v = hm.string("path")) {
+        if (v->empty() || v->front() != '/') {
+          yaml::error_at(w, *t, "gateway.health.path", "must start with '/', got " + quote(*v));
+        }
+        g.health.path = *v;
+      }
+      if (auto v = positive_seconds(hm, "interval")) g.health.interval_seconds = *v;
+      if (auto v = positive_seconds(hm, "timeout")) g.health.timeout_seconds = *v;
+      if (auto v = hm.integer("healthy_threshold", 1))
+        g.health.healthy_threshold = static_cast<int>(*v);
+      if (auto v = hm.integer("unhealthy_threshold", 1)) {
+        g.health.unhealthy_threshold = static_cast<int>(*v);
+      }
+      hm.finish();
+    }
+  }
+  if (auto t = m.take("adaptive"); t && !t->IsNull()) {
+    yaml::MapReader am(w, *t, "gateway.adaptive");
+    if (am.ok()) {
+      g.adaptive.enabled = true;
+      if (auto v = am.boolean("enabled")) g.adaptive.enabled = *v;
+      if (auto v = am.integer("min_limit", 1)) g.adaptive.min_limit = static_cast<int>(*v);
+      if (auto v = am.number("tolerance", 1)) g.adaptive.tolerance = *v;
+      if (auto v = positive_seconds(am, "window")) g.adaptive.window_seconds = *v;
+      if (auto v = am.number("smoothing", 0, true)) {
+        if (*v > 1) {
+          yaml::error_at(w, *t, "gateway.adaptive.smoothing", "must be at most 1");
+        }
+        g.adaptive.smoothing = std::min(*v, 1.0);
+      }
+      am.finish();
+    }
+  }
   if (auto v = m.number("daily_cloud_budget_usd", 0)) g.daily_cloud_budget_usd = *v;
   if (auto t = m.take("timeouts")) {
     yaml::MapReader tm(w, *t, "gateway.timeouts");
@@ -329,6 +386,7 @@ void read_gateway(const yaml::Where& w, const YAML::Node& node, GatewayConfig& g
       if (auto v = positive_seconds(tm, "response")) g.response_timeout_seconds = *v;
       if (auto v = positive_seconds(tm, "client")) g.client_timeout_seconds = *v;
       if (auto v = positive_seconds(tm, "idle")) g.idle_timeout_seconds = *v;
+      if (auto v = positive_seconds(tm, "first_token")) g.first_token_timeout_seconds = *v;
       tm.finish();
     }
   }
@@ -340,9 +398,6 @@ void read_gateway(const yaml::Where& w, const YAML::Node& node, GatewayConfig& g
       lm.finish();
     }
   }
-  m.accept_with_warning(
-      {"health", "adaptive"},
-      "accepted, not acted on yet (active health checks and the adaptive limit come next)");
   m.finish();
   bool listed = false;
   for (const char* k : {"local", "cloud"}) {

@@ -69,6 +69,27 @@ struct GatewayEndpoint {
   std::string api_key_env;  // the API key is read from this variable, never from the file
   double usd_per_1k_input = 0;
   double usd_per_1k_output = 0;
+  std::string ca_file;  // https: trust this CA bundle instead of the system's
+};
+
+// Active health checks of local endpoints (gateway.health).
+struct GatewayHealth {
+  bool enabled = false;
+  std::string path = "/health";
+  double interval_seconds = 5;
+  double timeout_seconds = 1;
+  int healthy_threshold = 2;    // consecutive passes that bring an endpoint back
+  int unhealthy_threshold = 3;  // consecutive failures that take it out
+};
+
+// The latency-based local limit (gateway.adaptive): a gradient controller in the manner
+// of Netflix's Gradient2; the static max_inflight stays the ceiling.
+struct GatewayAdaptive {
+  bool enabled = false;
+  int min_limit = 1;
+  double tolerance = 2.0;        // short-term latency may reach tolerance x long-term
+  double window_seconds = 0.25;  // how often the limit is recomputed
+  double smoothing = 0.2;        // share of the new value taken at each update
 };
 
 struct GatewayConfig {
@@ -80,14 +101,26 @@ struct GatewayConfig {
   std::vector<GatewayEndpoint> cloud;
   std::vector<std::pair<std::string, std::string>> models;  // local model -> cloud model
   std::string sensitive_header = "X-Hylab-Data";
-  double queue_timeout_ms = 0;
-  double daily_cloud_budget_usd = 0;  // 0: no budget
+  // Other ways a request is sensitive (gateway.privacy): its path matches one of these
+  // globs; it bears one of these client keys (values of the named variables); its body
+  // contains one of these patterns (case-insensitive, '#' matches a digit).
+  std::vector<std::string> sensitive_routes;
+  std::vector<std::string> sensitive_client_key_envs;
+  std::vector<std::string> sensitive_patterns;
+  double queue_timeout_ms = 0;               // wait for a local slot before overflowing
+  double sensitive_queue_timeout_ms = 5000;  // how long sensitive requests wait, then 503
+  double daily_cloud_budget_usd = 0;         // 0: no budget
   double connect_timeout_seconds = 2;
   double response_timeout_seconds = 60;
   double client_timeout_seconds = 30;
   double idle_timeout_seconds = 60;
+  double first_token_timeout_seconds = 0;  // 0: the response timeout
   std::uint64_t max_header_bytes = 16ULL * 1024;
   std::uint64_t max_body_bytes = 8ULL << 20;
+  double retry_budget_percent = 20;  // retries in flight, as a share of requests in flight
+  int retry_min_concurrent = 3;      // retries always allowed up to this many at once
+  GatewayHealth health;
+  GatewayAdaptive adaptive;
 };
 
 // $XDG_DATA_HOME/hylab, else ~/.local/share/hylab.

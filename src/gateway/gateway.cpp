@@ -2,20 +2,27 @@
 
 #include <fcntl.h>
 #include <fmt/format.h>
+#include <openssl/ssl.h>
 
+#include <algorithm>
 #include <array>
 #include <atomic>
 #include <boost/asio.hpp>
+#include <boost/asio/ssl.hpp>
 #include <boost/beast/core.hpp>
 #include <boost/beast/http.hpp>
+#include <boost/beast/ssl.hpp>
 #include <boost/json.hpp>
+#include <charconv>
 #include <chrono>
+#include <cmath>
 #include <cstdlib>
+#include <deque>
 #include <fstream>
-#include <map>
 #include <memory>
 #include <thread>
 #include <tuple>
+#include <unordered_map>
 
 #include "common/text.h"
 
@@ -24,6 +31,7 @@ namespace hylab::gateway {
 namespace asio = boost::asio;
 namespace beast = boost::beast;
 namespace http = beast::http;
+namespace ssl = asio::ssl;
 using tcp = asio::ip::tcp;
 using asio::awaitable;
 constexpr auto kTuple = asio::as_tuple(asio::use_awaitable);
@@ -38,41 +46,146 @@ Clock::duration secs(double s) {
 
 std::int64_t now_ns() { return Clock::now().time_since_epoch().count(); }
 
-// One upstream, shared by every loop: its slots and counters are atomics.
+// What the loops know about one upstream: slots, health, counters and the adaptive limit.
+// Shared by every loop (atomics only) and kept across reloads while the endpoint's name
+// and URL stay the same, so in-flight counts and ejections survive a SIGHUP.
+struct EndpointState {
+  std::atomic<int> inflight{0};
+  std::atomic<std::int64_t> ejected_until{0};  // passive ejection (connect errors, 5xx, timeouts)
+  std::atomic<std::int64_t> busy_until{0};     // answered 503 with Retry-After: busy, not dead
+  std::atomic<int> consecutive_failures{0};
+  std::atomic<int> consecutive_5xx{0};
+  std::atomic<bool> healthy{true};  // active health checks
+  std::atomic<int> check_passes{0};
+  std::atomic<int> check_failures{0};
+  std::atomic<std::uint64_t> requests{0};
+  std::atomic<std::uint64_t> failures{0};
+  std::atomic<std::uint64_t> input_tokens{0};
+  std::atomic<std::uint64_t> output_tokens{0};
+  // Adaptive limit: latency samples of the current window, the baseline, the limit.
+  std::atomic<std::int64_t> window_end{0};
+  std::atomic<std::int64_t> window_sum_ns{0};
+  std::atomic<std::int64_t> window_count{0};
+  std::atomic<double> baseline_ns{0};
+  std::atomic<double> limit_f{0};
+  std::atomic<int> limit{0};  // 0: no adaptive limit, max_inflight alone
+};
+
+// One upstream as configured in the current snapshot (immutable) plus its shared state.
 struct Endpoint {
   GatewayEndpoint cfg;
   bool cloud = false;
   std::string host;
   std::string port;
   std::string host_header;
+  std::string base_path;  // a URL such as https://api.example.com/openai prefixes targets
   std::string api_key;
-  std::vector<tcp::endpoint> addresses;  // resolved once at start
-  std::atomic<int> inflight{0};
-  std::atomic<std::int64_t> down_until{0};
-  std::atomic<int> consecutive_failures{0};
-  std::atomic<std::uint64_t> requests{0};
-  std::atomic<std::uint64_t> failures{0};
-  std::atomic<std::uint64_t> input_tokens{0};
-  std::atomic<std::uint64_t> output_tokens{0};
+  std::shared_ptr<ssl::context> tls;     // https
+  std::vector<tcp::endpoint> addresses;  // resolved when the snapshot is built
+  std::shared_ptr<EndpointState> st;
 
-  bool down() const { return now_ns() < down_until.load(std::memory_order_relaxed); }
-  bool try_acquire() {
-    int cur = inflight.load(std::memory_order_relaxed);
-    while (cur < cfg.max_inflight) {
-      if (inflight.compare_exchange_weak(cur, cur + 1, std::memory_order_acq_rel)) return true;
+  int capacity() const {
+    int l = st->limit.load(std::memory_order_relaxed);
+    return l > 0 ? std::min(l, cfg.max_inflight) : cfg.max_inflight;
+  }
+  bool ejected() const { return now_ns() < st->ejected_until.load(std::memory_order_relaxed); }
+  bool busy() const { return now_ns() < st->busy_until.load(std::memory_order_relaxed); }
+  bool up() const { return st->healthy.load(std::memory_order_relaxed) && !ejected(); }
+  bool available() const { return up() && !busy(); }
+  bool try_acquire() const {
+    int cap = capacity();
+    int cur = st->inflight.load(std::memory_order_relaxed);
+    while (cur < cap) {
+      if (st->inflight.compare_exchange_weak(cur, cur + 1, std::memory_order_acq_rel)) return true;
     }
     return false;
   }
-  void release() { inflight.fetch_sub(1, std::memory_order_acq_rel); }
+  void release() const { st->inflight.fetch_sub(1, std::memory_order_acq_rel); }
   // Passive ejection with back-off: 1 s, 2 s, 4 s ... up to 30 s while failures continue.
-  void failed() {
-    failures.fetch_add(1, std::memory_order_relaxed);
-    int n = consecutive_failures.fetch_add(1, std::memory_order_relaxed);
+  void eject() const {
+    int n = st->consecutive_failures.fetch_add(1, std::memory_order_relaxed);
     double backoff = std::min(30.0, static_cast<double>(1 << std::min(n, 5)));
-    down_until.store(now_ns() + secs(backoff).count(), std::memory_order_relaxed);
+    st->ejected_until.store(now_ns() + secs(backoff).count(), std::memory_order_relaxed);
   }
-  void succeeded() { consecutive_failures.store(0, std::memory_order_relaxed); }
+  // A connect error or a timeout ejects at once; 5xx answers after three in a row.
+  void failed(bool hard) const {
+    st->failures.fetch_add(1, std::memory_order_relaxed);
+    if (hard || st->consecutive_5xx.fetch_add(1, std::memory_order_relaxed) + 1 >= 3) {
+      st->consecutive_5xx.store(0, std::memory_order_relaxed);
+      eject();
+    }
+  }
+  void succeeded() const {
+    st->consecutive_failures.store(0, std::memory_order_relaxed);
+    st->consecutive_5xx.store(0, std::memory_order_relaxed);
+  }
+  void busy_for(double seconds) const {
+    st->busy_until.store(now_ns() + secs(std::clamp(seconds, 0.1, 60.0)).count(),
+                         std::memory_order_relaxed);
+  }
+
+  // One latency sample (request sent → response header) for the adaptive limit. The
+  // loop that closes a window (a CAS on its end) recomputes the limit, Gradient2-style:
+  // gradient = tolerance x baseline / recent latency, clamped to [0.5, 1]; new limit =
+  // limit x gradient + sqrt(limit), smoothed, within [min_limit, max_inflight]. The
+  // baseline falls at once to a faster window and rises slowly (2 % per window).
+  void sample(Clock::duration d, const GatewayAdaptive& a) const {
+    auto ns = std::chrono::duration_cast<std::chrono::nanoseconds>(d).count();
+    st->window_sum_ns.fetch_add(ns, std::memory_order_relaxed);
+    st->window_count.fetch_add(1, std::memory_order_relaxed);
+    std::int64_t now = now_ns();
+    std::int64_t window = secs(a.window_seconds).count();
+    std::int64_t end = st->window_end.load(std::memory_order_relaxed);
+    if (end == 0) {
+      st->window_end.compare_exchange_strong(end, now + window);
+      return;
+    }
+    if (now < end || !st->window_end.compare_exchange_strong(end, now + window)) return;
+    std::int64_t sum = st->window_sum_ns.exchange(0);
+    std::int64_t count = st->window_count.exchange(0);
+    if (count <= 0) return;
+    double recent = static_cast<double>(sum) / static_cast<double>(count);
+    double base = st->baseline_ns.load(std::memory_order_relaxed);
+    base = base <= 0 || recent < base ? recent : base * 0.98 + recent * 0.02;
+    st->baseline_ns.store(base, std::memory_order_relaxed);
+    double cur = st->limit_f.load(std::memory_order_relaxed);
+    if (cur <= 0) cur = cfg.max_inflight;
+    double gradient = std::clamp(a.tolerance * base / recent, 0.5, 1.0);
+    double next = cur * gradient + std::sqrt(cur);
+    next = cur * (1 - a.smoothing) + next * a.smoothing;
+    next = std::clamp(next, static_cast<double>(std::min(a.min_limit, cfg.max_inflight)),
+                      static_cast<double>(cfg.max_inflight));
+    st->limit_f.store(next, std::memory_order_relaxed);
+    st->limit.store(std::max(1, static_cast<int>(std::lround(next))), std::memory_order_relaxed);
+  }
+
+  // Active health check result; thresholds decide when the endpoint flips.
+  void checked(bool pass, const GatewayHealth& h) const {
+    if (pass) {
+      st->check_failures.store(0, std::memory_order_relaxed);
+      if (st->check_passes.fetch_add(1, std::memory_order_relaxed) + 1 >= h.healthy_threshold)
+        st->healthy.store(true, std::memory_order_relaxed);
+    } else {
+      st->check_passes.store(0, std::memory_order_relaxed);
+      if (st->check_failures.fetch_add(1, std::memory_order_relaxed) + 1 >= h.unhealthy_threshold)
+        st->healthy.store(false, std::memory_order_relaxed);
+    }
+  }
 };
+
+using EndpointList = std::vector<std::shared_ptr<const Endpoint>>;
+
+// The configuration the loops route by: immutable, built whole, swapped on SIGHUP. Each
+// request keeps the snapshot it started with.
+struct Snapshot {
+  GatewayConfig cfg;
+  EndpointList local;
+  EndpointList cloud;
+  std::vector<std::string> sensitive_keys;  // client keys whose requests are sensitive
+  bool any_base_path = false;
+  std::uint64_t generation = 1;
+};
+using SnapshotPtr = std::shared_ptr<const Snapshot>;
 
 // A latency histogram the loops update with atomics (Prometheus buckets, seconds).
 struct Histogram {
@@ -92,22 +205,30 @@ struct Histogram {
   }
 };
 
+// Process-wide counters.
 struct Shared {
-  explicit Shared(const GatewayConfig& c) : cfg(c) {}
-  const GatewayConfig& cfg;
-  std::vector<std::unique_ptr<Endpoint>> local;
-  std::vector<std::unique_ptr<Endpoint>> cloud;
   std::atomic<std::uint64_t> overflow{0};
   std::atomic<std::uint64_t> failover{0};
   std::atomic<std::uint64_t> sensitive_refused{0};
   std::atomic<std::uint64_t> sensitive_to_cloud{0};  // must stay 0: exported to prove it
   std::atomic<std::uint64_t> rejected{0};            // answered by the gateway itself (4xx/5xx)
   std::atomic<std::uint64_t> budget_refused{0};
+  std::atomic<std::uint64_t> retries{0};
+  std::atomic<std::uint64_t> retry_budget_exhausted{0};
+  std::atomic<std::uint64_t> busy_answers{0};  // 503 + Retry-After from an upstream
+  std::atomic<std::uint64_t> first_token_timeouts{0};
+  std::atomic<std::uint64_t> queued{0};  // requests that waited for a local slot
+  std::atomic<std::uint64_t> broken_streams{0};
+  std::atomic<std::uint64_t> reloads{0};
+  std::atomic<std::uint64_t> reload_failures{0};
+  std::atomic<int> active{0};          // requests being handled
+  std::atomic<int> active_retries{0};  // of which are retrying after a send
   Histogram latency[3];  // by where the request went: local, cloud, none (answered by the gateway)
   // Cloud spend of the current UTC day, in micro-dollars; reset when the day changes.
   std::atomic<std::int64_t> spend_day{0};
   std::atomic<std::int64_t> spend_micro_usd{0};
   std::atomic<std::uint64_t> spend_total_micro_usd{0};
+  std::atomic<bool> stopping{false};
 
   static std::int64_t utc_day() {
     return std::chrono::duration_cast<std::chrono::hours>(
@@ -127,24 +248,24 @@ struct Shared {
     spend_micro_usd.fetch_add(micro);
     spend_total_micro_usd.fetch_add(static_cast<std::uint64_t>(micro));
   }
-  std::atomic<bool> stopping{false};
 };
 
-// The least-loaded endpoint (in-flight per weight) that is up and has a free slot,
-// acquired; or nothing.
-Endpoint* pick(std::vector<std::unique_ptr<Endpoint>>& pool,
-               const std::vector<Endpoint*>& exclude) {
-  // One pass for the least loaded, no allocation on the request path; if another loop
-  // took its last slot in between, look again (each retry means one slot fewer overall).
+// The least-loaded endpoint (in-flight per weight) that is available, not yet tried and
+// has a free slot, acquired; or nothing. One pass, no allocation; if another loop took
+// the last slot in between, look again (each retry means one slot fewer overall).
+const Endpoint* pick(const EndpointList& pool, const std::vector<const Endpoint*>& tried) {
   for (;;) {
-    Endpoint* best = nullptr;
-    for (auto& e : pool) {
-      if (e->down() || e->inflight.load() >= e->cfg.max_inflight ||
-          std::find(exclude.begin(), exclude.end(), e.get()) != exclude.end()) {
+    const Endpoint* best = nullptr;
+    int best_load = 0;
+    for (const auto& e : pool) {
+      int load = e->st->inflight.load(std::memory_order_relaxed);
+      if (load >= e->capacity() || !e->available() ||
+          std::find(tried.begin(), tried.end(), e.get()) != tried.end()) {
         continue;
       }
-      if (!best || e->inflight.load() * best->cfg.weight < best->inflight.load() * e->cfg.weight) {
+      if (!best || load * best->cfg.weight < best_load * e->cfg.weight) {
         best = e.get();
+        best_load = load;
       }
     }
     if (!best) return nullptr;
@@ -156,13 +277,196 @@ std::string json_error(std::string_view message) {
   return boost::json::serialize(boost::json::object{{"error", message}}) + "\n";
 }
 
-enum class Outcome { kOk, kNotSent, kFailedAfterSend, kTimeout };
+// '*' matches any run of characters; everything else literally.
+bool glob_match(std::string_view pattern, std::string_view text) {
+  std::size_t p = 0;
+  std::size_t t = 0;
+  std::size_t star = std::string_view::npos;
+  std::size_t mark = 0;
+  while (t < text.size()) {
+    if (p < pattern.size() && pattern[p] == '*') {
+      star = p++;
+      mark = t;
+    } else if (p < pattern.size() && pattern[p] == text[t]) {
+      ++p;
+      ++t;
+    } else if (star != std::string_view::npos) {
+      p = star + 1;
+      t = ++mark;
+    } else {
+      return false;
+    }
+  }
+  while (p < pattern.size() && pattern[p] == '*') ++p;
+  return p == pattern.size();
+}
+
+// A content pattern: case-insensitive, '#' matches one digit.
+bool contains_pattern(std::string_view text, std::string_view pattern) {
+  if (pattern.empty() || pattern.size() > text.size()) return false;
+  auto lower = [](char c) {
+    return static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
+  };
+  for (std::size_t i = 0; i + pattern.size() <= text.size(); ++i) {
+    std::size_t k = 0;
+    for (; k < pattern.size(); ++k) {
+      char c = text[i + k];
+      char want = pattern[k];
+      if (want == '#' ? !std::isdigit(static_cast<unsigned char>(c)) : lower(c) != lower(want))
+        break;
+    }
+    if (k == pattern.size()) return true;
+  }
+  return false;
+}
+
+bool openai_path(std::string_view target) {
+  target = target.substr(0, target.find('?'));
+  return target == "/v1/chat/completions" || target == "/v1/completions" ||
+         target == "/v1/embeddings";
+}
+
+bool idempotent(http::verb v) {
+  return v == http::verb::get || v == http::verb::head || v == http::verb::options ||
+         v == http::verb::put || v == http::verb::delete_ || v == http::verb::trace;
+}
+
+// Retry-After in seconds (a number; an HTTP date counts as 5 s).
+double retry_after_seconds(std::string_view v) {
+  double s = 0;
+  auto [ptr, ec] = std::from_chars(v.data(), v.data() + v.size(), s);
+  return ec == std::errc() ? s : 5;
+}
+
+// Reads `usage` from a response as it streams through: the whole JSON body (up to a
+// cap), or each `data:` line of an SSE stream, the last one with a usage block winning
+// (OpenAI's stream_options.include_usage, vLLM and others send it in the last chunk).
+class UsageScan {
+ public:
+  static constexpr std::size_t kMaxBody = 4 << 20;
+  UsageScan(bool inference, std::string_view content_type) {
+    if (!inference) return;
+    kind_ = content_type.starts_with("text/event-stream") ? Kind::kSse : Kind::kJson;
+  }
+  void feed(const char* data, std::size_t n) {
+    if (kind_ == Kind::kJson) {
+      if (text_.size() + n > kMaxBody) {
+        kind_ = Kind::kNone;
+        text_.clear();
+        return;
+      }
+      text_.append(data, n);
+    } else if (kind_ == Kind::kSse) {
+      std::string_view chunk(data, n);
+      while (!chunk.empty()) {
+        auto nl = chunk.find('\n');
+        std::string_view part = chunk.substr(0, nl);
+        if (!skipping_) {
+          if (text_.size() + part.size() > kMaxBody) {
+            skipping_ = true;  // an absurd line: not parsed
+            text_.clear();
+          } else {
+            text_.append(part);
+          }
+        }
+        if (nl == std::string_view::npos) break;
+        if (!skipping_) line(text_);
+        text_.clear();
+        skipping_ = false;
+        chunk.remove_prefix(nl + 1);
+      }
+    }
+  }
+  // Tokens in and out once the response is complete.
+  std::pair<std::uint64_t, std::uint64_t> finish() {
+    if (kind_ == Kind::kJson) read(text_);
+    if (kind_ == Kind::kSse && !skipping_) line(text_);
+    return {in_, out_};
+  }
+
+ private:
+  enum class Kind { kNone, kJson, kSse };
+  void line(std::string_view l) {
+    if (!l.starts_with("data:") || l.find("\"usage\"") == std::string_view::npos) return;
+    read(l.substr(5));
+  }
+  void read(std::string_view json) {
+    if (json.find("\"usage\"") == std::string_view::npos) return;
+    boost::system::error_code ec;
+    boost::json::value v = boost::json::parse(json, ec);
+    if (ec || !v.is_object()) return;
+    const auto* usage = v.as_object().if_contains("usage");
+    if (!usage || !usage->is_object()) return;
+    auto count = [&](const char* key) -> std::uint64_t {
+      const auto* n = usage->as_object().if_contains(key);
+      return n && n->is_int64() && n->as_int64() > 0 ? static_cast<std::uint64_t>(n->as_int64())
+                                                     : 0;
+    };
+    in_ = count("prompt_tokens");
+    out_ = count("completion_tokens");
+  }
+  Kind kind_ = Kind::kNone;
+  std::string text_;
+  bool skipping_ = false;
+  std::uint64_t in_ = 0;
+  std::uint64_t out_ = 0;
+};
+
+// A pooled upstream connection, plain or TLS.
+struct Conn {
+  std::unique_ptr<beast::tcp_stream> plain;
+  std::unique_ptr<beast::ssl_stream<beast::tcp_stream>> tls;
+  beast::tcp_stream& lowest() { return tls ? beast::get_lowest_layer(*tls) : *plain; }
+};
+
+enum class Outcome {
+  kDone,        // a response reached the client (whole, or cut when the upstream broke)
+  kClientGone,  // the client went away while the response was relayed
+  kNotSent,     // nothing reached the upstream (connect, TLS or write failed)
+  kStale,       // a pooled keep-alive connection turned out closed: try a fresh one
+  kFailed,      // sent, then the upstream failed before any byte reached the client
+  kTimeout,     // sent, then no response (or no first token) in time
+  kBadStatus,   // sent, answered 502/503/504: nothing reached the client
+  kBusy,        // answered 503 with Retry-After: loading or saturated, not dead
+};
+
+// What a request's attempts share.
+struct Call {
+  bool keep_alive = true;  // the client's connection
+  bool resend_ok = false;  // may be sent again after an upstream may have processed it
+  bool inference = false;  // an OpenAI-compatible route: usage is read, the model rewritten
+  std::string target;      // the original target, when some endpoint has a base path
+};
+
+struct Attempt {
+  Outcome outcome = Outcome::kNotSent;
+  std::string what;         // for errors: what happened, for the client and the log
+  bool keep_alive = false;  // kDone: whether the client connection may carry on
+};
 
 class Worker {
  public:
   explicit Worker(Shared& sh) : sh_(sh), acceptor_(ioc_), admin_(ioc_) {}
 
   asio::io_context& ioc() { return ioc_; }
+
+  // Adopt a new snapshot on this worker's own loop; pools of endpoints that left go.
+  void adopt(SnapshotPtr snap) {
+    asio::post(ioc_, [this, snap = std::move(snap)] {
+      // A copy per loop: requests take references on their own loop's copy, so no
+      // reference count is shared between threads on the request path.
+      snap_ = std::make_shared<const Snapshot>(*snap);
+      for (auto it = pools_.begin(); it != pools_.end();) {
+        bool kept = false;
+        for (const auto* list : {&snap_->local, &snap_->cloud}) {
+          for (const auto& e : *list) kept = kept || e->st == it->second.state;
+        }
+        it = kept ? std::next(it) : pools_.erase(it);
+      }
+    });
+  }
+  void adopt_now(const SnapshotPtr& snap) { snap_ = std::make_shared<const Snapshot>(*snap); }
+  const SnapshotPtr& snapshot() const { return snap_; }
 
   Result<std::uint16_t> listen(const std::string& host, std::uint16_t port, tcp::acceptor& a) {
     boost::system::error_code ec;
@@ -193,6 +497,8 @@ class Worker {
     return p;
   }
 
+  void start_health_checks() { asio::co_spawn(ioc_, health_loop(), asio::detached); }
+
  private:
   awaitable<void> accept_loop(tcp::acceptor& acceptor, bool admin) {
     for (;;) {
@@ -219,11 +525,23 @@ class Worker {
     res.body() = std::move(body);
   }
 
+  // Writes an answer the gateway made itself; returns whether the connection carries on.
+  awaitable<bool> reply(beast::tcp_stream& client, http::response<http::string_body>& res,
+                        bool keep_alive, double timeout) {
+    res.set(http::field::server, "hylab-gateway");
+    res.keep_alive(keep_alive && !sh_.stopping);
+    res.prepare_payload();
+    client.expires_after(secs(timeout));
+    auto [wec, wn] = co_await http::async_write(client, res, kTuple);
+    co_return !wec && res.keep_alive();
+  }
+
   awaitable<void> session(beast::tcp_stream client) {
-    const GatewayConfig& cfg = sh_.cfg;
     beast::flat_buffer buffer;
     bool first = true;
     for (;;) {
+      SnapshotPtr snap = snap_;  // limits for reading; routing takes the newest below
+      const GatewayConfig& cfg = snap->cfg;
       http::request_parser<http::string_body> parser;
       parser.header_limit(static_cast<std::uint32_t>(cfg.max_header_bytes));
       parser.body_limit(cfg.max_body_bytes);
@@ -238,12 +556,11 @@ class Worker {
       if (ec == http::error::end_of_stream || ec == beast::error::timeout ||
           ec == asio::error::eof || ec == asio::error::connection_reset ||
           ec == asio::error::operation_aborted) {
-        co_return;
+        break;
       }
-      http::response<http::string_body> res{http::status::ok, 11};
-      res.set(http::field::server, "hylab-gateway");
       if (ec) {
         sh_.rejected.fetch_add(1, std::memory_order_relaxed);
+        http::response<http::string_body> res{http::status::ok, 11};
         if (ec == http::error::body_limit) {
           answer(res, 413,
                  json_error(fmt::format("request body over the gateway's limit of {} bytes",
@@ -255,70 +572,172 @@ class Worker {
         } else {
           answer(res, 400, json_error("malformed HTTP request: " + ec.message()));
         }
-        res.keep_alive(false);
-        res.prepare_payload();
-        client.expires_after(secs(cfg.client_timeout_seconds));
-        co_await http::async_write(client, res, kTuple);
-        boost::system::error_code sec;
-        client.socket().shutdown(tcp::socket::shutdown_send, sec);
-        co_return;
+        co_await reply(client, res, false, cfg.client_timeout_seconds);
+        break;
       }
       http::request<http::string_body> req = parser.release();
-      bool keep_alive = req.keep_alive();
-      auto t0 = Clock::now();
-      co_await route(req, res);
-      std::string_view route_to = res["X-Hylab-Route"];
-      sh_.latency[route_to.starts_with("local")   ? 0
-                  : route_to.starts_with("cloud") ? 1
-                                                  : 2]
-          .observe(Clock::now() - t0);
-      res.keep_alive(keep_alive && !sh_.stopping);
-      res.prepare_payload();
-      client.expires_after(secs(cfg.client_timeout_seconds));
-      auto [wec, wn] = co_await http::async_write(client, res, kTuple);
-      if (wec || !res.keep_alive()) {
-        boost::system::error_code sec;
-        client.socket().shutdown(tcp::socket::shutdown_send, sec);
-        co_return;
-      }
+      // The configuration current when the request arrived routes it to the end, whatever
+      // a reload does meanwhile (a connection idle across a reload gets the new one).
+      if (!co_await handle(snap_, req, client)) break;
     }
+    boost::system::error_code sec;
+    client.socket().shutdown(tcp::socket::shutdown_send, sec);
   }
 
-  // The hybrid policy for one request.
-  awaitable<void> route(http::request<http::string_body>& req,
-                        http::response<http::string_body>& res) {
-    const GatewayConfig& cfg = sh_.cfg;
-    bool sensitive = iequals(std::string(req[cfg.sensitive_header]), "sensitive");
+  bool is_sensitive(const Snapshot& snap, const http::request<http::string_body>& req) const {
+    std::string_view mark = req[snap.cfg.sensitive_header];
+    if (iequals(mark, "sensitive") || iequals(mark, "regulated")) return true;
+    std::string_view path = req.target();
+    path = path.substr(0, path.find('?'));
+    for (const auto& r : snap.cfg.sensitive_routes) {
+      if (glob_match(r, path)) return true;
+    }
+    if (!snap.sensitive_keys.empty()) {
+      std::string_view auth = req[http::field::authorization];
+      if (auth.starts_with("Bearer ")) auth.remove_prefix(7);
+      for (const auto& k : snap.sensitive_keys) {
+        if (auth == k) return true;
+      }
+    }
+    for (const auto& p : snap.cfg.sensitive_patterns) {
+      if (contains_pattern(req.body(), p)) return true;
+    }
+    return false;
+  }
+
+  // Retries after a send share a budget: at most retry_budget_percent of the requests in
+  // flight (at least retry_min_concurrent) may be retrying at once, so a failing upstream
+  // cannot multiply the load on the rest.
+  bool take_retry(const GatewayConfig& cfg) {
+    int allowed = std::max(cfg.retry_min_concurrent,
+                           static_cast<int>(sh_.active.load() * cfg.retry_budget_percent / 100.0));
+    int cur = sh_.active_retries.load();
+    while (cur < allowed) {
+      if (sh_.active_retries.compare_exchange_weak(cur, cur + 1)) {
+        sh_.retries.fetch_add(1, std::memory_order_relaxed);
+        return true;
+      }
+    }
+    sh_.retry_budget_exhausted.fetch_add(1, std::memory_order_relaxed);
+    return false;
+  }
+
+  // Waits for a local slot until the deadline: woken when a slot on this loop frees, and
+  // every few milliseconds for slots freed by other loops.
+  // Any local endpoint counts again, also one tried already: a busy one may be free now.
+  awaitable<const Endpoint*> wait_local(const Snapshot& snap, Clock::time_point deadline) {
+    static const std::vector<const Endpoint*> kNone;
+    if (snap.local.empty() || Clock::now() >= deadline) co_return nullptr;
+    sh_.queued.fetch_add(1, std::memory_order_relaxed);
+    asio::steady_timer timer(ioc_);
+    waiters_.push_back(&timer);
+    const Endpoint* e = nullptr;
+    while (!sh_.stopping) {
+      e = pick(snap.local, kNone);
+      if (e || Clock::now() >= deadline) break;
+      timer.expires_at(std::min(deadline, Clock::now() + std::chrono::milliseconds(5)));
+      co_await timer.async_wait(kTuple);
+    }
+    waiters_.erase(std::find(waiters_.begin(), waiters_.end(), &timer));
+    co_return e;
+  }
+
+  void release(const Endpoint& e) {
+    e.release();
+    if (!e.cloud && !waiters_.empty()) waiters_.front()->cancel();
+  }
+
+  struct ActiveGuard {
+    Shared& sh;
+    int retries = 0;
+    explicit ActiveGuard(Shared& s) : sh(s) { sh.active.fetch_add(1, std::memory_order_relaxed); }
+    ~ActiveGuard() {
+      sh.active.fetch_sub(1, std::memory_order_relaxed);
+      if (retries) sh.active_retries.fetch_sub(retries);
+    }
+  };
+
+  // The hybrid policy for one request; writes the answer. Returns whether the client
+  // connection carries on.
+  awaitable<bool> handle(SnapshotPtr snap, http::request<http::string_body>& req,
+                         beast::tcp_stream& client) {
+    const GatewayConfig& cfg = snap->cfg;
+    auto t0 = Clock::now();
+    bool keep_alive = req.keep_alive();
+    bool sensitive = is_sensitive(*snap, req);
     req.erase(cfg.sensitive_header);  // a marking for the gateway, not for upstreams
-    std::vector<Endpoint*> tried;
+    bool inference = openai_path(req.target());
+    // A request an upstream may have processed is sent again only where that is safe:
+    // idempotent methods, and inference (no side effect) before any byte reached the client.
+    bool resend_ok = inference || idempotent(req.method());
+    Call call{keep_alive, resend_ok, inference,
+              snap->any_base_path ? std::string(req.target()) : std::string()};
+    ActiveGuard guard(sh_);
+    std::vector<const Endpoint*> tried;
+    std::string last;  // what went wrong with the last endpoint tried
     bool local_failed = false;
+    int env = 2;
+    auto finish = [&](bool keep) {
+      sh_.latency[env].observe(Clock::now() - t0);
+      return keep;
+    };
+    http::response<http::string_body> res{http::status::ok, 11};
+
+    // Sent and then failed before the client saw anything: retry elsewhere when that is
+    // safe and the budget allows; otherwise say what happened.
+    auto may_retry = [&](const Endpoint& e, const Attempt& a) -> bool {
+      if (a.outcome == Outcome::kNotSent || a.outcome == Outcome::kBusy) return true;
+      if (resend_ok && take_retry(cfg)) {
+        ++guard.retries;
+        return true;
+      }
+      sh_.rejected.fetch_add(1, std::memory_order_relaxed);
+      bool timeout = a.outcome == Outcome::kTimeout;
+      answer(res, timeout ? 504 : 502,
+             json_error(
+                 fmt::format("{} endpoint '{}' {}; not retried: {}", e.cloud ? "cloud" : "local",
+                             e.cfg.name, a.what,
+                             resend_ok ? "the retry budget is spent"
+                                       : "it may have processed the request, and the method is not "
+                                         "idempotent")));
+      res.set("X-Hylab-Route", fmt::format("{}; endpoint={}; reason=error",
+                                           e.cloud ? "cloud" : "local", e.cfg.name));
+      return false;
+    };
+
     for (;;) {
-      Endpoint* e = pick(sh_.local, tried);
+      const Endpoint* e = pick(snap->local, tried);
+      if (!e) {
+        // Wait for a local slot before overflowing (queue_timeout_ms from the request's
+        // arrival, also after a failed attempt); sensitive requests wait for their own
+        // limit even when local endpoints are down: they have nowhere else to go.
+        bool any_available = false;
+        for (const auto& l : snap->local) any_available = any_available || l->available();
+        double ms =
+            sensitive ? cfg.sensitive_queue_timeout_ms : (any_available ? cfg.queue_timeout_ms : 0);
+        if (ms > 0) {
+          e = co_await wait_local(*snap, t0 + std::chrono::duration_cast<Clock::duration>(
+                                                  std::chrono::duration<double, std::milli>(ms)));
+        }
+      }
       if (!e) break;
-      Outcome o = co_await forward(*e, req, res);
-      e->release();
-      if (o == Outcome::kOk) {
-        e->succeeded();
-        count_usage(*e, res);
-        res.set("X-Hylab-Route", fmt::format("local; endpoint={}; reason={}", e->cfg.name,
-                                             local_failed ? "retry" : "local-first"));
-        co_return;
+      std::string route = fmt::format("local; endpoint={}; reason={}", e->cfg.name,
+                                      local_failed ? "retry" : "local-first");
+      Attempt a = co_await attempt(*snap, *e, req, call, client, route);
+      release(*e);
+      if (a.outcome == Outcome::kDone) {
+        env = 0;
+        co_return finish(a.keep_alive);
       }
-      e->failed();
-      if (o != Outcome::kNotSent) {
-        answer(res, o == Outcome::kTimeout ? 504 : 502,
-               json_error(fmt::format(
-                   "local endpoint '{}' {} after the request was sent; not retried, as it may "
-                   "have been processed",
-                   e->cfg.name, o == Outcome::kTimeout ? "did not answer in time" : "failed")));
-        res.set("X-Hylab-Route", fmt::format("local; endpoint={}; reason=error", e->cfg.name));
-        co_return;
-      }
-      local_failed = true;
+      if (a.outcome == Outcome::kClientGone) co_return finish(false);
+      last = fmt::format("local endpoint '{}' {}", e->cfg.name, a.what);
+      local_failed = local_failed || a.outcome != Outcome::kBusy;
       tried.push_back(e);
+      if (!may_retry(*e, a))
+        co_return finish(co_await reply(client, res, keep_alive, cfg.client_timeout_seconds));
     }
     bool any_up = false;
-    for (auto& l : sh_.local) any_up = any_up || !l->down();
+    for (const auto& l : snap->local) any_up = any_up || l->up();
     std::string why = local_failed || !any_up ? "failover" : "overflow";
     if (sensitive) {
       sh_.sensitive_refused.fetch_add(1, std::memory_order_relaxed);
@@ -329,9 +748,9 @@ class Worker {
                  why == "overflow" ? "at capacity" : "down")));
       res.set(http::field::retry_after, "1");
       res.set("X-Hylab-Route", "none; reason=sensitive");
-      co_return;
+      co_return finish(co_await reply(client, res, keep_alive, cfg.client_timeout_seconds));
     }
-    if (cfg.daily_cloud_budget_usd > 0 && !sh_.cloud.empty() &&
+    if (cfg.daily_cloud_budget_usd > 0 && !snap->cloud.empty() &&
         sh_.spent_today() >= cfg.daily_cloud_budget_usd) {
       sh_.budget_refused.fetch_add(1, std::memory_order_relaxed);
       auto now = std::chrono::system_clock::now().time_since_epoch();
@@ -345,60 +764,52 @@ class Worker {
                  why == "overflow" ? "at capacity" : "down")));
       res.set(http::field::retry_after, std::to_string(to_midnight));
       res.set("X-Hylab-Route", "none; reason=budget");
-      co_return;
+      co_return finish(co_await reply(client, res, keep_alive, cfg.client_timeout_seconds));
     }
-    rewrite_model(req);
-    std::vector<Endpoint*> tried_cloud;
+    if (!snap->cloud.empty() && inference) rewrite_model(cfg, req);
+    bool cloud_failed = false;
     for (;;) {
-      Endpoint* e = pick(sh_.cloud, tried_cloud);
+      const Endpoint* e = pick(snap->cloud, tried);
       if (!e) break;
-      if (!e->api_key.empty()) req.set(http::field::authorization, "Bearer " + e->api_key);
-      Outcome o = co_await forward(*e, req, res);
-      e->release();
-      if (o == Outcome::kOk) {
-        e->succeeded();
-        count_usage(*e, res);
+      if (sensitive) sh_.sensitive_to_cloud.fetch_add(1);  // unreachable: refused above
+      std::string route =
+          fmt::format("cloud; endpoint={}; reason={}", e->cfg.name, cloud_failed ? "retry" : why);
+      Attempt a = co_await attempt(*snap, *e, req, call, client, route);
+      release(*e);
+      if (a.outcome == Outcome::kDone) {
+        env = 1;
         (why == "overflow" ? sh_.overflow : sh_.failover).fetch_add(1, std::memory_order_relaxed);
-        res.set("X-Hylab-Route", fmt::format("cloud; endpoint={}; reason={}", e->cfg.name, why));
-        co_return;
+        co_return finish(a.keep_alive);
       }
-      e->failed();
-      if (o != Outcome::kNotSent) {
-        answer(res, o == Outcome::kTimeout ? 504 : 502,
-               json_error(fmt::format(
-                   "cloud endpoint '{}' {} after the request was sent; not retried", e->cfg.name,
-                   o == Outcome::kTimeout ? "did not answer in time" : "failed")));
-        res.set("X-Hylab-Route", fmt::format("cloud; endpoint={}; reason=error", e->cfg.name));
-        co_return;
-      }
-      tried_cloud.push_back(e);
+      if (a.outcome == Outcome::kClientGone) co_return finish(false);
+      last = fmt::format("cloud endpoint '{}' {}", e->cfg.name, a.what);
+      cloud_failed = true;
+      tried.push_back(e);
+      if (!may_retry(*e, a))
+        co_return finish(co_await reply(client, res, keep_alive, cfg.client_timeout_seconds));
     }
     sh_.rejected.fetch_add(1, std::memory_order_relaxed);
-    answer(
-        res, 503,
-        json_error(fmt::format("no endpoint can take the request: local endpoints are {}, and {}",
-                               why == "overflow" ? "at capacity" : "down",
-                               sh_.cloud.empty() ? "no cloud endpoint is configured"
-                                                 : "no cloud endpoint is up with a free slot")));
+    std::string local_state = why == "overflow" ? "at capacity" : "down";
+    if (!last.empty()) local_state += " (last: " + last + ")";
+    answer(res, 503,
+           json_error(fmt::format(
+               "no endpoint can take the request: local endpoints are {}, and {}", local_state,
+               snap->cloud.empty() ? "no cloud endpoint is configured"
+                                   : "no cloud endpoint is up with a free slot")));
     res.set(http::field::retry_after, "1");
     res.set("X-Hylab-Route", "none; reason=" + why);
-  }
-
-  static bool openai_path(std::string_view target) {
-    target = target.substr(0, target.find('?'));
-    return target == "/v1/chat/completions" || target == "/v1/completions" ||
-           target == "/v1/embeddings";
+    co_return finish(co_await reply(client, res, keep_alive, cfg.client_timeout_seconds));
   }
 
   // On the way to the cloud, a local model name becomes its cloud alias (gateway.models).
-  void rewrite_model(http::request<http::string_body>& req) const {
-    if (sh_.cfg.models.empty() || !openai_path(req.target())) return;
+  static void rewrite_model(const GatewayConfig& cfg, http::request<http::string_body>& req) {
+    if (cfg.models.empty()) return;
     boost::system::error_code ec;
     boost::json::value v = boost::json::parse(req.body(), ec);
     if (ec || !v.is_object()) return;
     auto* model = v.as_object().if_contains("model");
     if (!model || !model->is_string()) return;
-    for (const auto& [local, cloud] : sh_.cfg.models) {
+    for (const auto& [local, cloud] : cfg.models) {
       if (model->as_string() == local && !cloud.empty()) {
         *model = cloud;
         req.body() = boost::json::serialize(v);
@@ -408,75 +819,249 @@ class Worker {
     }
   }
 
-  // Tokens from the response's `usage`, and the cloud spend they cost.
-  void count_usage(Endpoint& e, const http::response<http::string_body>& res) {
-    if (res.body().empty() || res.body().front() != '{') return;
-    boost::system::error_code ec;
-    boost::json::value v = boost::json::parse(res.body(), ec);
-    if (ec || !v.is_object()) return;
-    auto* usage = v.as_object().if_contains("usage");
-    if (!usage || !usage->is_object()) return;
-    auto count = [&](const char* key) -> std::uint64_t {
-      auto* n = usage->as_object().if_contains(key);
-      return n && n->is_int64() && n->as_int64() > 0 ? static_cast<std::uint64_t>(n->as_int64())
-                                                     : 0;
-    };
-    std::uint64_t in = count("prompt_tokens");
-    std::uint64_t out = count("completion_tokens");
-    e.input_tokens.fetch_add(in, std::memory_order_relaxed);
-    e.output_tokens.fetch_add(out, std::memory_order_relaxed);
-    if (e.cloud) {
+  // A new connection to an endpoint (TCP, then TLS with certificate and host checks).
+  awaitable<std::unique_ptr<Conn>> connect(const Endpoint& e, double timeout, std::string& err) {
+    beast::tcp_stream tcp(ioc_);
+    tcp.expires_after(secs(timeout));
+    auto [cec, ep] = co_await tcp.async_connect(e.addresses, kTuple);
+    if (cec) {
+      err = "refused the connection: " + cec.message();
+      if (cec == beast::error::timeout) err = "did not accept a connection in time";
+      co_return nullptr;
+    }
+    tcp.socket().set_option(tcp::no_delay(true));
+    auto c = std::make_unique<Conn>();
+    if (!e.tls) {
+      c->plain = std::make_unique<beast::tcp_stream>(std::move(tcp));
+      co_return c;
+    }
+    c->tls = std::make_unique<beast::ssl_stream<beast::tcp_stream>>(std::move(tcp), *e.tls);
+    c->tls->set_verify_callback(ssl::host_name_verification(e.host));
+    boost::system::error_code aec;
+    asio::ip::make_address(e.host, aec);
+    if (aec) SSL_set_tlsext_host_name(c->tls->native_handle(), e.host.c_str());
+    auto [hec] = co_await c->tls->async_handshake(ssl::stream_base::client, kTuple);
+    if (hec) {
+      err = "failed the TLS handshake: " + hec.message();
+      co_return nullptr;
+    }
+    co_return c;
+  }
+
+  // One exchange with an endpoint: a pooled keep-alive connection (a stale one is
+  // retried once on a fresh connection, as HAProxy does), then the response relayed.
+  awaitable<Attempt> attempt(const Snapshot& snap, const Endpoint& e,
+                             http::request<http::string_body>& req, const Call& call,
+                             beast::tcp_stream& client, const std::string& route) {
+    const GatewayConfig& cfg = snap.cfg;
+    e.st->requests.fetch_add(1, std::memory_order_relaxed);
+    if (snap.any_base_path) req.target(e.base_path + call.target);
+    req.set(http::field::host, e.host_header);
+    if (!e.api_key.empty()) req.set(http::field::authorization, "Bearer " + e.api_key);
+    req.keep_alive(true);
+    auto& idle = pool_of(e);
+    for (int round = 0; round < 2; ++round) {
+      std::unique_ptr<Conn> conn;
+      bool reused = false;
+      if (round == 0 && !idle.conns.empty()) {
+        conn = std::move(idle.conns.back());
+        idle.conns.pop_back();
+        reused = true;
+      } else {
+        std::string err;
+        conn = co_await connect(e, cfg.connect_timeout_seconds, err);
+        if (!conn) {
+          e.failed(true);
+          co_return Attempt{Outcome::kNotSent, err};
+        }
+      }
+      // (not a conditional expression: gcc 12 miscompiles co_await inside one)
+      Attempt a;
+      if (conn->tls) {
+        a = co_await relay(*conn->tls, conn, reused, snap, e, req, call, client, route);
+      } else {
+        a = co_await relay(*conn->plain, conn, reused, snap, e, req, call, client, route);
+      }
+      if (a.outcome == Outcome::kStale) continue;
+      switch (a.outcome) {
+        case Outcome::kNotSent:
+        case Outcome::kFailed:
+        case Outcome::kTimeout:
+          e.failed(true);
+          break;
+        case Outcome::kBadStatus:
+          e.failed(false);
+          break;
+        default:
+          break;
+      }
+      co_return a;
+    }
+    e.failed(true);
+    co_return Attempt{Outcome::kNotSent, "closed two connections in a row"};
+  }
+
+  template <class Stream>
+  awaitable<Attempt> relay(Stream& up, std::unique_ptr<Conn>& conn, bool reused,
+                           const Snapshot& snap, const Endpoint& e,
+                           http::request<http::string_body>& req, const Call& call,
+                           beast::tcp_stream& client, const std::string& route) {
+    const GatewayConfig& cfg = snap.cfg;
+    beast::tcp_stream& lowest = conn->lowest();
+    double first_byte = cfg.first_token_timeout_seconds > 0 ? cfg.first_token_timeout_seconds
+                                                            : cfg.response_timeout_seconds;
+    auto sent = Clock::now();
+    lowest.expires_after(secs(first_byte));
+    auto [wec, wn] = co_await http::async_write(up, req, kTuple);
+    if (wec)
+      co_return Attempt{reused ? Outcome::kStale : Outcome::kNotSent, "failed: " + wec.message()};
+    beast::flat_buffer buf;
+    http::response_parser<http::buffer_body> p;
+    p.body_limit(boost::none);  // streamed through, never held whole
+    p.header_limit(64 * 1024);
+    if (req.method() == http::verb::head) p.skip(true);
+    auto [hec, hn] = co_await http::async_read_header(up, buf, p, kTuple);
+    if (hec) {
+      if (hec == beast::error::timeout) {
+        if (cfg.first_token_timeout_seconds > 0) sh_.first_token_timeouts.fetch_add(1);
+        co_return Attempt{Outcome::kTimeout, fmt::format("did not answer within {} s", first_byte)};
+      }
+      bool nothing_back = hn == 0 && !p.got_some();
+      co_return Attempt{reused && nothing_back ? Outcome::kStale : Outcome::kFailed,
+                        "failed after the request was sent: " + hec.message()};
+    }
+    auto& res = p.get();
+    int status = static_cast<int>(res.result_int());
+    if (!e.cloud && cfg.adaptive.enabled) e.sample(Clock::now() - sent, cfg.adaptive);
+    if (status == 503 && res.count(http::field::retry_after)) {
+      // Busy (e.g. loading a model), not dead: skipped until Retry-After, never ejected.
+      sh_.busy_answers.fetch_add(1, std::memory_order_relaxed);
+      e.busy_for(retry_after_seconds(res[http::field::retry_after]));
+      co_return Attempt{Outcome::kBusy, "is busy (503 with Retry-After)"};
+    }
+    if (call.resend_ok && (status == 502 || status == 503 || status == 504)) {
+      co_return Attempt{Outcome::kBadStatus, fmt::format("answered {}", status)};
+    }
+    // Before anything reaches the client, wait (within the first-token timeout) for the
+    // first body bytes: until then the request can still fail over.
+    char data[16384];
+    std::size_t got = 0;
+    while (!p.is_done() && got == 0) {
+      res.body().data = data;
+      res.body().size = sizeof data;
+      auto [rec, rn] = co_await http::async_read_some(up, buf, p, kTuple);
+      got = sizeof data - res.body().size;
+      if (rec && rec != http::error::need_buffer) {
+        if (rec == beast::error::timeout) {
+          if (cfg.first_token_timeout_seconds > 0) sh_.first_token_timeouts.fetch_add(1);
+          co_return Attempt{Outcome::kTimeout,
+                            fmt::format("sent no first token within {} s", first_byte)};
+        }
+        co_return Attempt{Outcome::kFailed, "failed before the first byte: " + rec.message()};
+      }
+    }
+    // Committed: from here on bytes reach the client and nothing fails over.
+    UsageScan usage(call.inference, res[http::field::content_type]);
+    bool upstream_keep = p.keep_alive();
+    res.version(11);
+    res.set(http::field::server, "hylab-gateway");
+    res.set("X-Hylab-Route", route);
+    res.keep_alive(call.keep_alive && !sh_.stopping);
+    if (!res.has_content_length() && !res.chunked() && !p.is_done()) res.chunked(true);
+    http::response_serializer<http::buffer_body> sr{res};
+    res.body().data = got ? data : nullptr;
+    res.body().size = got;
+    res.body().more = !p.is_done();
+    usage.feed(data, got);
+    client.expires_after(secs(cfg.client_timeout_seconds));
+    auto [cec, cn] = co_await http::async_write(client, sr, kTuple);
+    bool broken = false;
+    while ((!cec || cec == http::error::need_buffer) && !sr.is_done()) {
+      res.body().data = data;
+      res.body().size = sizeof data;
+      lowest.expires_after(secs(cfg.response_timeout_seconds));
+      auto [rec, rn] = co_await http::async_read_some(up, buf, p, kTuple);
+      if (rec && rec != http::error::need_buffer) {
+        broken = true;  // the upstream broke mid-response: the client sees a cut stream
+        break;
+      }
+      got = sizeof data - res.body().size;
+      if (got == 0 && !p.is_done()) continue;
+      res.body().data = got ? data : nullptr;
+      res.body().size = got;
+      res.body().more = !p.is_done();
+      usage.feed(data, got);
+      client.expires_after(secs(cfg.client_timeout_seconds));
+      std::tie(cec, cn) = co_await http::async_write(client, sr, kTuple);
+    }
+    if (broken) {
+      sh_.broken_streams.fetch_add(1, std::memory_order_relaxed);
+      e.failed(true);
+      co_return Attempt{Outcome::kDone, "", false};
+    }
+    if (cec && cec != http::error::need_buffer) co_return Attempt{Outcome::kClientGone, ""};
+    e.succeeded();
+    auto [in, out] = usage.finish();
+    e.st->input_tokens.fetch_add(in, std::memory_order_relaxed);
+    e.st->output_tokens.fetch_add(out, std::memory_order_relaxed);
+    if (e.cloud && (in || out)) {
       sh_.add_spend(static_cast<double>(in) / 1000 * e.cfg.usd_per_1k_input +
                     static_cast<double>(out) / 1000 * e.cfg.usd_per_1k_output);
     }
+    auto& idle = pool_of(e);
+    if (upstream_keep && p.is_done() && idle.conns.size() < 64)
+      idle.conns.push_back(std::move(conn));
+    co_return Attempt{Outcome::kDone, "", res.keep_alive()};
   }
 
-  // One exchange with an upstream over a pooled keep-alive connection. A connection
-  // reused from the pool that fails before any response byte was a stale keep-alive:
-  // the exchange is retried once on a fresh connection, as HAProxy does.
-  awaitable<Outcome> forward(Endpoint& e, http::request<http::string_body>& req,
-                             http::response<http::string_body>& out) {
-    const GatewayConfig& cfg = sh_.cfg;
-    e.requests.fetch_add(1, std::memory_order_relaxed);
-    req.set(http::field::host, e.host_header);
-    req.keep_alive(true);
-    for (int attempt = 0; attempt < 2; ++attempt) {
-      std::unique_ptr<beast::tcp_stream> conn;
-      bool reused = false;
-      auto& idle = idle_[&e];
-      if (attempt == 0 && !idle.empty()) {
-        conn = std::move(idle.back());
-        idle.pop_back();
-        reused = true;
-      } else {
-        conn = std::make_unique<beast::tcp_stream>(ioc_);
-        conn->expires_after(secs(cfg.connect_timeout_seconds));
-        auto [cec, ep] = co_await conn->async_connect(e.addresses, kTuple);
-        if (cec) co_return Outcome::kNotSent;
-        conn->socket().set_option(tcp::no_delay(true));
+  // Active health checks of local endpoints, from worker 0's loop.
+  awaitable<void> health_loop() {
+    asio::steady_timer timer(ioc_);
+    while (!sh_.stopping) {
+      SnapshotPtr snap = snap_;
+      const GatewayHealth& h = snap->cfg.health;
+      if (h.enabled) {
+        for (const auto& e : snap->local) asio::co_spawn(ioc_, check(snap, e), asio::detached);
       }
-      conn->expires_after(secs(cfg.response_timeout_seconds));
-      auto [wec, wn] = co_await http::async_write(*conn, req, kTuple);
-      if (wec) {
-        if (reused) continue;
-        co_return Outcome::kNotSent;
-      }
-      beast::flat_buffer buf;
-      http::response_parser<http::string_body> parser;
-      parser.body_limit(64 << 20);
-      auto [rec, rn] = co_await http::async_read(*conn, buf, parser, kTuple);
-      if (rec) {
-        bool nothing_back = rn == 0 && !parser.got_some();
-        if (reused && nothing_back && rec != beast::error::timeout) continue;
-        co_return rec == beast::error::timeout ? Outcome::kTimeout : Outcome::kFailedAfterSend;
-      }
-      out = parser.release();
-      out.set(http::field::server, "hylab-gateway");
-      if (out.keep_alive() && idle.size() < 64) idle.push_back(std::move(conn));
-      out.erase(http::field::connection);
-      co_return Outcome::kOk;
+      timer.expires_after(secs(h.enabled ? h.interval_seconds : 1.0));
+      co_await timer.async_wait(kTuple);
     }
-    co_return Outcome::kFailedAfterSend;
+  }
+
+  awaitable<void> check(SnapshotPtr snap, std::shared_ptr<const Endpoint> e) {
+    const GatewayHealth& h = snap->cfg.health;
+    std::string err;
+    auto conn = co_await connect(*e, h.timeout_seconds, err);
+    int status = 0;
+    std::string retry_after;
+    if (conn) {
+      http::request<http::empty_body> req{http::verb::get, h.path, 11};
+      req.set(http::field::host, e->host_header);
+      req.keep_alive(false);
+      conn->lowest().expires_after(secs(h.timeout_seconds));
+      http::response_parser<http::string_body> p;
+      p.body_limit(64 * 1024);
+      beast::flat_buffer buf;
+      auto exchange = [&](auto& s) -> awaitable<void> {
+        auto [wec, wn] = co_await http::async_write(s, req, kTuple);
+        if (wec) co_return;
+        auto [rec, rn] = co_await http::async_read(s, buf, p, kTuple);
+        if (rec) co_return;
+        status = static_cast<int>(p.get().result_int());
+        retry_after = std::string(p.get()[http::field::retry_after]);
+      };
+      if (conn->tls) {
+        co_await exchange(*conn->tls);
+      } else {
+        co_await exchange(*conn->plain);
+      }
+    }
+    if (status == 503 && !retry_after.empty()) {
+      e->busy_for(retry_after_seconds(retry_after));  // loading: busy, not dead
+      e->checked(true, h);
+      co_return;
+    }
+    e->checked(status >= 200 && status < 300, h);
   }
 
   awaitable<void> admin_session(beast::tcp_stream stream) {
@@ -488,10 +1073,11 @@ class Worker {
     http::response<http::string_body> res{http::status::ok, 11};
     if (req.target() == "/healthz") {
       int up = 0;
-      for (auto& e : sh_.local) up += !e->down();
-      answer(
-          res, 200,
-          boost::json::serialize(boost::json::object{{"status", "ok"}, {"local_up", up}}) + "\n");
+      for (const auto& e : snap_->local) up += e->up();
+      answer(res, 200,
+             boost::json::serialize(boost::json::object{
+                 {"status", "ok"}, {"local_up", up}, {"generation", snap_->generation}}) +
+                 "\n");
     } else if (req.target() == "/metrics") {
       answer(res, 200, metrics_text(), "text/plain; version=0.0.4; charset=utf-8");
     } else {
@@ -504,9 +1090,10 @@ class Worker {
 
   std::string metrics_text() {
     std::string out;
+    const Snapshot& snap = *snap_;
     auto per_endpoint = [&](const char* name, const char* type, const char* help, auto value) {
       out += fmt::format("# HELP {} {}\n# TYPE {} {}\n", name, help, name, type);
-      for (const auto* pool : {&sh_.local, &sh_.cloud}) {
+      for (const auto* pool : {&snap.local, &snap.cloud}) {
         for (const auto& e : *pool) {
           out += fmt::format("{}{{environment=\"{}\",endpoint=\"{}\"}} {}\n", name,
                              e->cloud ? "cloud" : "local", e->cfg.name, value(*e));
@@ -515,20 +1102,27 @@ class Worker {
     };
     per_endpoint("hylab_gateway_upstream_requests_total", "counter",
                  "Requests sent to each endpoint",
-                 [](const Endpoint& e) { return e.requests.load(); });
+                 [](const Endpoint& e) { return e.st->requests.load(); });
     per_endpoint("hylab_gateway_upstream_failures_total", "counter",
                  "Failed exchanges with each endpoint",
-                 [](const Endpoint& e) { return e.failures.load(); });
+                 [](const Endpoint& e) { return e.st->failures.load(); });
     per_endpoint("hylab_gateway_inflight", "gauge", "Requests in flight to each endpoint",
-                 [](const Endpoint& e) { return e.inflight.load(); });
-    per_endpoint("hylab_gateway_endpoint_up", "gauge", "1 when the endpoint is not ejected",
-                 [](const Endpoint& e) { return e.down() ? 0 : 1; });
+                 [](const Endpoint& e) { return e.st->inflight.load(); });
+    per_endpoint("hylab_gateway_capacity", "gauge",
+                 "Slots of each endpoint: max_inflight, or the adaptive limit under it",
+                 [](const Endpoint& e) { return e.capacity(); });
+    per_endpoint("hylab_gateway_endpoint_up", "gauge",
+                 "1 when the endpoint is healthy and not ejected",
+                 [](const Endpoint& e) { return e.up() ? 1 : 0; });
+    per_endpoint("hylab_gateway_endpoint_busy", "gauge",
+                 "1 while the endpoint is busy (it answered 503 with Retry-After)",
+                 [](const Endpoint& e) { return e.busy() ? 1 : 0; });
     per_endpoint("hylab_gateway_input_tokens_total", "counter",
                  "Prompt tokens from responses' usage",
-                 [](const Endpoint& e) { return e.input_tokens.load(); });
+                 [](const Endpoint& e) { return e.st->input_tokens.load(); });
     per_endpoint("hylab_gateway_output_tokens_total", "counter",
                  "Completion tokens from responses' usage",
-                 [](const Endpoint& e) { return e.output_tokens.load(); });
+                 [](const Endpoint& e) { return e.st->output_tokens.load(); });
     auto counter = [&](const char* name, const char* help, std::uint64_t v) {
       out += fmt::format("# HELP {} {}\n# TYPE {} counter\n{} {}\n", name, help, name, name, v);
     };
@@ -546,14 +1140,35 @@ class Worker {
             sh_.rejected.load());
     counter("hylab_gateway_budget_refused_total",
             "Requests refused because the daily cloud budget was spent", sh_.budget_refused.load());
+    counter("hylab_gateway_retries_total", "Requests sent again to another endpoint after a send",
+            sh_.retries.load());
+    counter("hylab_gateway_retry_budget_exhausted_total",
+            "Retries not made because the retry budget was spent",
+            sh_.retry_budget_exhausted.load());
+    counter("hylab_gateway_busy_total", "Upstream answers of 503 with Retry-After (busy)",
+            sh_.busy_answers.load());
+    counter("hylab_gateway_first_token_timeouts_total",
+            "Upstreams that sent no first token within timeouts.first_token",
+            sh_.first_token_timeouts.load());
+    counter("hylab_gateway_queued_total", "Requests that waited for a local slot",
+            sh_.queued.load());
+    counter("hylab_gateway_broken_streams_total",
+            "Responses cut because the upstream failed after the first byte",
+            sh_.broken_streams.load());
+    counter("hylab_gateway_reloads_total", "Configuration reloads applied (SIGHUP)",
+            sh_.reloads.load());
+    counter("hylab_gateway_reload_failures_total",
+            "Configuration reloads refused (the old configuration stays)",
+            sh_.reload_failures.load());
     auto value = [&](const char* name, const char* type, const char* help, double v) {
       out += fmt::format("# HELP {} {}\n# TYPE {} {}\n{} {}\n", name, help, name, type, name, v);
     };
+    value("hylab_gateway_requests_active", "gauge", "Requests being handled", sh_.active.load());
     value("hylab_gateway_cloud_spend_usd_total", "counter", "Cloud spend from usage and prices",
           static_cast<double>(sh_.spend_total_micro_usd.load()) / 1e6);
     out +=
         "# HELP hylab_gateway_request_duration_seconds Time from a request read to its answer "
-        "ready\n"
+        "written\n"
         "# TYPE hylab_gateway_request_duration_seconds histogram\n";
     const char* envs[] = {"local", "cloud", "none"};
     for (int k = 0; k < 3; ++k) {
@@ -577,31 +1192,64 @@ class Worker {
     return out;
   }
 
+  struct Pool {
+    std::shared_ptr<EndpointState> state;  // held, so its address is never reused meanwhile
+    std::vector<std::unique_ptr<Conn>> conns;
+  };
+  Pool& pool_of(const Endpoint& e) {
+    Pool& p = pools_[e.st.get()];
+    if (!p.state) p.state = e.st;
+    return p;
+  }
+
   Shared& sh_;
   asio::io_context ioc_{1};
   tcp::acceptor acceptor_;
   tcp::acceptor admin_;
-  std::map<Endpoint*, std::vector<std::unique_ptr<beast::tcp_stream>>> idle_;
+  SnapshotPtr snap_;
+  // Idle keep-alive connections per endpoint state (a state outlives its snapshots
+  // while the endpoint stays; pools of endpoints that left are dropped on adoption).
+  std::unordered_map<const EndpointState*, Pool> pools_;
+  std::deque<asio::steady_timer*> waiters_;  // requests waiting for a local slot
 };
 
-Result<std::unique_ptr<Endpoint>> make_endpoint(const GatewayEndpoint& cfg, bool cloud) {
-  auto e = std::make_unique<Endpoint>();
+Result<std::shared_ptr<Endpoint>> make_endpoint(const GatewayEndpoint& cfg, bool cloud,
+                                                const Snapshot* previous) {
+  auto e = std::make_shared<Endpoint>();
   e->cfg = cfg;
   e->cloud = cloud;
   std::string rest = cfg.url.substr(cfg.url.find("://") + 3);
-  if (cfg.url.rfind("https://", 0) == 0) {
-    return Error{
-        Errc::kInvalidInput,
-        fmt::format(
-            "gateway endpoint '{}': https upstreams are not supported yet (use http:// inside a "
-            "private network)",
-            cfg.name)};
-  }
+  bool https = cfg.url.rfind("https://", 0) == 0;
   std::string authority = rest.substr(0, rest.find('/'));
+  if (auto slash = rest.find('/'); slash != std::string::npos) {
+    e->base_path = rest.substr(slash);
+    while (!e->base_path.empty() && e->base_path.back() == '/') e->base_path.pop_back();
+  }
   auto colon = authority.rfind(':');
+  if (colon != std::string::npos && authority.find(']') != std::string::npos &&
+      colon < authority.find(']')) {
+    colon = std::string::npos;  // [v6] without a port
+  }
   e->host = colon == std::string::npos ? authority : authority.substr(0, colon);
-  e->port = colon == std::string::npos ? "80" : authority.substr(colon + 1);
+  e->port = colon == std::string::npos ? (https ? "443" : "80") : authority.substr(colon + 1);
+  if (e->host.size() > 2 && e->host.front() == '[') e->host = e->host.substr(1, e->host.size() - 2);
   e->host_header = authority;
+  if (https) {
+    e->tls = std::make_shared<ssl::context>(ssl::context::tls_client);
+    boost::system::error_code ec;
+    if (cfg.ca_file.empty()) {
+      e->tls->set_default_verify_paths(ec);
+    } else {
+      e->tls->load_verify_file(cfg.ca_file, ec);
+    }
+    if (ec) {
+      return Error{
+          Errc::kInvalidInput,
+          fmt::format("gateway endpoint '{}': cannot load the CA certificates {}: {}", cfg.name,
+                      cfg.ca_file.empty() ? "(system)" : cfg.ca_file, ec.message())};
+    }
+    e->tls->set_verify_mode(ssl::verify_peer);
+  }
   if (!cfg.api_key_env.empty()) {
     const char* key = std::getenv(cfg.api_key_env.c_str());
     if (!key || !*key) {
@@ -619,7 +1267,39 @@ Result<std::unique_ptr<Endpoint>> make_endpoint(const GatewayEndpoint& cfg, bool
     return Error{Errc::kIo, fmt::format("gateway endpoint '{}': cannot resolve {}: {}", cfg.name,
                                         e->host, ec.message())};
   for (const auto& r : results) e->addresses.push_back(r.endpoint());
+  // The same endpoint (name, URL, side) keeps its slots, health and counters.
+  if (previous) {
+    for (const auto& old : cloud ? previous->cloud : previous->local) {
+      if (old->cfg.name == cfg.name && old->cfg.url == cfg.url) e->st = old->st;
+    }
+  }
+  if (!e->st) e->st = std::make_shared<EndpointState>();
   return e;
+}
+
+Result<SnapshotPtr> build_snapshot(const GatewayConfig& g, const Snapshot* previous) {
+  auto snap = std::make_shared<Snapshot>();
+  snap->cfg = g;
+  snap->generation = previous ? previous->generation + 1 : 1;
+  for (auto [list, pool, cloud] :
+       {std::tuple{&g.local, &snap->local, false}, std::tuple{&g.cloud, &snap->cloud, true}}) {
+    for (const auto& ec : *list) {
+      auto ep = make_endpoint(ec, cloud, previous);
+      if (!ep) return ep.error();
+      if (!g.adaptive.enabled || cloud) (*ep)->st->limit.store(0);
+      snap->any_base_path = snap->any_base_path || !(*ep)->base_path.empty();
+      pool->push_back(std::move(*ep));
+    }
+  }
+  for (const auto& var : g.sensitive_client_key_envs) {
+    const char* key = std::getenv(var.c_str());
+    if (!key || !*key) {
+      return Error{Errc::kInvalidInput,
+                   fmt::format("gateway.privacy.client_key_envs: ${} is not set", var)};
+    }
+    snap->sensitive_keys.emplace_back(key);
+  }
+  return SnapshotPtr(std::move(snap));
 }
 
 std::pair<std::string, std::uint16_t> split_host_port(const std::string& hp) {
@@ -637,23 +1317,21 @@ int run_gateway(const Config& cfg, const GatewayOptions& opts, std::ostream& out
                        cfg.source);
     return 2;
   }
-  Shared sh(g);
-  for (auto [list, pool, cloud] :
-       {std::tuple{&g.local, &sh.local, false}, std::tuple{&g.cloud, &sh.cloud, true}}) {
-    for (const auto& e : *list) {
-      auto ep = make_endpoint(e, cloud);
-      if (!ep) {
-        err << "error: " << ep.error().message << "\n";
-        return 2;
-      }
-      pool->push_back(std::move(*ep));
-    }
+  auto first = build_snapshot(g, nullptr);
+  if (!first) {
+    err << "error: " << first.error().message << "\n";
+    return 2;
   }
+  SnapshotPtr current = *first;
+  Shared sh;
   int threads = g.threads > 0 ? g.threads
                               : static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
   std::vector<std::unique_ptr<Worker>> workers;
   workers.reserve(static_cast<std::size_t>(threads));
-  for (int i = 0; i < threads; ++i) workers.push_back(std::make_unique<Worker>(sh));
+  for (int i = 0; i < threads; ++i) {
+    workers.push_back(std::make_unique<Worker>(sh));
+    workers.back()->adopt_now(current);
+  }
   auto [host, port] = split_host_port(g.listen);
   std::uint16_t bound = 0;
   for (auto& w : workers) {
@@ -670,11 +1348,12 @@ int run_gateway(const Config& cfg, const GatewayOptions& opts, std::ostream& out
     err << "error: admin " << admin_port.error().message << "\n";
     return 1;
   }
+  workers.front()->start_health_checks();
   out << fmt::format(
              "hylab gateway: listening on http://{}:{} ({} threads), admin on http://{}:{}\n", host,
              bound, threads, ahost, *admin_port)
       << fmt::format("  local: {} endpoint(s), cloud: {} endpoint(s), sensitive header: {}\n",
-                     sh.local.size(), sh.cloud.size(), g.sensitive_header)
+                     current->local.size(), current->cloud.size(), g.sensitive_header)
       << std::flush;
   if (opts.port_file) {
     std::string tmp = *opts.port_file + ".tmp";
@@ -689,6 +1368,45 @@ int run_gateway(const Config& cfg, const GatewayOptions& opts, std::ostream& out
     sh.stopping = true;
     for (auto& w : workers) w->ioc().stop();
   });
+  // SIGHUP: read the file again and swap the snapshot on every loop; connections and
+  // requests in flight carry on. A bad file keeps the running configuration.
+  asio::signal_set hup(workers.front()->ioc(), SIGHUP);
+  std::function<void(boost::system::error_code, int)> on_hup = [&](boost::system::error_code ec,
+                                                                   int) {
+    if (ec) return;
+    hup.async_wait(on_hup);
+    Diagnostics diag;
+    auto next = load_config_file(cfg.source, diag);
+    if (!next || diag.has_errors() || !next->gateway.present) {
+      sh.reload_failures.fetch_add(1);
+      err << "hylab gateway: reload refused, the running configuration stays:\n"
+          << diag.str() << (next && !next->gateway.present ? "no gateway: section\n" : "")
+          << std::flush;
+      return;
+    }
+    const GatewayConfig& ng = next->gateway;
+    if (ng.listen != current->cfg.listen || ng.admin != current->cfg.admin ||
+        ng.threads != current->cfg.threads) {
+      err << "hylab gateway: listen, admin and threads change only at a restart; the rest "
+             "is applied\n";
+    }
+    auto snap = build_snapshot(ng, current.get());
+    if (!snap) {
+      sh.reload_failures.fetch_add(1);
+      err << "hylab gateway: reload refused, the running configuration stays: "
+          << snap.error().message << "\n"
+          << std::flush;
+      return;
+    }
+    current = *snap;
+    for (auto& w : workers) w->adopt(current);
+    sh.reloads.fetch_add(1);
+    out << fmt::format(
+               "hylab gateway: reloaded {} (generation {}): local {} endpoint(s), cloud {}\n",
+               cfg.source, current->generation, current->local.size(), current->cloud.size())
+        << std::flush;
+  };
+  hup.async_wait(on_hup);
   std::vector<std::thread> pool;
   for (std::size_t i = 1; i < workers.size(); ++i)
     pool.emplace_back([&, i] { workers[i]->ioc().run(); });

@@ -4,6 +4,7 @@
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
 #include <netinet/in.h>
+#include <poll.h>
 #include <sys/prctl.h>
 #include <sys/socket.h>
 
@@ -37,6 +38,7 @@ class Process {
       ::_exit(127);
     }
   }
+  pid_t pid() const { return pid_; }
   void stop(int sig = SIGKILL) {
     if (pid_ <= 0) return;
     ::kill(pid_, sig);
@@ -58,6 +60,81 @@ int lines(const std::string& path) {
   return static_cast<int>(std::count(s.begin(), s.end(), '\n'));
 }
 
+// A raw HTTP/1.1 client on one connection, to see bytes as they arrive (streams, slow
+// clients, keep-alive across a reload). Every read has a deadline.
+class RawClient {
+ public:
+  explicit RawClient(int port) {
+    fd_ = ::socket(AF_INET, SOCK_STREAM, 0);
+    sockaddr_in a{};
+    a.sin_family = AF_INET;
+    a.sin_port = htons(static_cast<std::uint16_t>(port));
+    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    connected_ = ::connect(fd_, reinterpret_cast<sockaddr*>(&a), sizeof a) == 0;
+  }
+  RawClient(const RawClient&) = delete;
+  ~RawClient() { ::close(fd_); }
+  bool connected() const { return connected_; }
+  bool send(std::string_view data) {
+    return ::send(fd_, data.data(), data.size(), MSG_NOSIGNAL) == static_cast<ssize_t>(data.size());
+  }
+  // Reads until `want` has arrived (true), or the peer closed or the deadline passed.
+  bool read_until(std::string_view want, double seconds = 10) {
+    auto deadline = std::chrono::steady_clock::now() +
+                    std::chrono::milliseconds(static_cast<int>(seconds * 1000));
+    while (got_.find(want) == std::string::npos) {
+      if (!read_some(deadline)) return got_.find(want) != std::string::npos;
+    }
+    return true;
+  }
+  // Reads until the peer closes (true) or the deadline passes (false).
+  bool read_until_closed(double seconds = 10) {
+    auto deadline = std::chrono::steady_clock::now() +
+                    std::chrono::milliseconds(static_cast<int>(seconds * 1000));
+    while (read_some(deadline)) {
+    }
+    return closed_;
+  }
+  const std::string& received() const { return got_; }
+  void clear() { got_.clear(); }
+
+ private:
+  bool read_some(std::chrono::steady_clock::time_point deadline) {
+    auto left = std::chrono::duration_cast<std::chrono::milliseconds>(
+                    deadline - std::chrono::steady_clock::now())
+                    .count();
+    if (left <= 0 || closed_) return false;
+    pollfd p{fd_, POLLIN, 0};
+    if (::poll(&p, 1, static_cast<int>(left)) <= 0) return false;
+    char buf[8192];
+    ssize_t n = ::recv(fd_, buf, sizeof buf, 0);
+    if (n <= 0) {
+      closed_ = true;
+      return false;
+    }
+    got_.append(buf, static_cast<std::size_t>(n));
+    return true;
+  }
+  int fd_ = -1;
+  bool connected_ = false;
+  bool closed_ = false;
+  std::string got_;
+};
+
+std::string post(std::string_view target, std::string_view body) {
+  return fmt::format(
+      "POST {} HTTP/1.1\r\nHost: gw\r\nContent-Type: application/json\r\nContent-Length: "
+      "{}\r\n\r\n{}",
+      target, body.size(), body);
+}
+
+// A metric's value (first series whose name and labels start with `key`), or -1.
+double metric(const std::string& text, const std::string& key) {
+  auto at = text.find("\n" + key + " ");
+  if (at == std::string::npos) return -1;
+  return std::stod(text.substr(at + key.size() + 2));
+}
+
 class GatewayTest : public ::testing::Test {
  protected:
   void SetUp() override {
@@ -72,8 +149,9 @@ class GatewayTest : public ::testing::Test {
   }
   std::string path(const std::string& n) const { return (dir_ / n).string(); }
 
-  // An upstream named NAME; returns its port.
-  int upstream(const std::string& name, const std::string& hold = "") {
+  // An upstream named NAME (more upstream.py flags in `extra`); returns its port.
+  int upstream(const std::string& name, const std::string& hold = "",
+               std::vector<std::string> extra = {}) {
     auto p = std::make_unique<Process>();
     std::vector<std::string> argv{
         "python3",     std::string(HYLAB_SOURCE_DIR) + "/tests/integration/upstream.py",
@@ -84,6 +162,7 @@ class GatewayTest : public ::testing::Test {
       argv.push_back("--hold-file");
       argv.push_back(hold);
     }
+    argv.insert(argv.end(), extra.begin(), extra.end());
     std::ofstream(path(name + ".rec")).close();
     p->start(argv, path(name + ".log"));
     upstreams_.push_back(std::move(p));
@@ -103,7 +182,8 @@ class GatewayTest : public ::testing::Test {
     admin_ = static_cast<int>(v.at("admin").as_int64());
   }
 
-  std::string config(int local_port, int cloud_port, int max_inflight = 1) const {
+  std::string config(int local_port, int cloud_port, int max_inflight = 1,
+                     const std::string& timeouts = "connect: 1s, response: 10s") const {
     return fmt::format(R"(gateway:
   listen: 127.0.0.1:0
   admin: 127.0.0.1:0
@@ -113,10 +193,10 @@ class GatewayTest : public ::testing::Test {
   cloud:
     - {{name: cloud-a, url: "http://127.0.0.1:{}", max_inflight: 100, api_key_env: HYLAB_TEST_CLOUD_KEY,
        usd_per_1k_input: 1.0}}
-  timeouts: {{connect: 1s, response: 10s}}
+  timeouts: {{{}}}
   limits: {{max_body: 64KiB, max_header: 8KiB}}
 )",
-                       local_port, max_inflight, cloud_port);
+                       local_port, max_inflight, cloud_port, timeouts);
   }
 
   HttpClientResponse send(const std::string& target, const std::string& body = "",
@@ -190,7 +270,7 @@ TEST_F(GatewayTest, SensitiveRequestsNeverLeave) {
   std::string hold = path("hold");
   int local = upstream("local", hold);
   int cloud = upstream("cloud");
-  start_gateway(config(local, cloud));
+  start_gateway(config(local, cloud) + "  sensitive_queue_timeout_ms: 200\n");
   // With a free local slot a sensitive request runs locally, without the marking header.
   auto ok = send("/v1/embeddings", R"({"input":"patient 7"})", {{"X-Hylab-Data", "sensitive"}});
   EXPECT_EQ(ok.status, 200);
@@ -252,7 +332,9 @@ TEST_F(GatewayTest, NoEndpointLeftSaysWhy) {
   upstreams_.front()->stop();
   auto r = send("/x");
   EXPECT_EQ(r.status, 503);
-  EXPECT_THAT(r.body, HasSubstr("local endpoints are down, and no cloud endpoint is configured"));
+  EXPECT_THAT(r.body, HasSubstr("local endpoints are down (last: local endpoint 'only' refused "
+                                "the connection"));
+  EXPECT_THAT(r.body, HasSubstr("and no cloud endpoint is configured"));
   EXPECT_EQ(r.headers.at("x-hylab-route"), "none; reason=failover");
 }
 
@@ -321,6 +403,354 @@ TEST_F(GatewayTest, OversizedAndMalformedRequests) {
   EXPECT_EQ(headers.status, 431);
   EXPECT_EQ(lines(path("local.rec")), 0);
   EXPECT_EQ(lines(path("cloud.rec")), 0);
+}
+
+TEST_F(GatewayTest, SseStreamsThroughBeforeTheUpstreamFinishes) {
+  std::string hold = path("hold-stream");
+  std::ofstream(hold).close();
+  int local = upstream("local", "", {"--sse", "--hold-after-first", hold});
+  int cloud = upstream("cloud");
+  start_gateway(config(local, cloud));
+  RawClient c(port_);
+  ASSERT_TRUE(c.connected());
+  ASSERT_TRUE(c.send(post("/v1/chat/completions", R"({"model":"m","stream":true})")));
+  // The first chunk arrives while the upstream still holds the rest of the stream.
+  ASSERT_TRUE(c.read_until("\"content\": \"Hel\"")) << c.received();
+  EXPECT_TRUE(std::filesystem::exists(hold));
+  EXPECT_THAT(c.received(), HasSubstr("text/event-stream"));
+  EXPECT_THAT(c.received(), HasSubstr("X-Hylab-Route: local; endpoint=gpu-box"));
+  EXPECT_THAT(c.received(), ::testing::Not(HasSubstr("[DONE]")));
+  std::filesystem::remove(hold);
+  ASSERT_TRUE(c.read_until("\r\n0\r\n\r\n")) << c.received();
+  EXPECT_THAT(c.received(), HasSubstr("data: [DONE]"));
+  // Usage from the last chunk of the stream is counted.
+  ASSERT_TRUE(wait_until([&] {
+    return metric(
+               metrics(),
+               "hylab_gateway_output_tokens_total{environment=\"local\",endpoint=\"gpu-box\"}") ==
+           3;
+  })) << metrics();
+  EXPECT_EQ(metric(metrics(),
+                   "hylab_gateway_input_tokens_total{environment=\"local\",endpoint=\"gpu-box\"}"),
+            7);
+  // The connection carries on for the next request.
+  c.clear();
+  ASSERT_TRUE(c.send(post("/v1/embeddings", R"({"input":"x"})")));
+  EXPECT_TRUE(c.read_until("\"upstream\": \"local\"")) << c.received();
+}
+
+TEST_F(GatewayTest, FirstTokenTimeoutFailsOverBeforeAnyByte) {
+  int local = upstream("local", "", {"--sse", "--first-token-delay-ms", "5000"});
+  int cloud = upstream("cloud", "", {"--sse"});
+  start_gateway(config(local, cloud, 4, "connect: 1s, response: 10s, first_token: 300ms"));
+  auto t0 = std::chrono::steady_clock::now();
+  auto r = send("/v1/chat/completions", R"({"model":"m","stream":true})");
+  double took = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  EXPECT_EQ(r.status, 200) << r.body;
+  EXPECT_EQ(r.headers["x-hylab-route"], "cloud; endpoint=cloud-a; reason=failover");
+  EXPECT_THAT(r.body, HasSubstr("\"upstream\": \"cloud\""));
+  EXPECT_THAT(r.body, ::testing::Not(HasSubstr("\"upstream\": \"local\"")));
+  EXPECT_LT(took, 3.0);
+  EXPECT_EQ(metric(metrics(), "hylab_gateway_first_token_timeouts_total"), 1);
+}
+
+TEST_F(GatewayTest, AStreamCutAfterTheFirstByteIsNotRetried) {
+  int local = upstream("local", "", {"--sse", "--die-after-first"});
+  int cloud = upstream("cloud", "", {"--sse"});
+  start_gateway(config(local, cloud));
+  RawClient c(port_);
+  ASSERT_TRUE(c.send(post("/v1/chat/completions", R"({"model":"m","stream":true})")));
+  ASSERT_TRUE(c.read_until("\"content\": \"Hel\"")) << c.received();
+  // The upstream died mid-stream: the client sees the stream end without its last chunk,
+  // and nothing went to the cloud (a second answer would be spliced into the first).
+  EXPECT_TRUE(c.read_until_closed());
+  EXPECT_THAT(c.received(), ::testing::Not(HasSubstr("[DONE]")));
+  EXPECT_THAT(c.received(), ::testing::Not(HasSubstr("\r\n0\r\n\r\n")));
+  EXPECT_EQ(lines(path("cloud.rec")), 0);
+  EXPECT_EQ(metric(metrics(), "hylab_gateway_broken_streams_total"), 1);
+}
+
+TEST_F(GatewayTest, A503WithRetryAfterIsBusyNotDead) {
+  int local = upstream("local", "", {"--status", "503", "--retry-after", "30"});
+  int cloud = upstream("cloud");
+  start_gateway(config(local, cloud, 4));
+  for (int i = 0; i < 3; ++i) {
+    auto r = send("/v1/chat/completions", R"({"model":"m"})");
+    EXPECT_EQ(r.status, 200) << r.body;
+    EXPECT_EQ(r.headers["x-hylab-route"], "cloud; endpoint=cloud-a; reason=overflow");
+  }
+  // Asked once, then skipped while busy; never ejected or counted as failed.
+  EXPECT_EQ(lines(path("local.rec")), 1);
+  std::string m = metrics();
+  EXPECT_EQ(metric(m, "hylab_gateway_endpoint_up{environment=\"local\",endpoint=\"gpu-box\"}"), 1);
+  EXPECT_EQ(metric(m, "hylab_gateway_endpoint_busy{environment=\"local\",endpoint=\"gpu-box\"}"),
+            1);
+  EXPECT_EQ(
+      metric(m,
+             "hylab_gateway_upstream_failures_total{environment=\"local\",endpoint=\"gpu-box\"}"),
+      0);
+  EXPECT_EQ(metric(m, "hylab_gateway_busy_total"), 1);
+  EXPECT_EQ(metric(m, "hylab_gateway_overflow_total"), 3);
+}
+
+TEST_F(GatewayTest, ActiveHealthChecksTakeAnEndpointOutAndBack) {
+  std::string healthy = path("healthy");
+  std::ofstream(healthy).close();
+  int local = upstream("local", "", {"--health-file", healthy});
+  int cloud = upstream("cloud");
+  start_gateway(config(local, cloud, 4) +
+                "  health: {path: /health, interval: 100ms, timeout: 1s, unhealthy_threshold: 2, "
+                "healthy_threshold: 2}\n");
+  std::string up_key = "hylab_gateway_endpoint_up{environment=\"local\",endpoint=\"gpu-box\"}";
+  EXPECT_THAT(send("/a").headers["x-hylab-route"], HasSubstr("local"));
+  std::filesystem::remove(healthy);
+  ASSERT_TRUE(wait_until([&] { return metric(metrics(), up_key) == 0; })) << metrics();
+  for (int i = 0; i < 5; ++i) {
+    auto r = send("/b");
+    EXPECT_EQ(r.status, 200);
+    EXPECT_EQ(r.headers["x-hylab-route"], "cloud; endpoint=cloud-a; reason=failover");
+  }
+  EXPECT_EQ(lines(path("local.rec")), 1);  // taken out before any request failed
+  std::ofstream(healthy).close();
+  ASSERT_TRUE(wait_until([&] { return metric(metrics(), up_key) == 1; })) << metrics();
+  EXPECT_THAT(send("/c").headers["x-hylab-route"], HasSubstr("local"));
+}
+
+TEST_F(GatewayTest, ALocalUpstreamKilledUnderLoadFailsNoRequest) {
+  int a = upstream("a", "", {"--latency-ms", "5"});
+  int b = upstream("b", "", {"--latency-ms", "5"});
+  start_gateway(fmt::format(R"(gateway:
+  listen: 127.0.0.1:0
+  admin: 127.0.0.1:0
+  threads: 2
+  local:
+    - {{name: a, url: "http://127.0.0.1:{}", max_inflight: 4}}
+    - {{name: b, url: "http://127.0.0.1:{}", max_inflight: 4}}
+  queue_timeout_ms: 10000
+  retries: {{budget_percent: 50, min_concurrent: 8}}
+)",
+                            a, b));
+  std::atomic<int> done{0};
+  std::atomic<int> failed{0};
+  std::vector<std::thread> clients;
+  for (int t = 0; t < 6; ++t) {
+    clients.emplace_back([&] {
+      for (int i = 0; i < 40; ++i) {
+        auto r = send("/v1/chat/completions", R"({"model":"m"})");
+        if (r.status != 200) {
+          ++failed;
+          ADD_FAILURE() << r.status << " " << r.body;
+        }
+        ++done;
+      }
+    });
+  }
+  ASSERT_TRUE(wait_until([&] { return done >= 40; }));
+  upstreams_.front()->stop();  // `a` dies with requests in flight
+  for (auto& c : clients) c.join();
+  EXPECT_EQ(done, 240);
+  EXPECT_EQ(failed, 0) << metrics();
+  EXPECT_GT(lines(path("b.rec")), 120);
+}
+
+TEST_F(GatewayTest, ReloadUnderLoadDropsNothing) {
+  int a = upstream("a");
+  int b = upstream("b");
+  auto cfg_for = [&](int port) {
+    return fmt::format(R"(gateway:
+  listen: 127.0.0.1:0
+  admin: 127.0.0.1:0
+  threads: 2
+  local:
+    - {{name: gpu, url: "http://127.0.0.1:{}", max_inflight: 16}}
+)",
+                       port);
+  };
+  start_gateway(cfg_for(a));
+  RawClient kept(port_);  // a keep-alive connection open across the reload
+  ASSERT_TRUE(kept.send(post("/v1/embeddings", "{}")));
+  ASSERT_TRUE(kept.read_until("\"upstream\": \"a\"")) << kept.received();
+  std::atomic<bool> stop{false};
+  std::atomic<int> failed{0};
+  std::atomic<int> seen_b{0};
+  std::vector<std::thread> load;
+  for (int t = 0; t < 4; ++t) {
+    load.emplace_back([&] {
+      while (!stop) {
+        auto r = send("/v1/chat/completions", R"({"model":"m"})");
+        if (r.status != 200) ++failed;
+        if (r.body.find("\"upstream\": \"b\"") != std::string::npos) ++seen_b;
+      }
+    });
+  }
+  ASSERT_TRUE(wait_until([&] { return lines(path("a.rec")) > 20; }));
+  std::ofstream(path("hylab.yaml")) << cfg_for(b);
+  ::kill(gateway_.pid(), SIGHUP);
+  ASSERT_TRUE(wait_until([&] { return seen_b > 20; })) << slurp(path("gateway.log"));
+  // A bad file is refused with its line, and the running configuration stays.
+  std::ofstream(path("hylab.yaml")) << cfg_for(b) << "  colud: []\n";
+  ::kill(gateway_.pid(), SIGHUP);
+  ASSERT_TRUE(
+      wait_until([&] { return metric(metrics(), "hylab_gateway_reload_failures_total") == 1; }));
+  int before = seen_b;
+  ASSERT_TRUE(wait_until([&] { return seen_b > before + 20; }));
+  stop = true;
+  for (auto& t : load) t.join();
+  EXPECT_EQ(failed, 0);
+  std::string log = slurp(path("gateway.log"));
+  EXPECT_THAT(log, HasSubstr("reloaded"));
+  EXPECT_THAT(log, HasSubstr("reload refused"));
+  EXPECT_THAT(log, HasSubstr("hylab.yaml:7:3: error: gateway.colud"));
+  EXPECT_EQ(metric(metrics(), "hylab_gateway_reloads_total"), 1);
+  // The connection opened before the reload still works, now routed to b.
+  kept.clear();
+  ASSERT_TRUE(kept.send(post("/v1/embeddings", "{}")));
+  EXPECT_TRUE(kept.read_until("\"upstream\": \"b\"")) << kept.received();
+}
+
+TEST_F(GatewayTest, SlowClientsAreCutOffAndOthersCarryOn) {
+  int local = upstream("local");
+  int cloud = upstream("cloud");
+  start_gateway(config(local, cloud, 4, "connect: 1s, response: 10s, client: 1s"));
+  RawClient headers_trickle(port_);
+  ASSERT_TRUE(headers_trickle.send("POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\n"));
+  RawClient body_trickle(port_);
+  ASSERT_TRUE(body_trickle.send(
+      "POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n\r\n{\"mod"));
+  auto t0 = std::chrono::steady_clock::now();
+  EXPECT_EQ(send("/v1/models").status, 200);  // others are served meanwhile
+  EXPECT_TRUE(headers_trickle.read_until_closed(10));
+  EXPECT_TRUE(body_trickle.read_until_closed(10));
+  double took = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  EXPECT_GE(took, 0.8);
+  EXPECT_LT(took, 5);
+  EXPECT_EQ(lines(path("local.rec")), 1);  // the trickled requests never went upstream
+}
+
+TEST_F(GatewayTest, HttpsCloudEndpointsVerifyTheCertificate) {
+  std::string cert = path("cert.pem");
+  std::string key = path("key.pem");
+  std::string cmd = fmt::format(
+      "openssl req -x509 -newkey rsa:2048 -nodes -keyout {} -out {} -days 1 -subj /CN=127.0.0.1 "
+      "-addext subjectAltName=IP:127.0.0.1 > {} 2>&1",
+      key, cert, path("openssl.log"));
+  ASSERT_EQ(std::system(cmd.c_str()), 0) << slurp(path("openssl.log"));
+  int cloud = upstream("cloud", "", {"--tls-cert", cert, "--tls-key", key});
+  auto cfg_with = [&](const std::string& ca) {
+    return fmt::format(R"(gateway:
+  listen: 127.0.0.1:0
+  admin: 127.0.0.1:0
+  threads: 1
+  cloud:
+    - {{name: cloud-a, url: "https://127.0.0.1:{}/", api_key_env: HYLAB_TEST_CLOUD_KEY{}}}
+)",
+                       cloud, ca);
+  };
+  start_gateway(cfg_with(fmt::format(", ca_file: \"{}\"", cert)));
+  auto r = send("/v1/chat/completions", R"({"model":"m"})");
+  EXPECT_EQ(r.status, 200) << r.body;
+  EXPECT_THAT(r.body, HasSubstr("\"upstream\": \"cloud\""));
+  EXPECT_THAT(slurp(path("cloud.rec")),
+              HasSubstr("\"authorization\": \"Bearer cloud-secret-123\""));
+  // Without the CA the certificate does not verify: nothing is sent.
+  gateway_.stop();
+  std::filesystem::remove(path("gw.json"));
+  start_gateway(cfg_with(""));
+  auto refused = send("/v1/chat/completions", R"({"model":"m"})");
+  EXPECT_EQ(refused.status, 503);
+  EXPECT_THAT(refused.body, HasSubstr("failed the TLS handshake"));
+  EXPECT_THAT(refused.body, HasSubstr("certificate verify failed"));
+  EXPECT_EQ(lines(path("cloud.rec")), 1);
+}
+
+TEST_F(GatewayTest, AdaptiveLimitOverflowsWhenLocalLatencyDegrades) {
+  // Latency grows with load: 10 ms + 10 ms per request in flight.
+  int local = upstream("local", "", {"--latency-ms", "10", "--per-inflight-ms", "10"});
+  int cloud = upstream("cloud");
+  start_gateway(fmt::format(R"(gateway:
+  listen: 127.0.0.1:0
+  admin: 127.0.0.1:0
+  threads: 2
+  local:
+    - {{name: gpu-box, url: "http://127.0.0.1:{}", max_inflight: 32}}
+  cloud:
+    - {{name: cloud-a, url: "http://127.0.0.1:{}", max_inflight: 100}}
+  adaptive: {{window: 100ms, tolerance: 1.5, smoothing: 0.5, min_limit: 2}}
+)",
+                            local, cloud));
+  for (int i = 0; i < 10; ++i) send("/v1/embeddings", "{}");  // the unloaded baseline
+  std::vector<std::thread> clients;
+  for (int t = 0; t < 16; ++t) {
+    clients.emplace_back([&] {
+      for (int i = 0; i < 15; ++i) EXPECT_EQ(send("/v1/embeddings", "{}").status, 200);
+    });
+  }
+  for (auto& c : clients) c.join();
+  // 16 at once fit the static 32 slots, yet local latency degraded: the learned limit
+  // fell and the rest overflowed to the cloud.
+  std::string m = metrics();
+  EXPECT_LT(metric(m, "hylab_gateway_capacity{environment=\"local\",endpoint=\"gpu-box\"}"), 32)
+      << m;
+  EXPECT_GT(metric(m, "hylab_gateway_overflow_total"), 20) << m;
+}
+
+TEST_F(GatewayTest, NginxAsAPlainUpstream) {
+  // nginx serves files; the gateway proxies other paths as plain HTTP, bodies streamed.
+  std::string root = path("www");
+  std::filesystem::create_directories(root);
+  std::string big(3 << 20, 'x');
+  for (std::size_t i = 0; i < big.size(); i += 4096) big[i] = static_cast<char>('a' + i % 26);
+  std::ofstream(root + "/big.bin") << big;
+  std::ofstream(root + "/small.txt") << "hello from nginx\n";
+  int s = ::socket(AF_INET, SOCK_STREAM, 0);
+  sockaddr_in a{};
+  a.sin_family = AF_INET;
+  a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  ASSERT_EQ(::bind(s, reinterpret_cast<sockaddr*>(&a), sizeof a), 0);
+  socklen_t len = sizeof a;
+  ::getsockname(s, reinterpret_cast<sockaddr*>(&a), &len);
+  int port = ntohs(a.sin_port);
+  ::close(s);
+  std::string d = dir_.string();
+  std::ofstream(path("nginx.conf")) << fmt::format(
+      "daemon off; worker_processes 1; pid {0}/nginx.pid; error_log {0}/nginx.err;\n"
+      "events {{ worker_connections 256; }}\n"
+      "http {{ access_log off; client_body_temp_path {0}; proxy_temp_path {0}; "
+      "fastcgi_temp_path {0}; uwsgi_temp_path {0}; scgi_temp_path {0};\n"
+      "  server {{ listen 127.0.0.1:{1}; root {2}; }} }}\n",
+      d, port, root);
+  auto nginx = std::make_unique<Process>();
+  nginx->start({"nginx", "-c", path("nginx.conf"), "-p", d}, path("nginx.log"));
+  upstreams_.push_back(std::move(nginx));
+  ASSERT_TRUE(wait_until([&] {
+    HttpClientRequest r;
+    r.url = fmt::format("http://127.0.0.1:{}/small.txt", port);
+    auto resp = http_request(r);
+    return resp && resp->status == 200;
+  })) << slurp(path("nginx.err"));
+  start_gateway(fmt::format(R"(gateway:
+  listen: 127.0.0.1:0
+  admin: 127.0.0.1:0
+  local:
+    - {{name: nginx, url: "http://127.0.0.1:{}"}}
+)",
+                            port));
+  auto small = send("/small.txt");
+  EXPECT_EQ(small.status, 200);
+  EXPECT_EQ(small.body, "hello from nginx\n");
+  EXPECT_EQ(small.headers["x-hylab-route"], "local; endpoint=nginx; reason=local-first");
+  auto large = send("/big.bin");
+  EXPECT_EQ(large.status, 200);
+  EXPECT_EQ(large.body.size(), big.size());
+  EXPECT_TRUE(large.body == big);
+  EXPECT_EQ(send("/missing").status, 404);  // upstream answers pass through
+  RawClient head(port_);
+  ASSERT_TRUE(head.send("HEAD /big.bin HTTP/1.1\r\nHost: x\r\n\r\n"));
+  ASSERT_TRUE(head.read_until("\r\n\r\n"));
+  EXPECT_THAT(head.received(), HasSubstr(fmt::format("Content-Length: {}", big.size())));
+  head.clear();
+  ASSERT_TRUE(head.send("GET /small.txt HTTP/1.1\r\nHost: x\r\n\r\n"));  // same connection
+  EXPECT_TRUE(head.read_until("hello from nginx")) << head.received();
 }
 
 }  // namespace

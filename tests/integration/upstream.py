@@ -1,19 +1,36 @@
 #!/usr/bin/env python3
-"""A small upstream for the gateway tests: answers every request with JSON naming itself,
-after an optional delay or a release file, and records what it received (one JSON line
-per request). HTTP/1.1 with keep-alive, one thread per connection.
+"""A small upstream for the gateway tests: answers every request with JSON naming itself
+and records what it received (one JSON line per request). HTTP/1.1 with keep-alive, one
+thread per connection. Behaviours the tests switch on:
 
-upstream.py --name NAME --port-file FILE --record FILE [--hold-file FILE] [--status N]
+  --hold-file F          hold each request while F exists (the test controls capacity)
+  --status N             answer with this status (--retry-after S adds Retry-After)
+  --latency-ms B         answer after B ms, plus --per-inflight-ms K for each request in
+                         flight (latency that degrades with load, for the adaptive limit)
+  --sse                  requests with "stream": true get an SSE stream: a first chunk,
+                         then (while --hold-after-first F exists) nothing, then two more,
+                         a last chunk with usage, and [DONE]
+  --first-token-delay-ms D   SSE: headers at once, the first chunk after D ms
+  --die-after-first      SSE: the process dies after the first chunk
+  --health-file F        GET /health answers 200 while F exists, else 500 (not recorded)
+  --tls-cert C --tls-key K   serve HTTPS
 """
 import argparse
 import json
 import os
+import ssl
 import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 args = None
 lock = threading.Lock()
+inflight = 0
+
+
+def wait_while(path):
+    while path and os.path.exists(path):
+        time.sleep(0.005)
 
 
 class Handler(BaseHTTPRequestHandler):
@@ -22,32 +39,81 @@ class Handler(BaseHTTPRequestHandler):
     def log_message(self, *a):
         pass
 
+    def chunk(self, data):
+        self.wfile.write(b"%x\r\n%s\r\n" % (len(data), data))
+        self.wfile.flush()
+
+    def event(self, obj):
+        self.chunk(b"data: " + json.dumps(obj).encode() + b"\n\n")
+
+    def stream(self, model):
+        self.send_response(200)
+        self.send_header("Content-Type", "text/event-stream")
+        self.send_header("Transfer-Encoding", "chunked")
+        self.end_headers()
+        self.wfile.flush()
+        time.sleep(args.first_token_delay_ms / 1000)
+        base = {"object": "chat.completion.chunk", "model": model, "upstream": args.name}
+        self.event(dict(base, choices=[{"delta": {"content": "Hel"}}], usage=None))
+        if args.die_after_first:
+            os._exit(1)
+        wait_while(args.hold_after_first)
+        self.event(dict(base, choices=[{"delta": {"content": "lo"}}], usage=None))
+        self.event(dict(base, choices=[{"delta": {}, "finish_reason": "stop"}], usage=None))
+        self.event(dict(base, choices=[], usage={"prompt_tokens": 7, "completion_tokens": 3,
+                                                  "total_tokens": 10}))
+        self.chunk(b"data: [DONE]\n\n")
+        self.chunk(b"")
+
     def handle_any(self):
+        global inflight
         length = int(self.headers.get("Content-Length") or 0)
         body = self.rfile.read(length) if length else b""
+        if args.health_file and self.path == "/health":
+            ok = os.path.exists(args.health_file)
+            self.send_response(200 if ok else 500)
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+            return
         with lock:
+            inflight += 1
+            now = inflight
             with open(args.record, "a") as f:
                 f.write(json.dumps({"method": self.command, "path": self.path,
                                     "headers": {k.lower(): v for k, v in self.headers.items()},
                                     "body": body.decode("utf-8", "replace")}) + "\n")
-        # Hold the request while the hold file exists: the test controls the capacity.
-        while args.hold_file and os.path.exists(args.hold_file):
-            time.sleep(0.005)
-        reply = {"upstream": args.name, "path": self.path}
         try:
-            reply["model"] = json.loads(body).get("model")
+            self.answer(body, now)
+        finally:
+            with lock:
+                inflight -= 1
+
+    def answer(self, body, now):
+        wait_while(args.hold_file)
+        delay = args.latency_ms + args.per_inflight_ms * now
+        if delay:
+            time.sleep(delay / 1000)
+        reply = {"upstream": args.name, "path": self.path}
+        request = None
+        try:
+            request = json.loads(body)
+            reply["model"] = request.get("model")
             # An OpenAI-style usage block, as vLLM and the cloud APIs return it.
             reply["usage"] = {"prompt_tokens": 10, "completion_tokens": 20, "total_tokens": 30}
         except (ValueError, AttributeError):
             pass
+        if args.sse and isinstance(request, dict) and request.get("stream"):
+            return self.stream(request.get("model"))
         out = json.dumps(reply).encode()
         self.send_response(args.status)
+        if args.retry_after:
+            self.send_header("Retry-After", str(args.retry_after))
         self.send_header("Content-Type", "application/json")
         self.send_header("Content-Length", str(len(out)))
         self.end_headers()
         self.wfile.write(out)
 
-    do_GET = do_POST = do_PUT = do_DELETE = handle_any
+    do_GET = do_POST = do_PUT = do_DELETE = do_HEAD = handle_any
 
 
 def main():
@@ -58,9 +124,24 @@ def main():
     p.add_argument("--record", required=True)
     p.add_argument("--hold-file", default="")
     p.add_argument("--status", type=int, default=200)
+    p.add_argument("--retry-after", type=int, default=0)
+    p.add_argument("--latency-ms", type=float, default=0)
+    p.add_argument("--per-inflight-ms", type=float, default=0)
+    p.add_argument("--sse", action="store_true")
+    p.add_argument("--hold-after-first", default="")
+    p.add_argument("--first-token-delay-ms", type=float, default=0)
+    p.add_argument("--die-after-first", action="store_true")
+    p.add_argument("--health-file", default="")
+    p.add_argument("--tls-cert", default="")
+    p.add_argument("--tls-key", default="")
     args = p.parse_args()
+    ThreadingHTTPServer.request_queue_size = 256
     server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
     server.daemon_threads = True
+    if args.tls_cert:
+        ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        ctx.load_cert_chain(args.tls_cert, args.tls_key)
+        server.socket = ctx.wrap_socket(server.socket, server_side=True)
     tmp = args.port_file + ".tmp"
     with open(tmp, "w") as f:
         f.write(str(server.server_address[1]))
