@@ -255,6 +255,7 @@ void read_endpoint(const yaml::Where& w, const YAML::Node& item, const std::stri
   auto url_node = m.take("url");
   if (auto v = m.integer("max_inflight", 1)) e.max_inflight = static_cast<int>(*v);
   if (auto v = m.integer("weight", 1)) e.weight = static_cast<int>(*v);
+  if (auto v = m.string_list("models")) e.models = *v;
   if (cloud) {
     if (auto v = m.string("api_key_env")) e.api_key_env = *v;
     if (auto v = m.number("usd_per_1k_input", 0)) e.usd_per_1k_input = *v;

@@ -65,6 +65,7 @@ struct GatewayEndpoint {
   std::string url;  // http://host:port or https://host:port (cloud)
   int max_inflight = 8;
   int weight = 1;
+  std::vector<std::string> models;  // served models; empty: any
   // Cloud only.
   std::string api_key_env;  // the API key is read from this variable, never from the file
   double usd_per_1k_input = 0;

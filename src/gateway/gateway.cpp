@@ -183,6 +183,7 @@ struct Snapshot {
   EndpointList cloud;
   std::vector<std::string> sensitive_keys;  // client keys whose requests are sensitive
   bool any_base_path = false;
+  bool any_model_lists = false;  // some endpoint serves only the models it lists
   std::uint64_t generation = 1;
 };
 using SnapshotPtr = std::shared_ptr<const Snapshot>;
@@ -209,6 +210,7 @@ struct Histogram {
 struct Shared {
   std::atomic<std::uint64_t> overflow{0};
   std::atomic<std::uint64_t> failover{0};
+  std::atomic<std::uint64_t> by_model{0};  // sent to the cloud: no local endpoint serves the model
   std::atomic<std::uint64_t> sensitive_refused{0};
   std::atomic<std::uint64_t> sensitive_to_cloud{0};  // must stay 0: exported to prove it
   std::atomic<std::uint64_t> rejected{0};            // answered by the gateway itself (4xx/5xx)
@@ -624,16 +626,18 @@ class Worker {
 
   // Waits for a local slot until the deadline: woken when a slot on this loop frees, and
   // every few milliseconds for slots freed by other loops.
-  // Any local endpoint counts again, also one tried already: a busy one may be free now.
-  awaitable<const Endpoint*> wait_local(const Snapshot& snap, Clock::time_point deadline) {
-    static const std::vector<const Endpoint*> kNone;
+  // Any local endpoint serving the model counts again, also one tried already: a busy
+  // one may be free now.
+  awaitable<const Endpoint*> wait_local(const Snapshot& snap,
+                                        const std::vector<const Endpoint*>& ineligible,
+                                        Clock::time_point deadline) {
     if (snap.local.empty() || Clock::now() >= deadline) co_return nullptr;
     sh_.queued.fetch_add(1, std::memory_order_relaxed);
     asio::steady_timer timer(ioc_);
     waiters_.push_back(&timer);
     const Endpoint* e = nullptr;
     while (!sh_.stopping) {
-      e = pick(snap.local, kNone);
+      e = pick(snap.local, ineligible);
       if (e || Clock::now() >= deadline) break;
       timer.expires_at(std::min(deadline, Clock::now() + std::chrono::milliseconds(5)));
       co_await timer.async_wait(kTuple);
@@ -673,7 +677,24 @@ class Worker {
     Call call{keep_alive, resend_ok, inference,
               snap->any_base_path ? std::string(req.target()) : std::string()};
     ActiveGuard guard(sh_);
-    std::vector<const Endpoint*> tried;
+    // Endpoints that list their models and lack this one are never tried.
+    std::vector<const Endpoint*> ineligible;
+    std::string model;
+    bool local_serves = !snap->local.empty();
+    if (inference && snap->any_model_lists) {
+      model = model_of(req.body());
+      local_serves = false;
+      for (const auto* list : {&snap->local, &snap->cloud}) {
+        for (const auto& e : *list) {
+          if (serves(cfg, *e, model)) {
+            local_serves = local_serves || !e->cloud;
+          } else {
+            ineligible.push_back(e.get());
+          }
+        }
+      }
+    }
+    std::vector<const Endpoint*> tried = ineligible;
     std::string last;  // what went wrong with the last endpoint tried
     bool local_failed = false;
     int env = 2;
@@ -705,19 +726,24 @@ class Worker {
       return false;
     };
 
-    for (;;) {
+    while (local_serves) {
       const Endpoint* e = pick(snap->local, tried);
       if (!e) {
         // Wait for a local slot before overflowing (queue_timeout_ms from the request's
         // arrival, also after a failed attempt); sensitive requests wait for their own
         // limit even when local endpoints are down: they have nowhere else to go.
         bool any_available = false;
-        for (const auto& l : snap->local) any_available = any_available || l->available();
+        for (const auto& l : snap->local) {
+          any_available =
+              any_available || (l->available() && std::find(ineligible.begin(), ineligible.end(),
+                                                            l.get()) == ineligible.end());
+        }
         double ms =
             sensitive ? cfg.sensitive_queue_timeout_ms : (any_available ? cfg.queue_timeout_ms : 0);
         if (ms > 0) {
-          e = co_await wait_local(*snap, t0 + std::chrono::duration_cast<Clock::duration>(
-                                                  std::chrono::duration<double, std::milli>(ms)));
+          e = co_await wait_local(*snap, ineligible,
+                                  t0 + std::chrono::duration_cast<Clock::duration>(
+                                           std::chrono::duration<double, std::milli>(ms)));
         }
       }
       if (!e) break;
@@ -738,14 +764,18 @@ class Worker {
     }
     bool any_up = false;
     for (const auto& l : snap->local) any_up = any_up || l->up();
-    std::string why = local_failed || !any_up ? "failover" : "overflow";
+    std::string why = !local_serves ? "model" : local_failed || !any_up ? "failover" : "overflow";
     if (sensitive) {
       sh_.sensitive_refused.fetch_add(1, std::memory_order_relaxed);
       answer(res, 503,
-             json_error(fmt::format(
-                 "sensitive request: it never leaves the lab, and every local endpoint is {}; "
-                 "retry shortly",
-                 why == "overflow" ? "at capacity" : "down")));
+             json_error(
+                 why == "model"
+                     ? fmt::format("sensitive request: it never leaves the lab, and no local "
+                                   "endpoint serves model '{}'",
+                                   model)
+                     : fmt::format("sensitive request: it never leaves the lab, and every local "
+                                   "endpoint is {}; retry shortly",
+                                   why == "overflow" ? "at capacity" : "down")));
       res.set(http::field::retry_after, "1");
       res.set("X-Hylab-Route", "none; reason=sensitive");
       co_return finish(co_await reply(client, res, keep_alive, cfg.client_timeout_seconds));
@@ -759,9 +789,8 @@ class Worker {
       answer(res, 429,
              json_error(fmt::format(
                  "the daily cloud budget of ${} is spent (${:.2f} today): overflow to the "
-                 "cloud is off until 00:00 UTC, and every local endpoint is {}",
-                 cfg.daily_cloud_budget_usd, sh_.spent_today(),
-                 why == "overflow" ? "at capacity" : "down")));
+                 "cloud is off until 00:00 UTC, and {}",
+                 cfg.daily_cloud_budget_usd, sh_.spent_today(), local_state(why, model))));
       res.set(http::field::retry_after, std::to_string(to_midnight));
       res.set("X-Hylab-Route", "none; reason=budget");
       co_return finish(co_await reply(client, res, keep_alive, cfg.client_timeout_seconds));
@@ -778,7 +807,10 @@ class Worker {
       release(*e);
       if (a.outcome == Outcome::kDone) {
         env = 1;
-        (why == "overflow" ? sh_.overflow : sh_.failover).fetch_add(1, std::memory_order_relaxed);
+        (why == "overflow"   ? sh_.overflow
+         : why == "failover" ? sh_.failover
+                             : sh_.by_model)
+            .fetch_add(1, std::memory_order_relaxed);
         co_return finish(a.keep_alive);
       }
       if (a.outcome == Outcome::kClientGone) co_return finish(false);
@@ -789,16 +821,42 @@ class Worker {
         co_return finish(co_await reply(client, res, keep_alive, cfg.client_timeout_seconds));
     }
     sh_.rejected.fetch_add(1, std::memory_order_relaxed);
-    std::string local_state = why == "overflow" ? "at capacity" : "down";
-    if (!last.empty()) local_state += " (last: " + last + ")";
-    answer(res, 503,
-           json_error(fmt::format(
-               "no endpoint can take the request: local endpoints are {}, and {}", local_state,
-               snap->cloud.empty() ? "no cloud endpoint is configured"
-                                   : "no cloud endpoint is up with a free slot")));
+    std::string state = local_state(why, model);
+    if (!last.empty()) state += " (last: " + last + ")";
+    answer(
+        res, 503,
+        json_error(fmt::format("no endpoint can take the request: {}, and {}", state,
+                               snap->cloud.empty() ? "no cloud endpoint is configured"
+                                                   : "no cloud endpoint is up with a free slot")));
     res.set(http::field::retry_after, "1");
     res.set("X-Hylab-Route", "none; reason=" + why);
     co_return finish(co_await reply(client, res, keep_alive, cfg.client_timeout_seconds));
+  }
+
+  static std::string local_state(std::string_view why, const std::string& model) {
+    if (why == "model") return fmt::format("no local endpoint serves model '{}'", model);
+    return why == "overflow" ? "every local endpoint is at capacity" : "local endpoints are down";
+  }
+
+  static std::string model_of(std::string_view body) {
+    boost::system::error_code ec;
+    boost::json::value v = boost::json::parse(body, ec);
+    if (ec || !v.is_object()) return {};
+    const auto* m = v.as_object().if_contains("model");
+    return m && m->is_string() ? std::string(m->as_string()) : std::string();
+  }
+
+  // Whether an endpoint takes a model: it lists none, or lists it (a cloud endpoint also
+  // by the model's cloud alias from gateway.models).
+  static bool serves(const GatewayConfig& cfg, const Endpoint& e, const std::string& model) {
+    const auto& list = e.cfg.models;
+    if (list.empty()) return true;
+    if (std::find(list.begin(), list.end(), model) != list.end()) return true;
+    if (!e.cloud) return false;
+    for (const auto& [local, cloud] : cfg.models) {
+      if (local == model && std::find(list.begin(), list.end(), cloud) != list.end()) return true;
+    }
+    return false;
   }
 
   // On the way to the cloud, a local model name becomes its cloud alias (gateway.models).
@@ -1131,6 +1189,9 @@ class Worker {
             sh_.overflow.load());
     counter("hylab_gateway_failover_total",
             "Requests sent to the cloud because local endpoints were down", sh_.failover.load());
+    counter("hylab_gateway_model_routed_total",
+            "Requests sent to the cloud because no local endpoint serves their model",
+            sh_.by_model.load());
     counter("hylab_gateway_sensitive_refused_total",
             "Sensitive requests answered 503 instead of going to the cloud",
             sh_.sensitive_refused.load());
@@ -1288,6 +1349,7 @@ Result<SnapshotPtr> build_snapshot(const GatewayConfig& g, const Snapshot* previ
       if (!ep) return ep.error();
       if (!g.adaptive.enabled || cloud) (*ep)->st->limit.store(0);
       snap->any_base_path = snap->any_base_path || !(*ep)->base_path.empty();
+      snap->any_model_lists = snap->any_model_lists || !ec.models.empty();
       pool->push_back(std::move(*ep));
     }
   }

@@ -170,11 +170,12 @@ class GatewayTest : public ::testing::Test {
     return std::stoi(slurp(path(name + ".port")));
   }
 
-  void start_gateway(const std::string& config) {
+  void start_gateway(const std::string& config, std::vector<std::string> env = {}) {
     std::ofstream(path("hylab.yaml")) << config;
+    env.push_back("HYLAB_TEST_CLOUD_KEY=cloud-secret-123");
     gateway_.start(
         {HYLAB_BINARY, "gateway", "--config", path("hylab.yaml"), "--port-file", path("gw.json")},
-        path("gateway.log"), {"HYLAB_TEST_CLOUD_KEY=cloud-secret-123"});
+        path("gateway.log"), env);
     ASSERT_TRUE(wait_until([&] { return std::filesystem::exists(path("gw.json")); }))
         << slurp(path("gateway.log"));
     auto v = json::parse(slurp(path("gw.json")));
@@ -358,7 +359,10 @@ TEST_F(GatewayTest, ModelIsRewrittenOnOverflowAndTheBudgetStopsIt) {
   }
   auto refused = send("/v1/chat/completions", body);
   EXPECT_EQ(refused.status, 429);
-  EXPECT_THAT(refused.body, HasSubstr("the daily cloud budget of $0.015 is spent ($0.02 today)"));
+  EXPECT_THAT(refused.body,
+              HasSubstr("the daily cloud budget of $0.015 is spent ($0.02 today): overflow "
+                        "to the cloud is off until 00:00 UTC, and every local "
+                        "endpoint is at capacity"));
   EXPECT_EQ(refused.headers.at("x-hylab-route"), "none; reason=budget");
   std::filesystem::remove(hold);
   held.join();
@@ -751,6 +755,74 @@ TEST_F(GatewayTest, NginxAsAPlainUpstream) {
   head.clear();
   ASSERT_TRUE(head.send("GET /small.txt HTTP/1.1\r\nHost: x\r\n\r\n"));  // same connection
   EXPECT_TRUE(head.read_until("hello from nginx")) << head.received();
+}
+
+TEST_F(GatewayTest, PrivacyRulesByRouteClientKeyAndContent) {
+  std::string hold = path("hold");
+  int local = upstream("local", hold);
+  int cloud = upstream("cloud");
+  start_gateway(config(local, cloud) + R"(  sensitive_queue_timeout_ms: 100
+  privacy:
+    routes: ["/v1/embeddings", "/internal/*"]
+    client_key_envs: [HYLAB_TEST_HOSPITAL_KEY]
+    patterns: ["###-##-####"]
+)",
+                {"HYLAB_TEST_HOSPITAL_KEY=hospital-app-key"});
+  std::ofstream(hold).close();
+  std::thread held([&] { send("/v1/models"); });
+  ASSERT_TRUE(wait_until([&] { return lines(path("local.rec")) == 1; }));
+  auto by_route = send("/v1/embeddings", R"({"input":"x"})");
+  auto by_glob = send("/internal/report", R"({"q":1})");
+  auto by_key = send("/v1/chat/completions", R"({"model":"m"})",
+                     {{"Authorization", "Bearer hospital-app-key"}});
+  auto by_content = send("/v1/chat/completions", R"({"model":"m","prompt":"SSN 123-45-6789"})");
+  for (const auto* r : {&by_route, &by_glob, &by_key, &by_content}) {
+    EXPECT_EQ(r->status, 503) << r->body;
+    EXPECT_THAT(r->body, HasSubstr("sensitive request: it never leaves the lab"));
+  }
+  auto plain = send("/v1/chat/completions", R"({"model":"m","prompt":"SSN unknown"})",
+                    {{"Authorization", "Bearer another-key"}});
+  EXPECT_EQ(plain.status, 200);
+  EXPECT_EQ(plain.headers["x-hylab-route"], "cloud; endpoint=cloud-a; reason=overflow");
+  std::filesystem::remove(hold);
+  held.join();
+  EXPECT_EQ(lines(path("cloud.rec")), 1);
+  EXPECT_THAT(slurp(path("cloud.rec")), ::testing::Not(HasSubstr("123-45-6789")));
+  std::string m = metrics();
+  EXPECT_EQ(metric(m, "hylab_gateway_sensitive_refused_total"), 4);
+  EXPECT_EQ(metric(m, "hylab_gateway_sensitive_to_cloud_total"), 0);
+  EXPECT_THAT(slurp(path("gateway.log")), ::testing::Not(HasSubstr("hospital-app-key")));
+}
+
+TEST_F(GatewayTest, ModelsGoToThePoolThatServesThem) {
+  int local = upstream("local");
+  int cloud = upstream("cloud");
+  start_gateway(fmt::format(R"(gateway:
+  listen: 127.0.0.1:0
+  admin: 127.0.0.1:0
+  local:
+    - {{name: gpu-box, url: "http://127.0.0.1:{}", models: [llama3.1-8b]}}
+  cloud:
+    - {{name: cloud-a, url: "http://127.0.0.1:{}", models: [gpt-4o, gpt-4o-mini]}}
+  models: {{llama3.1-8b: gpt-4o-mini}}
+)",
+                            local, cloud));
+  auto home = send("/v1/chat/completions", R"({"model":"llama3.1-8b"})");
+  EXPECT_EQ(home.headers["x-hylab-route"], "local; endpoint=gpu-box; reason=local-first");
+  auto big = send("/v1/chat/completions", R"({"model":"gpt-4o"})");
+  EXPECT_EQ(big.status, 200);
+  EXPECT_EQ(big.headers["x-hylab-route"], "cloud; endpoint=cloud-a; reason=model");
+  EXPECT_THAT(big.body, HasSubstr("\"model\": \"gpt-4o\""));
+  EXPECT_EQ(lines(path("local.rec")), 1);  // the local box never saw the cloud model
+  auto secret =
+      send("/v1/chat/completions", R"({"model":"gpt-4o"})", {{"X-Hylab-Data", "sensitive"}});
+  EXPECT_EQ(secret.status, 503);
+  EXPECT_THAT(secret.body, HasSubstr("no local endpoint serves model 'gpt-4o'"));
+  auto unknown = send("/v1/chat/completions", R"({"model":"mystery"})");
+  EXPECT_EQ(unknown.status, 503);
+  EXPECT_THAT(unknown.body, HasSubstr("no local endpoint serves model 'mystery'"));
+  EXPECT_EQ(lines(path("cloud.rec")), 1);
+  EXPECT_EQ(metric(metrics(), "hylab_gateway_model_routed_total"), 1);
 }
 
 }  // namespace

@@ -148,6 +148,60 @@ TEST(Config, GatewaySection) {
   EXPECT_EQ(cfg.gateway.max_body_bytes, 4 * kMiB);
 }
 
+TEST(Config, GatewayHealthAdaptivePrivacyRetries) {
+  Config cfg = testing::config_from(R"(gateway:
+  local:
+    - {name: vllm, url: "http://127.0.0.1:8000", models: [llama3.1-8b]}
+  cloud:
+    - {name: c, url: "https://api.example.com/openai", ca_file: /etc/ca.pem}
+  queue_timeout_ms: 250
+  sensitive_queue_timeout_ms: 1000
+  timeouts: {first_token: 2s}
+  health: {path: /health, interval: 2s, timeout: 500ms, healthy_threshold: 1, unhealthy_threshold: 4}
+  adaptive: {min_limit: 2, tolerance: 1.5, window: 100ms, smoothing: 0.5}
+  privacy: {routes: [/v1/embeddings], client_key_envs: [APP_KEY], patterns: ["###-##-####"]}
+  retries: {budget_percent: 10, min_concurrent: 2}
+)");
+  const GatewayConfig& g = cfg.gateway;
+  EXPECT_EQ(g.local.at(0).models, std::vector<std::string>{"llama3.1-8b"});
+  EXPECT_EQ(g.cloud.at(0).ca_file, "/etc/ca.pem");
+  EXPECT_DOUBLE_EQ(g.queue_timeout_ms, 250);
+  EXPECT_DOUBLE_EQ(g.sensitive_queue_timeout_ms, 1000);
+  EXPECT_DOUBLE_EQ(g.first_token_timeout_seconds, 2);
+  EXPECT_TRUE(g.health.enabled);
+  EXPECT_EQ(g.health.path, "/health");
+  EXPECT_DOUBLE_EQ(g.health.interval_seconds, 2);
+  EXPECT_DOUBLE_EQ(g.health.timeout_seconds, 0.5);
+  EXPECT_EQ(g.health.unhealthy_threshold, 4);
+  EXPECT_TRUE(g.adaptive.enabled);
+  EXPECT_EQ(g.adaptive.min_limit, 2);
+  EXPECT_DOUBLE_EQ(g.adaptive.window_seconds, 0.1);
+  EXPECT_EQ(g.sensitive_routes, std::vector<std::string>{"/v1/embeddings"});
+  EXPECT_EQ(g.sensitive_client_key_envs, std::vector<std::string>{"APP_KEY"});
+  EXPECT_EQ(g.sensitive_patterns, std::vector<std::string>{"###-##-####"});
+  EXPECT_DOUBLE_EQ(g.retry_budget_percent, 10);
+  EXPECT_EQ(g.retry_min_concurrent, 2);
+}
+
+TEST(ConfigErrors, GatewayHealthAndAdaptiveValues) {
+  Diagnostics d;
+  auto cfg = load_config_text(R"(gateway:
+  local:
+    - {name: a, url: "http://10.0.0.2:8000"}
+  health: {path: health, interval: 0s, unhealthy_treshold: 3}
+  adaptive: {tolerance: 0.5, smoothing: 2}
+)",
+                              "gw.yaml", d);
+  EXPECT_FALSE(cfg);
+  std::string e = d.str();
+  EXPECT_THAT(e, HasSubstr("gw.yaml:4:11: error: gateway.health.path: must start with '/'"));
+  EXPECT_THAT(e, HasSubstr("gateway.health.interval: must be greater than 0"));
+  EXPECT_THAT(e, HasSubstr("gateway.health.unhealthy_treshold"));
+  EXPECT_THAT(e, HasSubstr("did you mean 'unhealthy_threshold'"));
+  EXPECT_THAT(e, HasSubstr("gateway.adaptive.tolerance: must be at least 1"));
+  EXPECT_THAT(e, HasSubstr("gateway.adaptive.smoothing: must be at most 1"));
+}
+
 class ConfigLocationTest : public ::testing::Test {
  protected:
   void SetUp() override {
