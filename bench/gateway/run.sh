@@ -25,6 +25,15 @@ wait_port() {
   echo "error: nothing listens on port $1" >&2; exit 1
 }
 
+# A chat completion as vLLM answers it, usage included (the gateway reads it).
+COMPLETION='{"id":"cmpl-1","object":"chat.completion","model":"llama3.1-8b","choices":[{"index":0,"message":{"role":"assistant","content":"Hello! How can I help?"},"finish_reason":"stop"}],"usage":{"prompt_tokens":12,"completion_tokens":7,"total_tokens":19}}'
+cat > "$tmp/chat.lua" <<'LUA'
+wrk.method = "POST"
+wrk.path = "/v1/chat/completions"
+wrk.body = '{"model":"llama3.1-8b","messages":[{"role":"user","content":"Hi"}],"max_tokens":16}'
+wrk.headers["Content-Type"] = "application/json"
+LUA
+
 # Upstreams: one nginx worker answering a small JSON body on two ports (local and "cloud").
 cat > "$tmp/upstream.conf" <<CONF
 daemon off; worker_processes 1; pid $tmp/upstream.pid; error_log $tmp/upstream.err;
@@ -32,11 +41,15 @@ events { worker_connections 4096; }
 http {
   access_log off; client_body_temp_path $tmp; proxy_temp_path $tmp; fastcgi_temp_path $tmp;
   uwsgi_temp_path $tmp; scgi_temp_path $tmp; keepalive_requests 1000000;
-  server { listen 127.0.0.1:$UP; location / { default_type application/json; return 200 '{"upstream":"local"}'; } }
-  server { listen 127.0.0.1:$CLOUD; location / { default_type application/json; return 200 '{"upstream":"cloud"}'; } }
+  server { listen 127.0.0.1:$UP; default_type application/json;
+    location / { return 200 '{"upstream":"local"}'; }
+    location /v1/chat/completions { return 200 '$COMPLETION'; } }
+  server { listen 127.0.0.1:$CLOUD; default_type application/json;
+    location / { return 200 '{"upstream":"cloud"}'; }
+    location /v1/chat/completions { return 200 '$COMPLETION'; } }
 }
 CONF
-taskset -c 1 nginx -c "$tmp/upstream.conf" -p "$tmp" & pids+=($!)
+taskset -c 1 nginx -c "$tmp/upstream.conf" -p "$tmp" & pids+=($!); PID_UP=$!
 wait_port $UP
 
 # hylab gateway: one thread, local first (64 slots), overflow to the second upstream.
@@ -48,7 +61,7 @@ gateway:
   local: [{name: local, url: "http://127.0.0.1:$UP", max_inflight: 64}]
   cloud: [{name: cloud, url: "http://127.0.0.1:$CLOUD", max_inflight: 1024}]
 CONF
-taskset -c 0 "$HYLAB" gateway --config "$tmp/hylab.yaml" --port-file "$tmp/gw.json" > "$tmp/gw.log" 2>&1 & pids+=($!)
+taskset -c 0 "$HYLAB" gateway --config "$tmp/hylab.yaml" --port-file "$tmp/gw.json" > "$tmp/gw.log" 2>&1 & pids+=($!); PID_HYLAB=$!
 for _ in $(seq 1 500); do [[ -s $tmp/gw.json ]] && break; sleep 0.01; done
 PG=$(python3 -c "import json;print(json.load(open('$tmp/gw.json'))['listen'])")
 
@@ -74,7 +87,7 @@ backend cloud
   http-reuse always
   server c1 127.0.0.1:$CLOUD
 CONF
-taskset -c 0 haproxy -f "$tmp/haproxy.cfg" -db > "$tmp/haproxy.log" 2>&1 & pids+=($!)
+taskset -c 0 haproxy -f "$tmp/haproxy.cfg" -db > "$tmp/haproxy.log" 2>&1 & pids+=($!); PID_HAPROXY=$!
 
 # nginx as the proxy: one worker, max_conns on the local server, the cloud as backup.
 cat > "$tmp/proxy.conf" <<CONF
@@ -88,28 +101,60 @@ http {
     location / { proxy_pass http://pool; proxy_http_version 1.1; proxy_set_header Connection ""; } }
 }
 CONF
-taskset -c 0 nginx -c "$tmp/proxy.conf" -p "$tmp" & pids+=($!)
+taskset -c 0 nginx -c "$tmp/proxy.conf" -p "$tmp" & pids+=($!); PID_NGINX=$!
 wait_port $PG; wait_port $PH; wait_port $PN
 
-run() {  # name port -> "rps p50_ms p99_ms"
-  out=$(taskset -c 1 wrk -t1 -c$CONNS -d${SECS}s --latency "http://127.0.0.1:$2/v1/models")
+# CPU time (clock ticks) of a process and its children: the proxy's own cost per request,
+# which the shared upstream core does not blur.
+cpu_ticks() {
+  python3 - "$1" <<'PY'
+import os, sys
+root = int(sys.argv[1]); total = 0
+for p in os.listdir("/proc"):
+    if not p.isdigit(): continue
+    try: f = open(f"/proc/{p}/stat").read().rsplit(")", 1)[1].split()
+    except OSError: continue
+    if int(p) == root or int(f[1]) == root: total += int(f[11]) + int(f[12])
+print(total)
+PY
+}
+declare -A PIDS=([direct]=$PID_UP [hylab]=$PID_HYLAB [haproxy]=$PID_HAPROXY [nginx]=$PID_NGINX)
+
+run() {  # name port [wrk args] -> "rps p50_ms p99_ms cpu_us_per_request"
+  local name=$1 port=$2; shift 2
+  local before; before=$(cpu_ticks "${PIDS[$name]}")
+  out=$(taskset -c 1 wrk -t1 -c$CONNS -d${SECS}s --latency "$@" "http://127.0.0.1:$port/v1/models")
   rps=$(awk '/Requests\/sec/ {print $2}' <<<"$out")
   p50=$(awk '$1=="50%" {print $2}' <<<"$out")
   p99=$(awk '$1=="99%" {print $2}' <<<"$out")
   ms() { python3 -c "import sys; v=sys.argv[1]; u={'us':1e-3,'ms':1,'s':1e3}; n=v.rstrip('usm'); print(float(n)*u[v[len(n):]])" "$1"; }
-  echo "$1 $rps $(ms "$p50") $(ms "$p99")"
+  local after; after=$(cpu_ticks "${PIDS[$name]}")
+  local total; total=$(awk '/requests in/ {print $1}' <<<"$out")
+  local cpu; cpu=$(python3 -c "import os; print((int('$after')-int('$before'))/os.sysconf('SC_CLK_TCK')*1e6/int('$total'))")
+  echo "$name $rps $(ms "$p50") $(ms "$p99") $cpu"
+}
+
+report() {  # title results...
+  python3 - "$@" <<'PY'
+import sys
+print(sys.argv[1])
+rows = {r.split()[0]: [float(x) for x in r.split()[1:]] for r in sys.argv[2:]}
+print(f"{'target':10} {'req/s':>10} {'p50 ms':>8} {'p99 ms':>8} {'CPU us/req':>11}")
+for name, (rps, p50, p99, cpu) in rows.items():
+    print(f"{name:10} {rps:10.0f} {p50:8.3f} {p99:8.3f} {cpu:11.1f}")
+h, a, n, d = rows["hylab"], rows["haproxy"], rows["nginx"], rows["direct"]
+print(f"hylab/haproxy: {h[0]/a[0]:.2f}x req/s, p99 {h[2]/a[2]:.2f}x")
+print(f"hylab/nginx:   {h[0]/n[0]:.2f}x req/s, p99 {h[2]/n[2]:.2f}x")
+print(f"proxy CPU per request: hylab {h[3]:.1f} us, haproxy {a[3]:.1f} us ({h[3]/a[3]:.2f}x), nginx {n[3]:.1f} us ({h[3]/n[3]:.2f}x)")
+print(f"added over direct (p50): hylab {h[1]-d[1]:+.3f} ms, haproxy {a[1]-d[1]:+.3f} ms, nginx {n[1]-d[1]:+.3f} ms")
+print()
+PY
 }
 
 echo "wrk -t1 -c$CONNS -d${SECS}s; proxy pinned to CPU 0, upstream and wrk to CPU 1"
 results=("$(run direct $UP)" "$(run hylab $PG)" "$(run haproxy $PH)" "$(run nginx $PN)")
-python3 - "${results[@]}" <<'PY'
-import sys
-rows = {r.split()[0]: [float(x) for x in r.split()[1:]] for r in sys.argv[1:]}
-print(f"{'target':10} {'req/s':>10} {'p50 ms':>8} {'p99 ms':>8}")
-for name, (rps, p50, p99) in rows.items():
-    print(f"{name:10} {rps:10.0f} {p50:8.3f} {p99:8.3f}")
-h, a, n, d = rows["hylab"], rows["haproxy"], rows["nginx"], rows["direct"]
-print(f"hylab/haproxy: {h[0]/a[0]:.2f}x req/s, p99 {h[2]/a[2]:.2f}x")
-print(f"hylab/nginx:   {h[0]/n[0]:.2f}x req/s, p99 {h[2]/n[2]:.2f}x")
-print(f"added over direct (p50): hylab {h[1]-d[1]:+.3f} ms, haproxy {a[1]-d[1]:+.3f} ms, nginx {n[1]-d[1]:+.3f} ms")
-PY
+report "GET /v1/models (plain proxying)" "${results[@]}"
+chat=(-s "$tmp/chat.lua")
+results=("$(run direct $UP "${chat[@]}")" "$(run hylab $PG "${chat[@]}")" \
+  "$(run haproxy $PH "${chat[@]}")" "$(run nginx $PN "${chat[@]}")")
+report "POST /v1/chat/completions (hylab reads usage and prices tokens)" "${results[@]}"

@@ -388,6 +388,7 @@ void read_gateway(const yaml::Where& w, const YAML::Node& node, GatewayConfig& g
       if (auto v = positive_seconds(tm, "client")) g.client_timeout_seconds = *v;
       if (auto v = positive_seconds(tm, "idle")) g.idle_timeout_seconds = *v;
       if (auto v = positive_seconds(tm, "first_token")) g.first_token_timeout_seconds = *v;
+      if (auto v = positive_seconds(tm, "drain")) g.drain_timeout_seconds = *v;
       tm.finish();
     }
   }

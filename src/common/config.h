@@ -116,6 +116,7 @@ struct GatewayConfig {
   double client_timeout_seconds = 30;
   double idle_timeout_seconds = 60;
   double first_token_timeout_seconds = 0;  // 0: the response timeout
+  double drain_timeout_seconds = 30;       // at SIGTERM, for requests in flight
   std::uint64_t max_header_bytes = 16ULL * 1024;
   std::uint64_t max_body_bytes = 8ULL << 20;
   double retry_budget_percent = 20;  // retries in flight, as a share of requests in flight

@@ -275,6 +275,35 @@ const Endpoint* pick(const EndpointList& pool, const std::vector<const Endpoint*
   }
 }
 
+// Message heads written by hand: Beast's serializer costs more CPU than the rest of a
+// proxied exchange, and a proxy only needs the fields as they are.
+void append_fields(std::string& out, const http::fields& fields) {
+  for (const auto& f : fields) {
+    out.append(f.name_string());
+    out.append(": ");
+    out.append(f.value());
+    out.append("\r\n");
+  }
+  out.append("\r\n");
+}
+
+void request_head(const http::request<http::string_body>& req, std::string& out) {
+  out.clear();
+  out.append(req.method_string());
+  out += ' ';
+  out.append(req.target());
+  out.append(" HTTP/1.1\r\n");
+  append_fields(out, req.base());
+}
+
+void response_head(const http::response<http::buffer_body>& res, std::string& out) {
+  out.clear();
+  fmt::format_to(std::back_inserter(out), "HTTP/1.1 {} ", res.result_int());
+  out.append(res.reason());
+  out.append("\r\n");
+  append_fields(out, res.base());
+}
+
 std::string json_error(std::string_view message) {
   return boost::json::serialize(boost::json::object{{"error", message}}) + "\n";
 }
@@ -418,6 +447,8 @@ class UsageScan {
 struct Conn {
   std::unique_ptr<beast::tcp_stream> plain;
   std::unique_ptr<beast::ssl_stream<beast::tcp_stream>> tls;
+  beast::flat_buffer buffer;  // kept with the connection: no allocation per exchange
+  std::string head;           // the same for the request head we write
   beast::tcp_stream& lowest() { return tls ? beast::get_lowest_layer(*tls) : *plain; }
 };
 
@@ -497,6 +528,14 @@ class Worker {
     auto p = listen(host, port, admin_);
     if (p) asio::co_spawn(ioc_, accept_loop(admin_, true), asio::detached);
     return p;
+  }
+
+  // Stops taking connections (on this worker's own loop).
+  void stop_accepting() {
+    asio::post(ioc_, [this] {
+      boost::system::error_code ec;
+      acceptor_.close(ec);
+    });
   }
 
   void start_health_checks() { asio::co_spawn(ioc_, health_loop(), asio::detached); }
@@ -670,6 +709,11 @@ class Worker {
     bool keep_alive = req.keep_alive();
     bool sensitive = is_sensitive(*snap, req);
     req.erase(cfg.sensitive_header);  // a marking for the gateway, not for upstreams
+    // Upstreams get HTTP/1.1 with a Content-Length body (a chunked request was read
+    // whole), and no Expect: the body is already here.
+    req.version(11);
+    if (req.chunked() || req.has_content_length() || !req.body().empty()) req.prepare_payload();
+    req.erase(http::field::expect);
     bool inference = openai_path(req.target());
     // A request an upstream may have processed is sent again only where that is safe:
     // idempotent methods, and inference (no side effect) before any byte reached the client.
@@ -959,6 +1003,27 @@ class Worker {
     co_return Attempt{Outcome::kNotSent, "closed two connections in a row"};
   }
 
+  // Part of a response to the client in one gather write: the head (if any), the data
+  // (framed as a chunk when chunked), and the last chunk when `last`.
+  awaitable<boost::system::error_code> send_piece(beast::tcp_stream& client,
+                                                  const std::string& head, bool chunked,
+                                                  const char* data, std::size_t n, bool last) {
+    char prefix[24];
+    std::size_t prefix_len = 0;
+    if (chunked && n > 0) {
+      auto r = fmt::format_to_n(prefix, sizeof prefix, "{:x}\r\n", n);
+      prefix_len = r.size;
+    }
+    static constexpr std::string_view kCrlf = "\r\n";
+    static constexpr std::string_view kLast = "0\r\n\r\n";
+    std::array<asio::const_buffer, 5> out{
+        asio::buffer(head), asio::buffer(prefix, prefix_len), asio::buffer(data, n),
+        asio::buffer(kCrlf.data(), chunked && n > 0 ? kCrlf.size() : 0),
+        asio::buffer(kLast.data(), chunked && last ? kLast.size() : 0)};
+    auto [ec, written] = co_await asio::async_write(client, out, kTuple);
+    co_return ec;
+  }
+
   template <class Stream>
   awaitable<Attempt> relay(Stream& up, std::unique_ptr<Conn>& conn, bool reused,
                            const Snapshot& snap, const Endpoint& e,
@@ -970,10 +1035,13 @@ class Worker {
                                                             : cfg.response_timeout_seconds;
     auto sent = Clock::now();
     lowest.expires_after(secs(first_byte));
-    auto [wec, wn] = co_await http::async_write(up, req, kTuple);
+    request_head(req, conn->head);
+    std::array<asio::const_buffer, 2> req_out{asio::buffer(conn->head), asio::buffer(req.body())};
+    auto [wec, wn] = co_await asio::async_write(up, req_out, kTuple);
     if (wec)
       co_return Attempt{reused ? Outcome::kStale : Outcome::kNotSent, "failed: " + wec.message()};
-    beast::flat_buffer buf;
+    beast::flat_buffer& buf = conn->buffer;
+    buf.clear();
     http::response_parser<http::buffer_body> p;
     p.body_limit(boost::none);  // streamed through, never held whole
     p.header_limit(64 * 1024);
@@ -1002,13 +1070,22 @@ class Worker {
     }
     // Before anything reaches the client, wait (within the first-token timeout) for the
     // first body bytes: until then the request can still fail over.
-    char data[16384];
+    // A relay buffer from this loop's free list (not in the coroutine frame: no 16 KiB
+    // allocation per request).
+    std::unique_ptr<RelayBuffer> relay_buffer = take_buffer();
+    char* data = relay_buffer->data();
+    constexpr std::size_t kDataSize = sizeof(RelayBuffer);
+    struct GiveBack {
+      Worker& w;
+      std::unique_ptr<RelayBuffer>& b;
+      ~GiveBack() { w.give_buffer(std::move(b)); }
+    } give_back{*this, relay_buffer};
     std::size_t got = 0;
     while (!p.is_done() && got == 0) {
       res.body().data = data;
-      res.body().size = sizeof data;
+      res.body().size = kDataSize;
       auto [rec, rn] = co_await http::async_read_some(up, buf, p, kTuple);
-      got = sizeof data - res.body().size;
+      got = kDataSize - res.body().size;
       if (rec && rec != http::error::need_buffer) {
         if (rec == beast::error::timeout) {
           if (cfg.first_token_timeout_seconds > 0) sh_.first_token_timeouts.fetch_add(1);
@@ -1021,43 +1098,40 @@ class Worker {
     // Committed: from here on bytes reach the client and nothing fails over.
     UsageScan usage(call.inference, res[http::field::content_type]);
     bool upstream_keep = p.keep_alive();
-    res.version(11);
     res.set(http::field::server, "hylab-gateway");
     res.set("X-Hylab-Route", route);
+    res.version(11);
     res.keep_alive(call.keep_alive && !sh_.stopping);
     if (!res.has_content_length() && !res.chunked() && !p.is_done()) res.chunked(true);
-    http::response_serializer<http::buffer_body> sr{res};
-    res.body().data = got ? data : nullptr;
-    res.body().size = got;
-    res.body().more = !p.is_done();
+    bool chunked = res.chunked() && req.method() != http::verb::head;
+    std::string& head = conn->head;
+    response_head(res, head);
     usage.feed(data, got);
     client.expires_after(secs(cfg.client_timeout_seconds));
-    auto [cec, cn] = co_await http::async_write(client, sr, kTuple);
+    auto cec = co_await send_piece(client, head, chunked, data, got, p.is_done());
     bool broken = false;
-    while ((!cec || cec == http::error::need_buffer) && !sr.is_done()) {
+    while (!cec && !p.is_done()) {
       res.body().data = data;
-      res.body().size = sizeof data;
+      res.body().size = kDataSize;
       lowest.expires_after(secs(cfg.response_timeout_seconds));
       auto [rec, rn] = co_await http::async_read_some(up, buf, p, kTuple);
       if (rec && rec != http::error::need_buffer) {
         broken = true;  // the upstream broke mid-response: the client sees a cut stream
         break;
       }
-      got = sizeof data - res.body().size;
+      got = kDataSize - res.body().size;
       if (got == 0 && !p.is_done()) continue;
-      res.body().data = got ? data : nullptr;
-      res.body().size = got;
-      res.body().more = !p.is_done();
       usage.feed(data, got);
       client.expires_after(secs(cfg.client_timeout_seconds));
-      std::tie(cec, cn) = co_await http::async_write(client, sr, kTuple);
+      head.clear();
+      cec = co_await send_piece(client, head, chunked, data, got, p.is_done());
     }
     if (broken) {
       sh_.broken_streams.fetch_add(1, std::memory_order_relaxed);
       e.failed(true);
       co_return Attempt{Outcome::kDone, "", false};
     }
-    if (cec && cec != http::error::need_buffer) co_return Attempt{Outcome::kClientGone, ""};
+    if (cec) co_return Attempt{Outcome::kClientGone, ""};
     e.succeeded();
     auto [in, out] = usage.finish();
     e.st->input_tokens.fetch_add(in, std::memory_order_relaxed);
@@ -1067,7 +1141,7 @@ class Worker {
                     static_cast<double>(out) / 1000 * e.cfg.usd_per_1k_output);
     }
     auto& idle = pool_of(e);
-    if (upstream_keep && p.is_done() && idle.conns.size() < 64)
+    if (upstream_keep && p.is_done() && buf.size() == 0 && idle.conns.size() < 64)
       idle.conns.push_back(std::move(conn));
     co_return Attempt{Outcome::kDone, "", res.keep_alive()};
   }
@@ -1253,6 +1327,18 @@ class Worker {
     return out;
   }
 
+  using RelayBuffer = std::array<char, 16384>;
+  std::unique_ptr<RelayBuffer> take_buffer() {
+    if (free_buffers_.empty()) return std::make_unique<RelayBuffer>();
+    auto b = std::move(free_buffers_.back());
+    free_buffers_.pop_back();
+    return b;
+  }
+  void give_buffer(std::unique_ptr<RelayBuffer> b) {
+    if (b && free_buffers_.size() < 256) free_buffers_.push_back(std::move(b));
+  }
+  std::vector<std::unique_ptr<RelayBuffer>> free_buffers_;
+
   struct Pool {
     std::shared_ptr<EndpointState> state;  // held, so its address is never reused meanwhile
     std::vector<std::unique_ptr<Conn>> conns;
@@ -1424,12 +1510,39 @@ int run_gateway(const Config& cfg, const GatewayOptions& opts, std::ostream& out
                        << "\n";
     std::rename(tmp.c_str(), opts.port_file->c_str());
   }
+  // SIGTERM/SIGINT: stop accepting, let requests in flight finish (answers say
+  // `Connection: close`) for up to the drain time, then stop. A second signal stops at once.
   asio::signal_set signals(workers.front()->ioc(), SIGINT, SIGTERM);
-  signals.async_wait([&](boost::system::error_code ec, int) {
-    if (ec) return;
-    sh.stopping = true;
+  asio::steady_timer drain(workers.front()->ioc());
+  auto stop_all = [&] {
     for (auto& w : workers) w->ioc().stop();
-  });
+  };
+  std::function<void()> wait_drained;
+  auto drain_deadline = Clock::now();
+  wait_drained = [&] {
+    if (sh.active.load() == 0 || Clock::now() >= drain_deadline) {
+      stop_all();
+      return;
+    }
+    drain.expires_after(std::chrono::milliseconds(10));
+    drain.async_wait([&](boost::system::error_code) { wait_drained(); });
+  };
+  std::function<void(boost::system::error_code, int)> on_stop = [&](boost::system::error_code ec,
+                                                                    int) {
+    if (ec) return;
+    if (sh.stopping.exchange(true)) {
+      stop_all();
+      return;
+    }
+    out << fmt::format("hylab gateway: stopping; {} request(s) in flight get up to {} s\n",
+                       sh.active.load(), current->cfg.drain_timeout_seconds)
+        << std::flush;
+    for (auto& w : workers) w->stop_accepting();
+    signals.async_wait(on_stop);
+    drain_deadline = Clock::now() + secs(current->cfg.drain_timeout_seconds);
+    wait_drained();
+  };
+  signals.async_wait(on_stop);
   // SIGHUP: read the file again and swap the snapshot on every loop; connections and
   // requests in flight carry on. A bad file keeps the running configuration.
   asio::signal_set hup(workers.front()->ioc(), SIGHUP);

@@ -39,6 +39,13 @@ class Process {
     }
   }
   pid_t pid() const { return pid_; }
+  // Waits for the process to exit on its own; its exit code (-1 if killed by a signal).
+  int wait() {
+    int status = 0;
+    ::waitpid(pid_, &status, 0);
+    pid_ = -1;
+    return WIFEXITED(status) ? WEXITSTATUS(status) : -1;
+  }
   void stop(int sig = SIGKILL) {
     if (pid_ <= 0) return;
     ::kill(pid_, sig);
@@ -823,6 +830,29 @@ TEST_F(GatewayTest, ModelsGoToThePoolThatServesThem) {
   EXPECT_THAT(unknown.body, HasSubstr("no local endpoint serves model 'mystery'"));
   EXPECT_EQ(lines(path("cloud.rec")), 1);
   EXPECT_EQ(metric(metrics(), "hylab_gateway_model_routed_total"), 1);
+}
+
+TEST_F(GatewayTest, SigtermLetsRequestsInFlightFinish) {
+  std::string hold = path("hold");
+  int local = upstream("local", hold);
+  int cloud = upstream("cloud");
+  start_gateway(config(local, cloud, 4, "connect: 1s, response: 10s, drain: 10s"));
+  std::ofstream(hold).close();
+  HttpClientResponse held_response;
+  std::thread held([&] { held_response = send("/v1/chat/completions", R"({"model":"m"})"); });
+  ASSERT_TRUE(wait_until([&] { return lines(path("local.rec")) == 1; }));
+  ::kill(gateway_.pid(), SIGTERM);
+  ASSERT_TRUE(
+      wait_until([&] { return slurp(path("gateway.log")).find("stopping") != std::string::npos; }));
+  // No new connections, while the request in flight still gets its answer.
+  EXPECT_TRUE(wait_until([&] { return !RawClient(port_).connected(); }));
+  std::filesystem::remove(hold);
+  held.join();
+  EXPECT_EQ(held_response.status, 200);
+  EXPECT_EQ(held_response.headers["connection"], "close");
+  EXPECT_EQ(gateway_.wait(), 0);
+  EXPECT_THAT(slurp(path("gateway.log")), HasSubstr("1 request(s) in flight"));
+  EXPECT_THAT(slurp(path("gateway.log")), HasSubstr("hylab gateway: stopped"));
 }
 
 }  // namespace
