@@ -3,11 +3,15 @@
 # the same local-first routing with overflow to a second upstream, against the same nginx
 # upstreams, with the same CPU pinning (proxy on CPU 0; upstream and wrk on CPU 1), in one
 # run; plus wrk straight to the upstream for the latency the proxy adds.
-# Usage: bench/gateway/run.sh [HYLAB_BINARY] [SECONDS]
+# Each target is measured ROUNDS times, interleaved (direct, hylab, HAProxy, nginx, then
+# again), and the median of each figure is reported: this machine's speed drifts by 20 %
+# within minutes, which would otherwise favour whichever target ran in a fast moment.
+# Usage: bench/gateway/run.sh [HYLAB_BINARY] [SECONDS] [ROUNDS]
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 HYLAB=$(realpath "${1:-build/bench/src/cli/hylab}")
-SECS=${2:-10}
+SECS=${2:-5}
+ROUNDS=${3:-3}
 CONNS=32
 for tool in haproxy nginx wrk taskset; do
   command -v $tool >/dev/null || { echo "error: $tool is missing (make bench installs it)" >&2; exit 1; }
@@ -138,7 +142,12 @@ report() {  # title results...
   python3 - "$@" <<'PY'
 import sys
 print(sys.argv[1])
-rows = {r.split()[0]: [float(x) for x in r.split()[1:]] for r in sys.argv[2:]}
+import statistics
+runs = {}
+for r in sys.argv[2:]:
+    runs.setdefault(r.split()[0], []).append([float(x) for x in r.split()[1:]])
+rows = {k: [statistics.median(col) for col in zip(*v)] for k, v in runs.items()}
+print(f"median of {len(runs['hylab'])} interleaved runs each")
 print(f"{'target':10} {'req/s':>10} {'p50 ms':>8} {'p99 ms':>8} {'CPU us/req':>11}")
 for name, (rps, p50, p99, cpu) in rows.items():
     print(f"{name:10} {rps:10.0f} {p50:8.3f} {p99:8.3f} {cpu:11.1f}")
@@ -151,10 +160,15 @@ print()
 PY
 }
 
-echo "wrk -t1 -c$CONNS -d${SECS}s; proxy pinned to CPU 0, upstream and wrk to CPU 1"
-results=("$(run direct $UP)" "$(run hylab $PG)" "$(run haproxy $PH)" "$(run nginx $PN)")
-report "GET /v1/models (plain proxying)" "${results[@]}"
-chat=(-s "$tmp/chat.lua")
-results=("$(run direct $UP "${chat[@]}")" "$(run hylab $PG "${chat[@]}")" \
-  "$(run haproxy $PH "${chat[@]}")" "$(run nginx $PN "${chat[@]}")")
-report "POST /v1/chat/completions (hylab reads usage and prices tokens)" "${results[@]}"
+echo "wrk -t1 -c$CONNS -d${SECS}s x $ROUNDS rounds; proxy pinned to CPU 0, upstream and wrk to CPU 1"
+measure() {  # title [wrk args]
+  local title=$1; shift
+  local results=()
+  for _ in $(seq 1 "$ROUNDS"); do
+    results+=("$(run direct $UP "$@")" "$(run hylab $PG "$@")" "$(run haproxy $PH "$@")" \
+      "$(run nginx $PN "$@")")
+  done
+  report "$title" "${results[@]}"
+}
+measure "GET /v1/models (plain proxying)"
+measure "POST /v1/chat/completions (hylab reads usage and prices tokens)" -s "$tmp/chat.lua"

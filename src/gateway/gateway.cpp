@@ -34,7 +34,10 @@ namespace http = beast::http;
 namespace ssl = asio::ssl;
 using tcp = asio::ip::tcp;
 using asio::awaitable;
-constexpr auto kTuple = asio::as_tuple(asio::use_awaitable);
+// Deferred operations awaited directly cost less per operation than use_awaitable;
+// the few Beast calls that do not take them (range connect) use kAwaitTuple.
+constexpr auto kTuple = asio::as_tuple(asio::deferred);
+constexpr auto kAwaitTuple = asio::as_tuple(asio::use_awaitable);
 using Clock = std::chrono::steady_clock;
 using ReusePort = asio::detail::socket_option::boolean<SOL_SOCKET, SO_REUSEPORT>;
 
@@ -80,6 +83,7 @@ struct Endpoint {
   std::string host_header;
   std::string base_path;  // a URL such as https://api.example.com/openai prefixes targets
   std::string api_key;
+  std::string route_prefix;              // "local; endpoint=NAME; reason=", for X-Hylab-Route
   std::shared_ptr<ssl::context> tls;     // https
   std::vector<tcp::endpoint> addresses;  // resolved when the snapshot is built
   std::shared_ptr<EndpointState> st;
@@ -182,8 +186,7 @@ struct Snapshot {
   EndpointList local;
   EndpointList cloud;
   std::vector<std::string> sensitive_keys;  // client keys whose requests are sensitive
-  bool any_base_path = false;
-  bool any_model_lists = false;  // some endpoint serves only the models it lists
+  bool any_model_lists = false;             // some endpoint serves only the models it lists
   std::uint64_t generation = 1;
 };
 using SnapshotPtr = std::shared_ptr<const Snapshot>;
@@ -276,32 +279,84 @@ const Endpoint* pick(const EndpointList& pool, const std::vector<const Endpoint*
 }
 
 // Message heads written by hand: Beast's serializer costs more CPU than the rest of a
-// proxied exchange, and a proxy only needs the fields as they are.
-void append_fields(std::string& out, const http::fields& fields) {
-  for (const auto& f : fields) {
-    out.append(f.name_string());
-    out.append(": ");
-    out.append(f.value());
+// proxied exchange, and a proxy copies most fields as they are anyway.
+void append_field(std::string& out, std::string_view name, std::string_view value) {
+  out.append(name);
+  out.append(": ");
+  out.append(value);
+  out.append("\r\n");
+}
+
+bool hop_by_hop(http::field f) {
+  return f == http::field::connection || f == http::field::keep_alive ||
+         f == http::field::proxy_connection || f == http::field::te || f == http::field::trailer ||
+         f == http::field::transfer_encoding || f == http::field::upgrade;
+}
+
+// Where a request goes: the endpoint's base path, Host and API key.
+struct UpstreamTarget {
+  std::string_view base_path;
+  std::string_view host;
+  std::string_view api_key;
+};
+
+// The request as an upstream gets it: HTTP/1.1 keep-alive, its Host, the endpoint's key
+// (replacing the client's), a Content-Length body (a chunked request was read whole), no
+// Expect (the body is here already).
+void request_head(const http::request<http::string_body>& req, const UpstreamTarget& to,
+                  std::string& out) {
+  out.clear();
+  out.append(req.method_string());
+  out += ' ';
+  out.append(to.base_path);
+  out.append(req.target());
+  out.append(" HTTP/1.1\r\n");
+  append_field(out, "Host", to.host);
+  if (!to.api_key.empty()) {
+    out.append("Authorization: Bearer ");
+    out.append(to.api_key);
     out.append("\r\n");
+  }
+  for (const auto& f : req) {
+    http::field n = f.name();
+    if (hop_by_hop(n) || n == http::field::host || n == http::field::content_length ||
+        n == http::field::expect || (n == http::field::authorization && !to.api_key.empty())) {
+      continue;
+    }
+    append_field(out, f.name_string(), f.value());
+  }
+  http::verb m = req.method();
+  if (!req.body().empty() || m == http::verb::post || m == http::verb::put ||
+      m == http::verb::patch) {
+    fmt::format_to(std::back_inserter(out), "Content-Length: {}\r\n", req.body().size());
   }
   out.append("\r\n");
 }
 
-void request_head(const http::request<http::string_body>& req, std::string& out) {
-  out.clear();
-  out.append(req.method_string());
-  out += ' ';
-  out.append(req.target());
-  out.append(" HTTP/1.1\r\n");
-  append_fields(out, req.base());
-}
-
-void response_head(const http::response<http::buffer_body>& res, std::string& out) {
+// The response head as the client gets it.
+void response_head(const http::response<http::buffer_body>& res, std::string& out,
+                   std::string_view route_prefix, std::string_view reason, bool keep_alive,
+                   bool http10, bool chunked) {
   out.clear();
   fmt::format_to(std::back_inserter(out), "HTTP/1.1 {} ", res.result_int());
   out.append(res.reason());
   out.append("\r\n");
-  append_fields(out, res.base());
+  for (const auto& f : res) {
+    http::field n = f.name();
+    if (hop_by_hop(n) || n == http::field::server) continue;
+    append_field(out, f.name_string(), f.value());
+  }
+  out.append("Server: hylab-gateway\r\nX-Hylab-Route: ");
+  out.append(route_prefix);
+  out.append(reason);
+  out.append("\r\n");
+  if (!keep_alive) {
+    out.append("Connection: close\r\n");
+  } else if (http10) {
+    out.append("Connection: keep-alive\r\n");
+  }
+  if (chunked) out.append("Transfer-Encoding: chunked\r\n");
+  out.append("\r\n");
 }
 
 std::string json_error(std::string_view message) {
@@ -379,7 +434,12 @@ class UsageScan {
     if (!inference) return;
     kind_ = content_type.starts_with("text/event-stream") ? Kind::kSse : Kind::kJson;
   }
-  void feed(const char* data, std::size_t n) {
+  void feed(const char* data, std::size_t n, bool last) {
+    if (kind_ == Kind::kJson && last && text_.empty()) {
+      read(std::string_view(data, n));  // the whole body in one piece: no copy
+      kind_ = Kind::kNone;
+      return;
+    }
     if (kind_ == Kind::kJson) {
       if (text_.size() + n > kMaxBody) {
         kind_ = Kind::kNone;
@@ -424,7 +484,9 @@ class UsageScan {
   void read(std::string_view json) {
     if (json.find("\"usage\"") == std::string_view::npos) return;
     boost::system::error_code ec;
-    boost::json::value v = boost::json::parse(json, ec);
+    unsigned char scratch[4096];  // small answers parse without touching the heap
+    boost::json::monotonic_resource mr(scratch, sizeof scratch);
+    boost::json::value v = boost::json::parse(json, ec, &mr);
     if (ec || !v.is_object()) return;
     const auto* usage = v.as_object().if_contains("usage");
     if (!usage || !usage->is_object()) return;
@@ -468,7 +530,7 @@ struct Call {
   bool keep_alive = true;  // the client's connection
   bool resend_ok = false;  // may be sent again after an upstream may have processed it
   bool inference = false;  // an OpenAI-compatible route: usage is read, the model rewritten
-  std::string target;      // the original target, when some endpoint has a base path
+  bool http10 = false;     // the client speaks HTTP/1.0: no chunked answers
 };
 
 struct Attempt {
@@ -589,7 +651,17 @@ class Worker {
       client.expires_after(secs(first ? cfg.client_timeout_seconds : cfg.idle_timeout_seconds));
       first = false;
       auto [ec, n] = co_await http::async_read_header(client, buffer, parser, kTuple);
-      if (!ec) {
+      // A body that came with the head is parsed in place, without an I/O round.
+      while (!ec && !parser.is_done() && buffer.size() > 0) {
+        std::size_t used = parser.put(buffer.data(), ec);
+        buffer.consume(used);
+        if (ec == http::error::need_more) {
+          ec = {};
+          break;
+        }
+        if (used == 0) break;
+      }
+      if (!ec && !parser.is_done()) {
         // A slow client gets the client timeout for the whole request, not per byte.
         client.expires_after(secs(cfg.client_timeout_seconds));
         std::tie(ec, n) = co_await http::async_read(client, buffer, parser, kTuple);
@@ -709,17 +781,11 @@ class Worker {
     bool keep_alive = req.keep_alive();
     bool sensitive = is_sensitive(*snap, req);
     req.erase(cfg.sensitive_header);  // a marking for the gateway, not for upstreams
-    // Upstreams get HTTP/1.1 with a Content-Length body (a chunked request was read
-    // whole), and no Expect: the body is already here.
-    req.version(11);
-    if (req.chunked() || req.has_content_length() || !req.body().empty()) req.prepare_payload();
-    req.erase(http::field::expect);
     bool inference = openai_path(req.target());
     // A request an upstream may have processed is sent again only where that is safe:
     // idempotent methods, and inference (no side effect) before any byte reached the client.
     bool resend_ok = inference || idempotent(req.method());
-    Call call{keep_alive, resend_ok, inference,
-              snap->any_base_path ? std::string(req.target()) : std::string()};
+    Call call{keep_alive, resend_ok, inference, req.version() == 10};
     ActiveGuard guard(sh_);
     // Endpoints that list their models and lack this one are never tried.
     std::vector<const Endpoint*> ineligible;
@@ -791,9 +857,8 @@ class Worker {
         }
       }
       if (!e) break;
-      std::string route = fmt::format("local; endpoint={}; reason={}", e->cfg.name,
-                                      local_failed ? "retry" : "local-first");
-      Attempt a = co_await attempt(*snap, *e, req, call, client, route);
+      Attempt a =
+          co_await attempt(*snap, *e, req, call, client, local_failed ? "retry" : "local-first");
       release(*e);
       if (a.outcome == Outcome::kDone) {
         env = 0;
@@ -845,9 +910,8 @@ class Worker {
       const Endpoint* e = pick(snap->cloud, tried);
       if (!e) break;
       if (sensitive) sh_.sensitive_to_cloud.fetch_add(1);  // unreachable: refused above
-      std::string route =
-          fmt::format("cloud; endpoint={}; reason={}", e->cfg.name, cloud_failed ? "retry" : why);
-      Attempt a = co_await attempt(*snap, *e, req, call, client, route);
+      Attempt a = co_await attempt(*snap, *e, req, call, client,
+                                   cloud_failed ? std::string_view("retry") : why);
       release(*e);
       if (a.outcome == Outcome::kDone) {
         env = 1;
@@ -925,7 +989,7 @@ class Worker {
   awaitable<std::unique_ptr<Conn>> connect(const Endpoint& e, double timeout, std::string& err) {
     beast::tcp_stream tcp(ioc_);
     tcp.expires_after(secs(timeout));
-    auto [cec, ep] = co_await tcp.async_connect(e.addresses, kTuple);
+    auto [cec, ep] = co_await tcp.async_connect(e.addresses, kAwaitTuple);
     if (cec) {
       err = "refused the connection: " + cec.message();
       if (cec == beast::error::timeout) err = "did not accept a connection in time";
@@ -942,7 +1006,7 @@ class Worker {
     boost::system::error_code aec;
     asio::ip::make_address(e.host, aec);
     if (aec) SSL_set_tlsext_host_name(c->tls->native_handle(), e.host.c_str());
-    auto [hec] = co_await c->tls->async_handshake(ssl::stream_base::client, kTuple);
+    auto [hec] = co_await c->tls->async_handshake(ssl::stream_base::client, kAwaitTuple);
     if (hec) {
       err = "failed the TLS handshake: " + hec.message();
       co_return nullptr;
@@ -954,13 +1018,9 @@ class Worker {
   // retried once on a fresh connection, as HAProxy does), then the response relayed.
   awaitable<Attempt> attempt(const Snapshot& snap, const Endpoint& e,
                              http::request<http::string_body>& req, const Call& call,
-                             beast::tcp_stream& client, const std::string& route) {
+                             beast::tcp_stream& client, std::string_view reason) {
     const GatewayConfig& cfg = snap.cfg;
     e.st->requests.fetch_add(1, std::memory_order_relaxed);
-    if (snap.any_base_path) req.target(e.base_path + call.target);
-    req.set(http::field::host, e.host_header);
-    if (!e.api_key.empty()) req.set(http::field::authorization, "Bearer " + e.api_key);
-    req.keep_alive(true);
     auto& idle = pool_of(e);
     for (int round = 0; round < 2; ++round) {
       std::unique_ptr<Conn> conn;
@@ -980,9 +1040,9 @@ class Worker {
       // (not a conditional expression: gcc 12 miscompiles co_await inside one)
       Attempt a;
       if (conn->tls) {
-        a = co_await relay(*conn->tls, conn, reused, snap, e, req, call, client, route);
+        a = co_await relay(*conn->tls, conn, reused, snap, e, req, call, client, reason);
       } else {
-        a = co_await relay(*conn->plain, conn, reused, snap, e, req, call, client, route);
+        a = co_await relay(*conn->plain, conn, reused, snap, e, req, call, client, reason);
       }
       if (a.outcome == Outcome::kStale) continue;
       switch (a.outcome) {
@@ -1028,14 +1088,14 @@ class Worker {
   awaitable<Attempt> relay(Stream& up, std::unique_ptr<Conn>& conn, bool reused,
                            const Snapshot& snap, const Endpoint& e,
                            http::request<http::string_body>& req, const Call& call,
-                           beast::tcp_stream& client, const std::string& route) {
+                           beast::tcp_stream& client, std::string_view reason) {
     const GatewayConfig& cfg = snap.cfg;
     beast::tcp_stream& lowest = conn->lowest();
     double first_byte = cfg.first_token_timeout_seconds > 0 ? cfg.first_token_timeout_seconds
                                                             : cfg.response_timeout_seconds;
     auto sent = Clock::now();
     lowest.expires_after(secs(first_byte));
-    request_head(req, conn->head);
+    request_head(req, UpstreamTarget{e.base_path, e.host_header, e.api_key}, conn->head);
     std::array<asio::const_buffer, 2> req_out{asio::buffer(conn->head), asio::buffer(req.body())};
     auto [wec, wn] = co_await asio::async_write(up, req_out, kTuple);
     if (wec)
@@ -1080,12 +1140,31 @@ class Worker {
       std::unique_ptr<RelayBuffer>& b;
       ~GiveBack() { w.give_buffer(std::move(b)); }
     } give_back{*this, relay_buffer};
-    std::size_t got = 0;
-    while (!p.is_done() && got == 0) {
+    // Body bytes already read with the head are parsed in place, without an I/O round.
+    auto parse_buffered = [&](boost::system::error_code& ec) -> std::size_t {
       res.body().data = data;
       res.body().size = kDataSize;
-      auto [rec, rn] = co_await http::async_read_some(up, buf, p, kTuple);
-      got = kDataSize - res.body().size;
+      while (buf.size() > 0 && !p.is_done() && res.body().size > 0) {
+        std::size_t n = p.put(buf.data(), ec);
+        buf.consume(n);
+        if (ec == http::error::need_more || ec == http::error::need_buffer) {
+          ec = {};
+          break;
+        }
+        if (ec || n == 0) break;
+      }
+      return kDataSize - res.body().size;
+    };
+    std::size_t got = 0;
+    while (!p.is_done() && got == 0) {
+      boost::system::error_code rec;
+      got = parse_buffered(rec);
+      if (!rec && (got > 0 || p.is_done())) break;
+      if (!rec) {
+        std::size_t rn = 0;
+        std::tie(rec, rn) = co_await http::async_read_some(up, buf, p, kTuple);
+        got = kDataSize - res.body().size;
+      }
       if (rec && rec != http::error::need_buffer) {
         if (rec == beast::error::timeout) {
           if (cfg.first_token_timeout_seconds > 0) sh_.first_token_timeouts.fetch_add(1);
@@ -1098,30 +1177,36 @@ class Worker {
     // Committed: from here on bytes reach the client and nothing fails over.
     UsageScan usage(call.inference, res[http::field::content_type]);
     bool upstream_keep = p.keep_alive();
-    res.set(http::field::server, "hylab-gateway");
-    res.set("X-Hylab-Route", route);
-    res.version(11);
-    res.keep_alive(call.keep_alive && !sh_.stopping);
-    if (!res.has_content_length() && !res.chunked() && !p.is_done()) res.chunked(true);
-    bool chunked = res.chunked() && req.method() != http::verb::head;
+    bool keep_alive = call.keep_alive && !sh_.stopping;
+    // Unknown length (an upstream closing to end the body) is chunked for the client, or
+    // closes the connection for an HTTP/1.0 client; HEAD answers carry no body.
+    bool chunked = (res.chunked() || (!res.has_content_length() && !p.is_done())) &&
+                   req.method() != http::verb::head;
+    if (chunked && call.http10) {
+      chunked = false;
+      keep_alive = false;
+    }
     std::string& head = conn->head;
-    response_head(res, head);
-    usage.feed(data, got);
+    response_head(res, head, e.route_prefix, reason, keep_alive, call.http10, chunked);
+    usage.feed(data, got, p.is_done());
     client.expires_after(secs(cfg.client_timeout_seconds));
     auto cec = co_await send_piece(client, head, chunked, data, got, p.is_done());
     bool broken = false;
     while (!cec && !p.is_done()) {
-      res.body().data = data;
-      res.body().size = kDataSize;
-      lowest.expires_after(secs(cfg.response_timeout_seconds));
-      auto [rec, rn] = co_await http::async_read_some(up, buf, p, kTuple);
+      boost::system::error_code rec;
+      got = parse_buffered(rec);
+      if (!rec && got == 0 && !p.is_done()) {
+        lowest.expires_after(secs(cfg.response_timeout_seconds));
+        std::size_t rn = 0;
+        std::tie(rec, rn) = co_await http::async_read_some(up, buf, p, kTuple);
+      }
       if (rec && rec != http::error::need_buffer) {
         broken = true;  // the upstream broke mid-response: the client sees a cut stream
         break;
       }
       got = kDataSize - res.body().size;
       if (got == 0 && !p.is_done()) continue;
-      usage.feed(data, got);
+      usage.feed(data, got, p.is_done());
       client.expires_after(secs(cfg.client_timeout_seconds));
       head.clear();
       cec = co_await send_piece(client, head, chunked, data, got, p.is_done());
@@ -1143,7 +1228,7 @@ class Worker {
     auto& idle = pool_of(e);
     if (upstream_keep && p.is_done() && buf.size() == 0 && idle.conns.size() < 64)
       idle.conns.push_back(std::move(conn));
-    co_return Attempt{Outcome::kDone, "", res.keep_alive()};
+    co_return Attempt{Outcome::kDone, "", keep_alive};
   }
 
   // Active health checks of local endpoints, from worker 0's loop.
@@ -1381,6 +1466,7 @@ Result<std::shared_ptr<Endpoint>> make_endpoint(const GatewayEndpoint& cfg, bool
   e->port = colon == std::string::npos ? (https ? "443" : "80") : authority.substr(colon + 1);
   if (e->host.size() > 2 && e->host.front() == '[') e->host = e->host.substr(1, e->host.size() - 2);
   e->host_header = authority;
+  e->route_prefix = fmt::format("{}; endpoint={}; reason=", cloud ? "cloud" : "local", cfg.name);
   if (https) {
     e->tls = std::make_shared<ssl::context>(ssl::context::tls_client);
     boost::system::error_code ec;
@@ -1434,7 +1520,6 @@ Result<SnapshotPtr> build_snapshot(const GatewayConfig& g, const Snapshot* previ
       auto ep = make_endpoint(ec, cloud, previous);
       if (!ep) return ep.error();
       if (!g.adaptive.enabled || cloud) (*ep)->st->limit.store(0);
-      snap->any_base_path = snap->any_base_path || !(*ep)->base_path.empty();
       snap->any_model_lists = snap->any_model_lists || !ec.models.empty();
       pool->push_back(std::move(*ep));
     }
