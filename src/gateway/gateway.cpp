@@ -511,6 +511,7 @@ struct Conn {
   std::unique_ptr<beast::ssl_stream<beast::tcp_stream>> tls;
   beast::flat_buffer buffer;  // kept with the connection: no allocation per exchange
   std::string head;           // the same for the request head we write
+  std::optional<http::response_parser<http::buffer_body>> parser;  // of the current exchange
   beast::tcp_stream& lowest() { return tls ? beast::get_lowest_layer(*tls) : *plain; }
 };
 
@@ -812,7 +813,12 @@ class Worker {
       sh_.latency[env].observe(Clock::now() - t0);
       return keep;
     };
-    http::response<http::string_body> res{http::status::ok, 11};
+    // An answer of the gateway's own, made only when needed (rare; kept out of the frame).
+    std::unique_ptr<http::response<http::string_body>> own;
+    auto res_ref = [&]() -> http::response<http::string_body>& {
+      if (!own) own = std::make_unique<http::response<http::string_body>>(http::status::ok, 11);
+      return *own;
+    };
 
     // Sent and then failed before the client saw anything: retry elsewhere when that is
     // safe and the budget allows; otherwise say what happened.
@@ -824,15 +830,15 @@ class Worker {
       }
       sh_.rejected.fetch_add(1, std::memory_order_relaxed);
       bool timeout = a.outcome == Outcome::kTimeout;
-      answer(res, timeout ? 504 : 502,
+      answer(res_ref(), timeout ? 504 : 502,
              json_error(
                  fmt::format("{} endpoint '{}' {}; not retried: {}", e.cloud ? "cloud" : "local",
                              e.cfg.name, a.what,
                              resend_ok ? "the retry budget is spent"
                                        : "it may have processed the request, and the method is not "
                                          "idempotent")));
-      res.set("X-Hylab-Route", fmt::format("{}; endpoint={}; reason=error",
-                                           e.cloud ? "cloud" : "local", e.cfg.name));
+      res_ref().set("X-Hylab-Route", fmt::format("{}; endpoint={}; reason=error",
+                                                 e.cloud ? "cloud" : "local", e.cfg.name));
       return false;
     };
 
@@ -869,14 +875,14 @@ class Worker {
       local_failed = local_failed || a.outcome != Outcome::kBusy;
       tried.push_back(e);
       if (!may_retry(*e, a))
-        co_return finish(co_await reply(client, res, keep_alive, cfg.client_timeout_seconds));
+        co_return finish(co_await reply(client, res_ref(), keep_alive, cfg.client_timeout_seconds));
     }
     bool any_up = false;
     for (const auto& l : snap->local) any_up = any_up || l->up();
     std::string why = !local_serves ? "model" : local_failed || !any_up ? "failover" : "overflow";
     if (sensitive) {
       sh_.sensitive_refused.fetch_add(1, std::memory_order_relaxed);
-      answer(res, 503,
+      answer(res_ref(), 503,
              json_error(
                  why == "model"
                      ? fmt::format("sensitive request: it never leaves the lab, and no local "
@@ -885,9 +891,9 @@ class Worker {
                      : fmt::format("sensitive request: it never leaves the lab, and every local "
                                    "endpoint is {}; retry shortly",
                                    why == "overflow" ? "at capacity" : "down")));
-      res.set(http::field::retry_after, "1");
-      res.set("X-Hylab-Route", "none; reason=sensitive");
-      co_return finish(co_await reply(client, res, keep_alive, cfg.client_timeout_seconds));
+      res_ref().set(http::field::retry_after, "1");
+      res_ref().set("X-Hylab-Route", "none; reason=sensitive");
+      co_return finish(co_await reply(client, res_ref(), keep_alive, cfg.client_timeout_seconds));
     }
     if (cfg.daily_cloud_budget_usd > 0 && !snap->cloud.empty() &&
         sh_.spent_today() >= cfg.daily_cloud_budget_usd) {
@@ -895,14 +901,14 @@ class Worker {
       auto now = std::chrono::system_clock::now().time_since_epoch();
       auto to_midnight =
           86400 - std::chrono::duration_cast<std::chrono::seconds>(now).count() % 86400;
-      answer(res, 429,
+      answer(res_ref(), 429,
              json_error(fmt::format(
                  "the daily cloud budget of ${} is spent (${:.2f} today): overflow to the "
                  "cloud is off until 00:00 UTC, and {}",
                  cfg.daily_cloud_budget_usd, sh_.spent_today(), local_state(why, model))));
-      res.set(http::field::retry_after, std::to_string(to_midnight));
-      res.set("X-Hylab-Route", "none; reason=budget");
-      co_return finish(co_await reply(client, res, keep_alive, cfg.client_timeout_seconds));
+      res_ref().set(http::field::retry_after, std::to_string(to_midnight));
+      res_ref().set("X-Hylab-Route", "none; reason=budget");
+      co_return finish(co_await reply(client, res_ref(), keep_alive, cfg.client_timeout_seconds));
     }
     if (!snap->cloud.empty() && inference) rewrite_model(cfg, req);
     bool cloud_failed = false;
@@ -926,19 +932,19 @@ class Worker {
       cloud_failed = true;
       tried.push_back(e);
       if (!may_retry(*e, a))
-        co_return finish(co_await reply(client, res, keep_alive, cfg.client_timeout_seconds));
+        co_return finish(co_await reply(client, res_ref(), keep_alive, cfg.client_timeout_seconds));
     }
     sh_.rejected.fetch_add(1, std::memory_order_relaxed);
     std::string state = local_state(why, model);
     if (!last.empty()) state += " (last: " + last + ")";
     answer(
-        res, 503,
+        res_ref(), 503,
         json_error(fmt::format("no endpoint can take the request: {}, and {}", state,
                                snap->cloud.empty() ? "no cloud endpoint is configured"
                                                    : "no cloud endpoint is up with a free slot")));
-    res.set(http::field::retry_after, "1");
-    res.set("X-Hylab-Route", "none; reason=" + why);
-    co_return finish(co_await reply(client, res, keep_alive, cfg.client_timeout_seconds));
+    res_ref().set(http::field::retry_after, "1");
+    res_ref().set("X-Hylab-Route", "none; reason=" + why);
+    co_return finish(co_await reply(client, res_ref(), keep_alive, cfg.client_timeout_seconds));
   }
 
   static std::string local_state(std::string_view why, const std::string& model) {
@@ -1102,7 +1108,9 @@ class Worker {
       co_return Attempt{reused ? Outcome::kStale : Outcome::kNotSent, "failed: " + wec.message()};
     beast::flat_buffer& buf = conn->buffer;
     buf.clear();
-    http::response_parser<http::buffer_body> p;
+    // The parser lives with the connection, not in this coroutine's frame: frames over
+    // 1 KiB miss Asio's recycling allocator and cost a malloc per request.
+    http::response_parser<http::buffer_body>& p = conn->parser.emplace();
     p.body_limit(boost::none);  // streamed through, never held whole
     p.header_limit(64 * 1024);
     if (req.method() == http::verb::head) p.skip(true);
@@ -1340,46 +1348,48 @@ class Worker {
     per_endpoint("hylab_gateway_output_tokens_total", "counter",
                  "Completion tokens from responses' usage",
                  [](const Endpoint& e) { return e.st->output_tokens.load(); });
-    auto counter = [&](const char* name, const char* help, std::uint64_t v) {
-      out += fmt::format("# HELP {} {}\n# TYPE {} counter\n{} {}\n", name, help, name, name, v);
+    struct Counter {
+      const char* name;
+      const char* help;
+      std::atomic<std::uint64_t> Shared::*value;
     };
-    counter("hylab_gateway_overflow_total",
-            "Requests sent to the cloud because local endpoints were at capacity",
-            sh_.overflow.load());
-    counter("hylab_gateway_failover_total",
-            "Requests sent to the cloud because local endpoints were down", sh_.failover.load());
-    counter("hylab_gateway_model_routed_total",
-            "Requests sent to the cloud because no local endpoint serves their model",
-            sh_.by_model.load());
-    counter("hylab_gateway_sensitive_refused_total",
-            "Sensitive requests answered 503 instead of going to the cloud",
-            sh_.sensitive_refused.load());
-    counter("hylab_gateway_sensitive_to_cloud_total",
-            "Sensitive requests sent to the cloud (always 0)", sh_.sensitive_to_cloud.load());
-    counter("hylab_gateway_rejected_total", "Requests the gateway answered itself with an error",
-            sh_.rejected.load());
-    counter("hylab_gateway_budget_refused_total",
-            "Requests refused because the daily cloud budget was spent", sh_.budget_refused.load());
-    counter("hylab_gateway_retries_total", "Requests sent again to another endpoint after a send",
-            sh_.retries.load());
-    counter("hylab_gateway_retry_budget_exhausted_total",
-            "Retries not made because the retry budget was spent",
-            sh_.retry_budget_exhausted.load());
-    counter("hylab_gateway_busy_total", "Upstream answers of 503 with Retry-After (busy)",
-            sh_.busy_answers.load());
-    counter("hylab_gateway_first_token_timeouts_total",
-            "Upstreams that sent no first token within timeouts.first_token",
-            sh_.first_token_timeouts.load());
-    counter("hylab_gateway_queued_total", "Requests that waited for a local slot",
-            sh_.queued.load());
-    counter("hylab_gateway_broken_streams_total",
-            "Responses cut because the upstream failed after the first byte",
-            sh_.broken_streams.load());
-    counter("hylab_gateway_reloads_total", "Configuration reloads applied (SIGHUP)",
-            sh_.reloads.load());
-    counter("hylab_gateway_reload_failures_total",
-            "Configuration reloads refused (the old configuration stays)",
-            sh_.reload_failures.load());
+    static const Counter kCounters[] = {
+        {"hylab_gateway_overflow_total",
+         "Requests sent to the cloud because local endpoints were at capacity", &Shared::overflow},
+        {"hylab_gateway_failover_total",
+         "Requests sent to the cloud because local endpoints were down", &Shared::failover},
+        {"hylab_gateway_model_routed_total",
+         "Requests sent to the cloud because no local endpoint serves their model",
+         &Shared::by_model},
+        {"hylab_gateway_sensitive_refused_total",
+         "Sensitive requests answered 503 instead of going to the cloud",
+         &Shared::sensitive_refused},
+        {"hylab_gateway_sensitive_to_cloud_total",
+         "Sensitive requests sent to the cloud (always 0)", &Shared::sensitive_to_cloud},
+        {"hylab_gateway_rejected_total", "Requests the gateway answered itself with an error",
+         &Shared::rejected},
+        {"hylab_gateway_budget_refused_total",
+         "Requests refused because the daily cloud budget was spent", &Shared::budget_refused},
+        {"hylab_gateway_retries_total", "Requests sent again to another endpoint after a send",
+         &Shared::retries},
+        {"hylab_gateway_retry_budget_exhausted_total",
+         "Retries not made because the retry budget was spent", &Shared::retry_budget_exhausted},
+        {"hylab_gateway_busy_total", "Upstream answers of 503 with Retry-After (busy)",
+         &Shared::busy_answers},
+        {"hylab_gateway_first_token_timeouts_total",
+         "Upstreams that sent no first token within timeouts.first_token",
+         &Shared::first_token_timeouts},
+        {"hylab_gateway_queued_total", "Requests that waited for a local slot", &Shared::queued},
+        {"hylab_gateway_broken_streams_total",
+         "Responses cut because the upstream failed after the first byte", &Shared::broken_streams},
+        {"hylab_gateway_reloads_total", "Configuration reloads applied (SIGHUP)", &Shared::reloads},
+        {"hylab_gateway_reload_failures_total",
+         "Configuration reloads refused (the old configuration stays)", &Shared::reload_failures},
+    };
+    for (const auto& c : kCounters) {
+      out += fmt::format("# HELP {} {}\n# TYPE {} counter\n{} {}\n", c.name, c.help, c.name, c.name,
+                         (sh_.*c.value).load());
+    }
     auto value = [&](const char* name, const char* type, const char* help, double v) {
       out += fmt::format("# HELP {} {}\n# TYPE {} {}\n{} {}\n", name, help, name, type, name, v);
     };

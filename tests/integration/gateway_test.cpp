@@ -207,6 +207,14 @@ class GatewayTest : public ::testing::Test {
                        local_port, max_inflight, cloud_port, timeouts);
   }
 
+  // A gateway config with one local endpoint and nothing else.
+  static std::string local_only(const std::string& name, int port) {
+    return fmt::format(
+        "gateway:\n  listen: 127.0.0.1:0\n  admin: 127.0.0.1:0\n  local:\n"
+        "    - {{name: {}, url: \"http://127.0.0.1:{}\"}}\n",
+        name, port);
+  }
+
   HttpClientResponse send(const std::string& target, const std::string& body = "",
                           std::vector<std::pair<std::string, std::string>> headers = {}) const {
     HttpClientRequest r;
@@ -330,13 +338,7 @@ TEST_F(GatewayTest, LocalDownFailsOverToCloudWithoutFailedRequests) {
 
 TEST_F(GatewayTest, NoEndpointLeftSaysWhy) {
   int local = upstream("local");
-  start_gateway(fmt::format(R"(gateway:
-  listen: 127.0.0.1:0
-  admin: 127.0.0.1:0
-  local:
-    - {{name: only, url: "http://127.0.0.1:{}"}}
-)",
-                            local));
+  start_gateway(local_only("only", local));
   upstreams_.front()->stop();
   auto r = send("/x");
   EXPECT_EQ(r.status, 503);
@@ -739,13 +741,7 @@ TEST_F(GatewayTest, NginxAsAPlainUpstream) {
     auto resp = http_request(r);
     return resp && resp->status == 200;
   })) << slurp(path("nginx.err"));
-  start_gateway(fmt::format(R"(gateway:
-  listen: 127.0.0.1:0
-  admin: 127.0.0.1:0
-  local:
-    - {{name: nginx, url: "http://127.0.0.1:{}"}}
-)",
-                            port));
+  start_gateway(local_only("nginx", port));
   auto small = send("/small.txt");
   EXPECT_EQ(small.status, 200);
   EXPECT_EQ(small.body, "hello from nginx\n");
