@@ -505,14 +505,71 @@ class UsageScan {
   std::uint64_t out_ = 0;
 };
 
-// A pooled upstream connection, plain or TLS.
+// A lazy deadline for one socket's operations, instead of a timer armed and cancelled
+// around every operation: moving the deadline later is a store; one timer per socket
+// wakes at most once per period, and cancels the socket's operations once the deadline
+// has passed (they fail with operation_aborted, and expired() says why). Loop-local.
+class Watchdog {
+ public:
+  explicit Watchdog(tcp::socket& sock) : st_(std::make_shared<State>(sock)) {}
+  Watchdog(const Watchdog&) = delete;
+  Watchdog& operator=(const Watchdog&) = delete;
+  ~Watchdog() {
+    st_->sock = nullptr;
+    st_->timer.cancel();
+  }
+  void set(Clock::duration d) {
+    st_->expired = false;
+    st_->when = Clock::now() + d;
+    if (!st_->armed || st_->when < st_->armed_at) arm(st_);
+  }
+  bool expired() const { return st_->expired; }
+
+ private:
+  struct State {
+    explicit State(tcp::socket& s) : sock(&s), timer(s.get_executor()) {}
+    tcp::socket* sock;
+    asio::steady_timer timer;
+    Clock::time_point when = Clock::time_point::max();
+    Clock::time_point armed_at;
+    bool armed = false;
+    bool expired = false;
+  };
+  static void arm(const std::shared_ptr<State>& st) {
+    st->armed = true;
+    st->armed_at = st->when;
+    st->timer.expires_at(st->when);  // a wait pending from an earlier arm is cancelled
+    st->timer.async_wait([st](boost::system::error_code ec) {
+      if (ec || !st->sock) return;  // re-armed, or the socket is gone
+      st->armed = false;
+      if (Clock::now() < st->when) {
+        arm(st);  // the deadline moved later meanwhile
+        return;
+      }
+      st->expired = true;
+      boost::system::error_code ignored;
+      st->sock->cancel(ignored);
+    });
+  }
+  std::shared_ptr<State> st_;
+};
+
+// A client connection: its socket and deadline.
+struct Peer {
+  explicit Peer(tcp::socket s) : sock(std::move(s)), wd(sock) {}
+  tcp::socket sock;
+  Watchdog wd;
+};
+
+// A pooled upstream connection, plain or TLS, with its deadline.
 struct Conn {
-  std::unique_ptr<beast::tcp_stream> plain;
-  std::unique_ptr<beast::ssl_stream<beast::tcp_stream>> tls;
+  std::unique_ptr<tcp::socket> plain;
+  std::unique_ptr<ssl::stream<tcp::socket>> tls;
   beast::flat_buffer buffer;  // kept with the connection: no allocation per exchange
   std::string head;           // the same for the request head we write
   std::optional<http::response_parser<http::buffer_body>> parser;  // of the current exchange
-  beast::tcp_stream& lowest() { return tls ? beast::get_lowest_layer(*tls) : *plain; }
+  std::unique_ptr<Watchdog> wd;  // last: destroyed first, before the socket it watches
+  tcp::socket& socket() { return tls ? tls->next_layer() : *plain; }
 };
 
 enum class Outcome {
@@ -617,7 +674,7 @@ class Worker {
       if (admin) {
         asio::co_spawn(ioc_, admin_session(beast::tcp_stream(std::move(sock))), asio::detached);
       } else {
-        asio::co_spawn(ioc_, session(beast::tcp_stream(std::move(sock))), asio::detached);
+        asio::co_spawn(ioc_, session(std::move(sock)), asio::detached);
       }
     }
   }
@@ -630,17 +687,18 @@ class Worker {
   }
 
   // Writes an answer the gateway made itself; returns whether the connection carries on.
-  awaitable<bool> reply(beast::tcp_stream& client, http::response<http::string_body>& res,
-                        bool keep_alive, double timeout) {
+  awaitable<bool> reply(Peer& client, http::response<http::string_body>& res, bool keep_alive,
+                        double timeout) {
     res.set(http::field::server, "hylab-gateway");
     res.keep_alive(keep_alive && !sh_.stopping);
     res.prepare_payload();
-    client.expires_after(secs(timeout));
-    auto [wec, wn] = co_await http::async_write(client, res, kTuple);
+    client.wd.set(secs(timeout));
+    auto [wec, wn] = co_await http::async_write(client.sock, res, kTuple);
     co_return !wec && res.keep_alive();
   }
 
-  awaitable<void> session(beast::tcp_stream client) {
+  awaitable<void> session(tcp::socket sock) {
+    Peer client(std::move(sock));
     beast::flat_buffer buffer;
     bool first = true;
     for (;;) {
@@ -649,9 +707,9 @@ class Worker {
       http::request_parser<http::string_body> parser;
       parser.header_limit(static_cast<std::uint32_t>(cfg.max_header_bytes));
       parser.body_limit(cfg.max_body_bytes);
-      client.expires_after(secs(first ? cfg.client_timeout_seconds : cfg.idle_timeout_seconds));
+      client.wd.set(secs(first ? cfg.client_timeout_seconds : cfg.idle_timeout_seconds));
       first = false;
-      auto [ec, n] = co_await http::async_read_header(client, buffer, parser, kTuple);
+      auto [ec, n] = co_await http::async_read_header(client.sock, buffer, parser, kTuple);
       // A body that came with the head is parsed in place, without an I/O round.
       while (!ec && !parser.is_done() && buffer.size() > 0) {
         std::size_t used = parser.put(buffer.data(), ec);
@@ -664,12 +722,11 @@ class Worker {
       }
       if (!ec && !parser.is_done()) {
         // A slow client gets the client timeout for the whole request, not per byte.
-        client.expires_after(secs(cfg.client_timeout_seconds));
-        std::tie(ec, n) = co_await http::async_read(client, buffer, parser, kTuple);
+        client.wd.set(secs(cfg.client_timeout_seconds));
+        std::tie(ec, n) = co_await http::async_read(client.sock, buffer, parser, kTuple);
       }
-      if (ec == http::error::end_of_stream || ec == beast::error::timeout ||
-          ec == asio::error::eof || ec == asio::error::connection_reset ||
-          ec == asio::error::operation_aborted) {
+      if (ec == http::error::end_of_stream || ec == asio::error::eof ||
+          ec == asio::error::connection_reset || ec == asio::error::operation_aborted) {
         break;
       }
       if (ec) {
@@ -695,7 +752,7 @@ class Worker {
       if (!co_await handle(snap_, req, client)) break;
     }
     boost::system::error_code sec;
-    client.socket().shutdown(tcp::socket::shutdown_send, sec);
+    client.sock.shutdown(tcp::socket::shutdown_send, sec);
   }
 
   bool is_sensitive(const Snapshot& snap, const http::request<http::string_body>& req) const {
@@ -775,8 +832,7 @@ class Worker {
 
   // The hybrid policy for one request; writes the answer. Returns whether the client
   // connection carries on.
-  awaitable<bool> handle(SnapshotPtr snap, http::request<http::string_body>& req,
-                         beast::tcp_stream& client) {
+  awaitable<bool> handle(SnapshotPtr snap, http::request<http::string_body>& req, Peer& client) {
     const GatewayConfig& cfg = snap->cfg;
     auto t0 = Clock::now();
     bool keep_alive = req.keep_alive();
@@ -993,28 +1049,30 @@ class Worker {
 
   // A new connection to an endpoint (TCP, then TLS with certificate and host checks).
   awaitable<std::unique_ptr<Conn>> connect(const Endpoint& e, double timeout, std::string& err) {
-    beast::tcp_stream tcp(ioc_);
-    tcp.expires_after(secs(timeout));
-    auto [cec, ep] = co_await tcp.async_connect(e.addresses, kAwaitTuple);
+    auto c = std::make_unique<Conn>();
+    if (e.tls) {
+      c->tls = std::make_unique<ssl::stream<tcp::socket>>(ioc_, *e.tls);
+    } else {
+      c->plain = std::make_unique<tcp::socket>(ioc_);
+    }
+    c->wd = std::make_unique<Watchdog>(c->socket());
+    c->wd->set(secs(timeout));
+    auto [cec, ep] = co_await asio::async_connect(c->socket(), e.addresses, kAwaitTuple);
     if (cec) {
-      err = "refused the connection: " + cec.message();
-      if (cec == beast::error::timeout) err = "did not accept a connection in time";
+      err = c->wd->expired() ? "did not accept a connection in time"
+                             : "refused the connection: " + cec.message();
       co_return nullptr;
     }
-    tcp.socket().set_option(tcp::no_delay(true));
-    auto c = std::make_unique<Conn>();
-    if (!e.tls) {
-      c->plain = std::make_unique<beast::tcp_stream>(std::move(tcp));
-      co_return c;
-    }
-    c->tls = std::make_unique<beast::ssl_stream<beast::tcp_stream>>(std::move(tcp), *e.tls);
+    c->socket().set_option(tcp::no_delay(true));
+    if (!e.tls) co_return c;
     c->tls->set_verify_callback(ssl::host_name_verification(e.host));
     boost::system::error_code aec;
     asio::ip::make_address(e.host, aec);
     if (aec) SSL_set_tlsext_host_name(c->tls->native_handle(), e.host.c_str());
     auto [hec] = co_await c->tls->async_handshake(ssl::stream_base::client, kAwaitTuple);
     if (hec) {
-      err = "failed the TLS handshake: " + hec.message();
+      err = c->wd->expired() ? "did not finish the TLS handshake in time"
+                             : "failed the TLS handshake: " + hec.message();
       co_return nullptr;
     }
     co_return c;
@@ -1023,8 +1081,8 @@ class Worker {
   // One exchange with an endpoint: a pooled keep-alive connection (a stale one is
   // retried once on a fresh connection, as HAProxy does), then the response relayed.
   awaitable<Attempt> attempt(const Snapshot& snap, const Endpoint& e,
-                             http::request<http::string_body>& req, const Call& call,
-                             beast::tcp_stream& client, std::string_view reason) {
+                             http::request<http::string_body>& req, const Call& call, Peer& client,
+                             std::string_view reason) {
     const GatewayConfig& cfg = snap.cfg;
     e.st->requests.fetch_add(1, std::memory_order_relaxed);
     auto& idle = pool_of(e);
@@ -1071,9 +1129,9 @@ class Worker {
 
   // Part of a response to the client in one gather write: the head (if any), the data
   // (framed as a chunk when chunked), and the last chunk when `last`.
-  awaitable<boost::system::error_code> send_piece(beast::tcp_stream& client,
-                                                  const std::string& head, bool chunked,
-                                                  const char* data, std::size_t n, bool last) {
+  awaitable<boost::system::error_code> send_piece(Peer& client, const std::string& head,
+                                                  bool chunked, const char* data, std::size_t n,
+                                                  bool last) {
     char prefix[24];
     std::size_t prefix_len = 0;
     if (chunked && n > 0) {
@@ -1086,21 +1144,21 @@ class Worker {
         asio::buffer(head), asio::buffer(prefix, prefix_len), asio::buffer(data, n),
         asio::buffer(kCrlf.data(), chunked && n > 0 ? kCrlf.size() : 0),
         asio::buffer(kLast.data(), chunked && last ? kLast.size() : 0)};
-    auto [ec, written] = co_await asio::async_write(client, out, kTuple);
+    auto [ec, written] = co_await asio::async_write(client.sock, out, kTuple);
     co_return ec;
   }
 
   template <class Stream>
   awaitable<Attempt> relay(Stream& up, std::unique_ptr<Conn>& conn, bool reused,
                            const Snapshot& snap, const Endpoint& e,
-                           http::request<http::string_body>& req, const Call& call,
-                           beast::tcp_stream& client, std::string_view reason) {
+                           http::request<http::string_body>& req, const Call& call, Peer& client,
+                           std::string_view reason) {
     const GatewayConfig& cfg = snap.cfg;
-    beast::tcp_stream& lowest = conn->lowest();
+    Watchdog& wd = *conn->wd;
     double first_byte = cfg.first_token_timeout_seconds > 0 ? cfg.first_token_timeout_seconds
                                                             : cfg.response_timeout_seconds;
     auto sent = Clock::now();
-    lowest.expires_after(secs(first_byte));
+    wd.set(secs(first_byte));
     request_head(req, UpstreamTarget{e.base_path, e.host_header, e.api_key}, conn->head);
     std::array<asio::const_buffer, 2> req_out{asio::buffer(conn->head), asio::buffer(req.body())};
     auto [wec, wn] = co_await asio::async_write(up, req_out, kTuple);
@@ -1116,7 +1174,7 @@ class Worker {
     if (req.method() == http::verb::head) p.skip(true);
     auto [hec, hn] = co_await http::async_read_header(up, buf, p, kTuple);
     if (hec) {
-      if (hec == beast::error::timeout) {
+      if (wd.expired()) {
         if (cfg.first_token_timeout_seconds > 0) sh_.first_token_timeouts.fetch_add(1);
         co_return Attempt{Outcome::kTimeout, fmt::format("did not answer within {} s", first_byte)};
       }
@@ -1174,7 +1232,7 @@ class Worker {
         got = kDataSize - res.body().size;
       }
       if (rec && rec != http::error::need_buffer) {
-        if (rec == beast::error::timeout) {
+        if (wd.expired()) {
           if (cfg.first_token_timeout_seconds > 0) sh_.first_token_timeouts.fetch_add(1);
           co_return Attempt{Outcome::kTimeout,
                             fmt::format("sent no first token within {} s", first_byte)};
@@ -1197,14 +1255,14 @@ class Worker {
     std::string& head = conn->head;
     response_head(res, head, e.route_prefix, reason, keep_alive, call.http10, chunked);
     usage.feed(data, got, p.is_done());
-    client.expires_after(secs(cfg.client_timeout_seconds));
+    client.wd.set(secs(cfg.client_timeout_seconds));
     auto cec = co_await send_piece(client, head, chunked, data, got, p.is_done());
     bool broken = false;
     while (!cec && !p.is_done()) {
       boost::system::error_code rec;
       got = parse_buffered(rec);
       if (!rec && got == 0 && !p.is_done()) {
-        lowest.expires_after(secs(cfg.response_timeout_seconds));
+        wd.set(secs(cfg.response_timeout_seconds));
         std::size_t rn = 0;
         std::tie(rec, rn) = co_await http::async_read_some(up, buf, p, kTuple);
       }
@@ -1215,7 +1273,7 @@ class Worker {
       got = kDataSize - res.body().size;
       if (got == 0 && !p.is_done()) continue;
       usage.feed(data, got, p.is_done());
-      client.expires_after(secs(cfg.client_timeout_seconds));
+      client.wd.set(secs(cfg.client_timeout_seconds));
       head.clear();
       cec = co_await send_piece(client, head, chunked, data, got, p.is_done());
     }
@@ -1263,7 +1321,7 @@ class Worker {
       http::request<http::empty_body> req{http::verb::get, h.path, 11};
       req.set(http::field::host, e->host_header);
       req.keep_alive(false);
-      conn->lowest().expires_after(secs(h.timeout_seconds));
+      conn->wd->set(secs(h.timeout_seconds));
       http::response_parser<http::string_body> p;
       p.body_limit(64 * 1024);
       beast::flat_buffer buf;
