@@ -481,17 +481,53 @@ class UsageScan {
     if (!l.starts_with("data:") || l.find("\"usage\"") == std::string_view::npos) return;
     read(l.substr(5));
   }
+  // The text of the last `"usage": {...}` object in a JSON document, or nothing. A key
+  // is the only place the quoted word can stand before a colon (inside a string its
+  // quotes would be escaped), so only that object needs parsing, not the whole answer.
+  static std::string_view usage_object(std::string_view json) {
+    constexpr std::string_view kKey = "\"usage\"";
+    auto space = [](char c) { return c == ' ' || c == '\t' || c == '\r' || c == '\n'; };
+    for (std::size_t at = json.rfind(kKey); at != std::string_view::npos;
+         at = at == 0 ? std::string_view::npos : json.rfind(kKey, at - 1)) {
+      std::size_t i = at + kKey.size();
+      while (i < json.size() && space(json[i])) ++i;
+      if (i >= json.size() || json[i] != ':') continue;
+      ++i;
+      while (i < json.size() && space(json[i])) ++i;
+      if (i >= json.size() || json[i] != '{') continue;
+      int depth = 0;
+      bool in_string = false;
+      for (std::size_t k = i; k < json.size(); ++k) {
+        char c = json[k];
+        if (in_string) {
+          if (c == '\\') {
+            ++k;
+          } else if (c == '"') {
+            in_string = false;
+          }
+        } else if (c == '"') {
+          in_string = true;
+        } else if (c == '{') {
+          ++depth;
+        } else if (c == '}' && --depth == 0) {
+          return json.substr(i, k - i + 1);
+        }
+      }
+      return {};
+    }
+    return {};
+  }
+
   void read(std::string_view json) {
-    if (json.find("\"usage\"") == std::string_view::npos) return;
+    std::string_view text = usage_object(json);
+    if (text.empty()) return;
     boost::system::error_code ec;
-    unsigned char scratch[4096];  // small answers parse without touching the heap
+    unsigned char scratch[2048];  // parsed without touching the heap
     boost::json::monotonic_resource mr(scratch, sizeof scratch);
-    boost::json::value v = boost::json::parse(json, ec, &mr);
-    if (ec || !v.is_object()) return;
-    const auto* usage = v.as_object().if_contains("usage");
-    if (!usage || !usage->is_object()) return;
+    boost::json::value usage = boost::json::parse(text, ec, &mr);
+    if (ec || !usage.is_object()) return;
     auto count = [&](const char* key) -> std::uint64_t {
-      const auto* n = usage->as_object().if_contains(key);
+      const auto* n = usage.as_object().if_contains(key);
       return n && n->is_int64() && n->as_int64() > 0 ? static_cast<std::uint64_t>(n->as_int64())
                                                      : 0;
     };
