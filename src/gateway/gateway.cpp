@@ -33,11 +33,20 @@ namespace beast = boost::beast;
 namespace http = beast::http;
 namespace ssl = asio::ssl;
 using tcp = asio::ip::tcp;
-using asio::awaitable;
+// Every loop object uses io_context's own executor type, not the type-erased
+// any_io_executor: no executor copies through a virtual table on each operation.
+using Executor = asio::io_context::executor_type;
+template <class T>
+using awaitable = asio::awaitable<T, Executor>;
+using Socket = asio::basic_stream_socket<tcp, Executor>;
+using Acceptor = asio::basic_socket_acceptor<tcp, Executor>;
+using Timer = asio::basic_waitable_timer<std::chrono::steady_clock,
+                                         asio::wait_traits<std::chrono::steady_clock>, Executor>;
+using AdminStream = beast::basic_stream<tcp, Executor>;
 // Deferred operations awaited directly cost less per operation than use_awaitable;
 // the few Beast calls that do not take them (range connect) use kAwaitTuple.
 constexpr auto kTuple = asio::as_tuple(asio::deferred);
-constexpr auto kAwaitTuple = asio::as_tuple(asio::use_awaitable);
+constexpr auto kAwaitTuple = asio::as_tuple(asio::use_awaitable_t<Executor>{});
 using Clock = std::chrono::steady_clock;
 using ReusePort = asio::detail::socket_option::boolean<SOL_SOCKET, SO_REUSEPORT>;
 
@@ -547,7 +556,7 @@ class UsageScan {
 // has passed (they fail with operation_aborted, and expired() says why). Loop-local.
 class Watchdog {
  public:
-  explicit Watchdog(tcp::socket& sock) : st_(std::make_shared<State>(sock)) {}
+  explicit Watchdog(Socket& sock) : st_(std::make_shared<State>(sock)) {}
   Watchdog(const Watchdog&) = delete;
   Watchdog& operator=(const Watchdog&) = delete;
   ~Watchdog() {
@@ -563,9 +572,9 @@ class Watchdog {
 
  private:
   struct State {
-    explicit State(tcp::socket& s) : sock(&s), timer(s.get_executor()) {}
-    tcp::socket* sock;
-    asio::steady_timer timer;
+    explicit State(Socket& s) : sock(&s), timer(s.get_executor()) {}
+    Socket* sock;
+    Timer timer;
     Clock::time_point when = Clock::time_point::max();
     Clock::time_point armed_at;
     bool armed = false;
@@ -592,20 +601,20 @@ class Watchdog {
 
 // A client connection: its socket and deadline.
 struct Peer {
-  explicit Peer(tcp::socket s) : sock(std::move(s)), wd(sock) {}
-  tcp::socket sock;
+  explicit Peer(Socket s) : sock(std::move(s)), wd(sock) {}
+  Socket sock;
   Watchdog wd;
 };
 
 // A pooled upstream connection, plain or TLS, with its deadline.
 struct Conn {
-  std::unique_ptr<tcp::socket> plain;
-  std::unique_ptr<ssl::stream<tcp::socket>> tls;
+  std::unique_ptr<Socket> plain;
+  std::unique_ptr<ssl::stream<Socket>> tls;
   beast::flat_buffer buffer;  // kept with the connection: no allocation per exchange
   std::string head;           // the same for the request head we write
   std::optional<http::response_parser<http::buffer_body>> parser;  // of the current exchange
   std::unique_ptr<Watchdog> wd;  // last: destroyed first, before the socket it watches
-  tcp::socket& socket() { return tls ? tls->next_layer() : *plain; }
+  Socket& socket() { return tls ? tls->next_layer() : *plain; }
 };
 
 enum class Outcome {
@@ -657,7 +666,7 @@ class Worker {
   void adopt_now(const SnapshotPtr& snap) { snap_ = std::make_shared<const Snapshot>(*snap); }
   const SnapshotPtr& snapshot() const { return snap_; }
 
-  Result<std::uint16_t> listen(const std::string& host, std::uint16_t port, tcp::acceptor& a) {
+  Result<std::uint16_t> listen(const std::string& host, std::uint16_t port, Acceptor& a) {
     boost::system::error_code ec;
     auto addr = asio::ip::make_address(host, ec);
     if (ec)
@@ -697,18 +706,18 @@ class Worker {
   void start_health_checks() { asio::co_spawn(ioc_, health_loop(), asio::detached); }
 
  private:
-  awaitable<void> accept_loop(tcp::acceptor& acceptor, bool admin) {
+  awaitable<void> accept_loop(Acceptor& acceptor, bool admin) {
     for (;;) {
       auto [ec, sock] = co_await acceptor.async_accept(kTuple);
       if (ec) {
         if (sh_.stopping || ec == asio::error::operation_aborted) co_return;
-        asio::steady_timer backoff(ioc_, std::chrono::milliseconds(100));
+        Timer backoff(ioc_, std::chrono::milliseconds(100));
         co_await backoff.async_wait(kTuple);
         continue;
       }
       sock.set_option(tcp::no_delay(true));
       if (admin) {
-        asio::co_spawn(ioc_, admin_session(beast::tcp_stream(std::move(sock))), asio::detached);
+        asio::co_spawn(ioc_, admin_session(AdminStream(std::move(sock))), asio::detached);
       } else {
         asio::co_spawn(ioc_, session(std::move(sock)), asio::detached);
       }
@@ -733,7 +742,7 @@ class Worker {
     co_return !wec && res.keep_alive();
   }
 
-  awaitable<void> session(tcp::socket sock) {
+  awaitable<void> session(Socket sock) {
     Peer client(std::move(sock));
     beast::flat_buffer buffer;
     bool first = true;
@@ -788,7 +797,7 @@ class Worker {
       if (!co_await handle(snap_, req, client)) break;
     }
     boost::system::error_code sec;
-    client.sock.shutdown(tcp::socket::shutdown_send, sec);
+    client.sock.shutdown(Socket::shutdown_send, sec);
   }
 
   bool is_sensitive(const Snapshot& snap, const http::request<http::string_body>& req) const {
@@ -838,7 +847,7 @@ class Worker {
                                         Clock::time_point deadline) {
     if (snap.local.empty() || Clock::now() >= deadline) co_return nullptr;
     sh_.queued.fetch_add(1, std::memory_order_relaxed);
-    asio::steady_timer timer(ioc_);
+    Timer timer(ioc_);
     waiters_.push_back(&timer);
     const Endpoint* e = nullptr;
     while (!sh_.stopping) {
@@ -1087,9 +1096,9 @@ class Worker {
   awaitable<std::unique_ptr<Conn>> connect(const Endpoint& e, double timeout, std::string& err) {
     auto c = std::make_unique<Conn>();
     if (e.tls) {
-      c->tls = std::make_unique<ssl::stream<tcp::socket>>(ioc_, *e.tls);
+      c->tls = std::make_unique<ssl::stream<Socket>>(ioc_, *e.tls);
     } else {
-      c->plain = std::make_unique<tcp::socket>(ioc_);
+      c->plain = std::make_unique<Socket>(ioc_);
     }
     c->wd = std::make_unique<Watchdog>(c->socket());
     c->wd->set(secs(timeout));
@@ -1335,7 +1344,7 @@ class Worker {
 
   // Active health checks of local endpoints, from worker 0's loop.
   awaitable<void> health_loop() {
-    asio::steady_timer timer(ioc_);
+    Timer timer(ioc_);
     while (!sh_.stopping) {
       SnapshotPtr snap = snap_;
       const GatewayHealth& h = snap->cfg.health;
@@ -1383,7 +1392,7 @@ class Worker {
     e->checked(status >= 200 && status < 300, h);
   }
 
-  awaitable<void> admin_session(beast::tcp_stream stream) {
+  awaitable<void> admin_session(AdminStream stream) {
     beast::flat_buffer buffer;
     http::request<http::string_body> req;
     stream.expires_after(std::chrono::seconds(10));
@@ -1540,13 +1549,13 @@ class Worker {
 
   Shared& sh_;
   asio::io_context ioc_{1};
-  tcp::acceptor acceptor_;
-  tcp::acceptor admin_;
+  Acceptor acceptor_;
+  Acceptor admin_;
   SnapshotPtr snap_;
   // Idle keep-alive connections per endpoint state (a state outlives its snapshots
   // while the endpoint stays; pools of endpoints that left are dropped on adoption).
   std::unordered_map<const EndpointState*, Pool> pools_;
-  std::deque<asio::steady_timer*> waiters_;  // requests waiting for a local slot
+  std::deque<Timer*> waiters_;  // requests waiting for a local slot
 };
 
 Result<std::shared_ptr<Endpoint>> make_endpoint(const GatewayEndpoint& cfg, bool cloud,
@@ -1702,7 +1711,7 @@ int run_gateway(const Config& cfg, const GatewayOptions& opts, std::ostream& out
   // SIGTERM/SIGINT: stop accepting, let requests in flight finish (answers say
   // `Connection: close`) for up to the drain time, then stop. A second signal stops at once.
   asio::signal_set signals(workers.front()->ioc(), SIGINT, SIGTERM);
-  asio::steady_timer drain(workers.front()->ioc());
+  Timer drain(workers.front()->ioc());
   auto stop_all = [&] {
     for (auto& w : workers) w->ioc().stop();
   };
