@@ -851,5 +851,37 @@ TEST_F(GatewayTest, SigtermLetsRequestsInFlightFinish) {
   EXPECT_THAT(slurp(path("gateway.log")), HasSubstr("hylab gateway: stopped"));
 }
 
+TEST_F(GatewayTest, NothingProcessedIsSentTwiceAndRetriesHaveABudget) {
+  std::string hold = path("hold");
+  std::ofstream(hold).close();
+  int local = upstream("local", hold);
+  int cloud = upstream("cloud");
+  start_gateway(config(local, cloud, 4, "connect: 1s, response: 1s") +
+                "  retries: {budget_percent: 0, min_concurrent: 0}\n");
+  // An inference request may move before its first byte, but not past the retry budget.
+  auto chat = send("/v1/chat/completions", R"({"model":"m"})");
+  EXPECT_EQ(chat.status, 504) << chat.body;
+  EXPECT_THAT(chat.body, HasSubstr("did not answer within 1 s; not retried: the retry budget "
+                                   "is spent"));
+  // The timeout ejected the endpoint for 1 s; once it is back, a POST on a plain path that
+  // the upstream received and did not answer in time may have been processed, so it is not
+  // sent anywhere else.
+  ASSERT_TRUE(wait_until([&] {
+    return metric(metrics(),
+                  "hylab_gateway_endpoint_up{environment=\"local\",endpoint=\"gpu-box\"}") == 1;
+  }));
+  auto plain = send("/jobs/submit", R"({"x":1})");
+  EXPECT_EQ(plain.status, 504) << plain.body;
+  EXPECT_THAT(plain.body, HasSubstr("did not answer within 1 s; not retried: it may have "
+                                    "processed the request, and the method is not idempotent"));
+  EXPECT_EQ(plain.headers["x-hylab-route"], "local; endpoint=gpu-box; reason=error");
+  EXPECT_EQ(lines(path("local.rec")), 2);
+  std::filesystem::remove(hold);
+  EXPECT_EQ(lines(path("cloud.rec")), 0);
+  std::string m = metrics();
+  EXPECT_EQ(metric(m, "hylab_gateway_retry_budget_exhausted_total"), 1);
+  EXPECT_EQ(metric(m, "hylab_gateway_retries_total"), 0);
+}
+
 }  // namespace
 }  // namespace hylab::testing
