@@ -38,13 +38,20 @@ wrk.body = '{"model":"llama3.1-8b","messages":[{"role":"user","content":"Hi"}],"
 wrk.headers["Content-Type"] = "application/json"
 LUA
 
-# Upstreams: one nginx worker answering a small JSON body on two ports (local and "cloud").
-cat > "$tmp/upstream.conf" <<CONF
-daemon off; worker_processes 1; pid $tmp/upstream.pid; error_log $tmp/upstream.err;
+# The part every nginx config here shares: one worker, files under $tmp, keep-alive.
+nginx_head() {  # name
+  cat <<CONF
+daemon off; worker_processes 1; pid $tmp/$1.pid; error_log $tmp/$1.err;
 events { worker_connections 4096; }
 http {
   access_log off; client_body_temp_path $tmp; proxy_temp_path $tmp; fastcgi_temp_path $tmp;
   uwsgi_temp_path $tmp; scgi_temp_path $tmp; keepalive_requests 1000000;
+CONF
+}
+
+# Upstreams: one nginx worker answering a small JSON body on two ports (local and "cloud").
+cat > "$tmp/upstream.conf" <<CONF
+$(nginx_head upstream)
   server { listen 127.0.0.1:$UP; default_type application/json;
     location / { return 200 '{"upstream":"local"}'; }
     location /v1/chat/completions { return 200 '$COMPLETION'; } }
@@ -95,11 +102,7 @@ taskset -c 0 haproxy -f "$tmp/haproxy.cfg" -db > "$tmp/haproxy.log" 2>&1 & pids+
 
 # nginx as the proxy: one worker, max_conns on the local server, the cloud as backup.
 cat > "$tmp/proxy.conf" <<CONF
-daemon off; worker_processes 1; pid $tmp/proxy.pid; error_log $tmp/proxy.err;
-events { worker_connections 4096; }
-http {
-  access_log off; client_body_temp_path $tmp; proxy_temp_path $tmp; fastcgi_temp_path $tmp;
-  uwsgi_temp_path $tmp; scgi_temp_path $tmp; keepalive_requests 1000000;
+$(nginx_head proxy)
   upstream pool { server 127.0.0.1:$UP max_conns=64; server 127.0.0.1:$CLOUD backup; keepalive 64; }
   server { listen 127.0.0.1:$PN;
     location / { proxy_pass http://pool; proxy_http_version 1.1; proxy_set_header Connection ""; } }

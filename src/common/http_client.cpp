@@ -10,6 +10,8 @@
 #include <boost/beast/ssl.hpp>
 #include <chrono>
 
+#include "common/units.h"
+
 namespace hylab {
 
 namespace asio = boost::asio;
@@ -61,11 +63,6 @@ Result<Url> parse_url(const std::string& url) {
   return u;
 }
 
-std::chrono::steady_clock::duration secs(double s) {
-  return std::chrono::duration_cast<std::chrono::steady_clock::duration>(
-      std::chrono::duration<double>(s));
-}
-
 class Call {
  public:
   Call(const HttpClientRequest& req, const std::function<bool(std::string_view)>* on_data)
@@ -104,7 +101,7 @@ class Call {
       co_return;
     }
     beast::tcp_stream tcp_stream(ioc_);
-    tcp_stream.expires_after(secs(req_.timeout_seconds));
+    tcp_stream.expires_after(from_seconds(req_.timeout_seconds));
     auto [cec, ep] = co_await tcp_stream.async_connect(results, kTuple);
     if (cec) {
       fail(cec == asio::error::connection_refused ? Errc::kNotFound : Errc::kIo,
@@ -143,7 +140,7 @@ class Call {
     for (const auto& [k, v] : req_.headers) req.set(k, v);
     req.body() = req_.body;
     req.prepare_payload();
-    lowest.expires_after(secs(req_.timeout_seconds));
+    lowest.expires_after(from_seconds(req_.timeout_seconds));
     auto [wec, wn] = co_await http::async_write(stream, req, kTuple);
     if (wec) {
       fail(Errc::kIo, "cannot send to", wec);
@@ -153,7 +150,7 @@ class Call {
     http::response_parser<http::buffer_body> parser;
     parser.body_limit(on_data_ ? boost::optional<std::uint64_t>()
                                : boost::optional<std::uint64_t>(req_.max_body_bytes));
-    lowest.expires_after(secs(req_.timeout_seconds));
+    lowest.expires_after(from_seconds(req_.timeout_seconds));
     auto [hec, hn] = co_await http::async_read_header(stream, buffer, parser, kTuple);
     if (hec) {
       fail(Errc::kIo, "no response from", hec);
@@ -169,7 +166,7 @@ class Call {
     while (!parser.is_done()) {
       parser.get().body().data = buf;
       parser.get().body().size = sizeof buf;
-      lowest.expires_after(secs(req_.timeout_seconds));
+      lowest.expires_after(from_seconds(req_.timeout_seconds));
       auto [ec, n] = co_await http::async_read_some(stream, buffer, parser, kTuple);
       if (ec && ec != http::error::need_buffer) {
         fail(Errc::kIo,

@@ -3,6 +3,7 @@
 // garbage, no overflow) and returns a message that says what was expected. Pure: any thread.
 #pragma once
 
+#include <chrono>
 #include <cstdint>
 #include <string>
 #include <string_view>
@@ -10,6 +11,13 @@
 #include "common/result.h"
 
 namespace hylab {
+
+// A number of seconds (as configs give timeouts) as a steady_clock duration, for timers
+// and deadlines.
+inline std::chrono::steady_clock::duration from_seconds(double s) {
+  return std::chrono::duration_cast<std::chrono::steady_clock::duration>(
+      std::chrono::duration<double>(s));
+}
 
 // Decimal units as storage vendors and clouds use them, binary ones as RAM does.
 inline constexpr std::uint64_t kKB = 1000ULL;

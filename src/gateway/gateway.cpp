@@ -25,6 +25,7 @@
 #include <unordered_map>
 
 #include "common/text.h"
+#include "common/units.h"
 #include "gateway/matching.h"
 
 namespace hylab::gateway {
@@ -52,10 +53,6 @@ using Clock = std::chrono::steady_clock;
 using ReusePort = asio::detail::socket_option::boolean<SOL_SOCKET, SO_REUSEPORT>;
 
 namespace {
-
-Clock::duration secs(double s) {
-  return std::chrono::duration_cast<Clock::duration>(std::chrono::duration<double>(s));
-}
 
 std::int64_t now_ns() { return Clock::now().time_since_epoch().count(); }
 
@@ -119,7 +116,7 @@ struct Endpoint {
   void eject() const {
     int n = st->consecutive_failures.fetch_add(1, std::memory_order_relaxed);
     double backoff = std::min(30.0, static_cast<double>(1 << std::min(n, 5)));
-    st->ejected_until.store(now_ns() + secs(backoff).count(), std::memory_order_relaxed);
+    st->ejected_until.store(now_ns() + from_seconds(backoff).count(), std::memory_order_relaxed);
   }
   // A connect error or a timeout ejects at once; 5xx answers after three in a row.
   void failed(bool hard) const {
@@ -134,7 +131,7 @@ struct Endpoint {
     st->consecutive_5xx.store(0, std::memory_order_relaxed);
   }
   void busy_for(double seconds) const {
-    st->busy_until.store(now_ns() + secs(std::clamp(seconds, 0.1, 60.0)).count(),
+    st->busy_until.store(now_ns() + from_seconds(std::clamp(seconds, 0.1, 60.0)).count(),
                          std::memory_order_relaxed);
   }
 
@@ -148,7 +145,7 @@ struct Endpoint {
     st->window_sum_ns.fetch_add(ns, std::memory_order_relaxed);
     st->window_count.fetch_add(1, std::memory_order_relaxed);
     std::int64_t now = now_ns();
-    std::int64_t window = secs(a.window_seconds).count();
+    std::int64_t window = from_seconds(a.window_seconds).count();
     std::int64_t end = st->window_end.load(std::memory_order_relaxed);
     if (end == 0) {
       st->window_end.compare_exchange_strong(end, now + window);
@@ -651,7 +648,7 @@ class Worker {
     res.set(http::field::server, "hylab-gateway");
     res.keep_alive(keep_alive && !sh_.stopping);
     res.prepare_payload();
-    client.wd.set(secs(timeout));
+    client.wd.set(from_seconds(timeout));
     auto [wec, wn] = co_await http::async_write(client.sock, res, kTuple);
     co_return !wec && res.keep_alive();
   }
@@ -666,7 +663,7 @@ class Worker {
       http::request_parser<http::string_body> parser;
       parser.header_limit(static_cast<std::uint32_t>(cfg.max_header_bytes));
       parser.body_limit(cfg.max_body_bytes);
-      client.wd.set(secs(first ? cfg.client_timeout_seconds : cfg.idle_timeout_seconds));
+      client.wd.set(from_seconds(first ? cfg.client_timeout_seconds : cfg.idle_timeout_seconds));
       first = false;
       auto [ec, n] = co_await http::async_read_header(client.sock, buffer, parser, kTuple);
       // A body that came with the head is parsed in place, without an I/O round.
@@ -681,7 +678,7 @@ class Worker {
       }
       if (!ec && !parser.is_done()) {
         // A slow client gets the client timeout for the whole request, not per byte.
-        client.wd.set(secs(cfg.client_timeout_seconds));
+        client.wd.set(from_seconds(cfg.client_timeout_seconds));
         std::tie(ec, n) = co_await http::async_read(client.sock, buffer, parser, kTuple);
       }
       if (ec == http::error::end_of_stream || ec == asio::error::eof ||
@@ -872,9 +869,7 @@ class Worker {
         double ms =
             sensitive ? cfg.sensitive_queue_timeout_ms : (any_available ? cfg.queue_timeout_ms : 0);
         if (ms > 0) {
-          e = co_await wait_local(*snap, ineligible,
-                                  t0 + std::chrono::duration_cast<Clock::duration>(
-                                           std::chrono::duration<double, std::milli>(ms)));
+          e = co_await wait_local(*snap, ineligible, t0 + from_seconds(ms / 1000));
         }
       }
       if (!e) break;
@@ -1015,7 +1010,7 @@ class Worker {
       c->plain = std::make_unique<Socket>(ioc_);
     }
     c->wd = std::make_unique<Watchdog>(c->socket());
-    c->wd->set(secs(timeout));
+    c->wd->set(from_seconds(timeout));
     auto [cec, ep] = co_await asio::async_connect(c->socket(), e.addresses, kAwaitTuple);
     if (cec) {
       err = c->wd->expired() ? "did not accept a connection in time"
@@ -1117,7 +1112,7 @@ class Worker {
     double first_byte = cfg.first_token_timeout_seconds > 0 ? cfg.first_token_timeout_seconds
                                                             : cfg.response_timeout_seconds;
     auto sent = Clock::now();
-    wd.set(secs(first_byte));
+    wd.set(from_seconds(first_byte));
     request_head(req, UpstreamTarget{e.base_path, e.host_header, e.api_key}, conn->head);
     std::array<asio::const_buffer, 2> req_out{asio::buffer(conn->head), asio::buffer(req.body())};
     auto [wec, wn] = co_await asio::async_write(up, req_out, kTuple);
@@ -1214,14 +1209,14 @@ class Worker {
     std::string& head = conn->head;
     response_head(res, head, e.route_prefix, reason, keep_alive, call.http10, chunked);
     usage.feed(data, got, p.is_done());
-    client.wd.set(secs(cfg.client_timeout_seconds));
+    client.wd.set(from_seconds(cfg.client_timeout_seconds));
     auto cec = co_await send_piece(client, head, chunked, data, got, p.is_done());
     bool broken = false;
     while (!cec && !p.is_done()) {
       boost::system::error_code rec;
       got = parse_buffered(rec);
       if (!rec && got == 0 && !p.is_done()) {
-        wd.set(secs(cfg.response_timeout_seconds));
+        wd.set(from_seconds(cfg.response_timeout_seconds));
         std::size_t rn = 0;
         std::tie(rec, rn) = co_await http::async_read_some(up, buf, p, kTuple);
       }
@@ -1232,7 +1227,7 @@ class Worker {
       got = kDataSize - res.body().size;
       if (got == 0 && !p.is_done()) continue;
       usage.feed(data, got, p.is_done());
-      client.wd.set(secs(cfg.client_timeout_seconds));
+      client.wd.set(from_seconds(cfg.client_timeout_seconds));
       head.clear();
       cec = co_await send_piece(client, head, chunked, data, got, p.is_done());
     }
@@ -1265,7 +1260,7 @@ class Worker {
       if (h.enabled) {
         for (const auto& e : snap->local) asio::co_spawn(ioc_, check(snap, e), asio::detached);
       }
-      timer.expires_after(secs(h.enabled ? h.interval_seconds : 1.0));
+      timer.expires_after(from_seconds(h.enabled ? h.interval_seconds : 1.0));
       co_await timer.async_wait(kTuple);
     }
   }
@@ -1280,7 +1275,7 @@ class Worker {
       http::request<http::empty_body> req{http::verb::get, h.path, 11};
       req.set(http::field::host, e->host_header);
       req.keep_alive(false);
-      conn->wd->set(secs(h.timeout_seconds));
+      conn->wd->set(from_seconds(h.timeout_seconds));
       http::response_parser<http::string_body> p;
       p.body_limit(64 * 1024);
       beast::flat_buffer buf;
@@ -1651,7 +1646,7 @@ int run_gateway(const Config& cfg, const GatewayOptions& opts, std::ostream& out
         << std::flush;
     for (auto& w : workers) w->stop_accepting();
     signals.async_wait(on_stop);
-    drain_deadline = Clock::now() + secs(current->cfg.drain_timeout_seconds);
+    drain_deadline = Clock::now() + from_seconds(current->cfg.drain_timeout_seconds);
     wait_drained();
   };
   signals.async_wait(on_stop);

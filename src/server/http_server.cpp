@@ -13,6 +13,8 @@
 #include <cerrno>
 #include <chrono>
 
+#include "common/units.h"
+
 namespace hylab::server {
 
 namespace asio = boost::asio;
@@ -44,11 +46,6 @@ std::optional<std::string> url_decode(std::string_view s) {
 }
 
 namespace {
-
-std::chrono::steady_clock::duration seconds(double s) {
-  return std::chrono::duration_cast<std::chrono::steady_clock::duration>(
-      std::chrono::duration<double>(s));
-}
 
 std::string error_json(std::string_view message) {
   return boost::json::serialize(boost::json::object{{"error", message}}) + "\n";
@@ -156,7 +153,7 @@ class HttpServer::Impl : public std::enable_shared_from_this<Impl> {
 
   awaitable<void> tls_session(std::shared_ptr<Impl> self,
                               std::shared_ptr<beast::ssl_stream<beast::tcp_stream>> s) {
-    beast::get_lowest_layer(*s).expires_after(seconds(opts_.read_timeout_seconds));
+    beast::get_lowest_layer(*s).expires_after(from_seconds(opts_.read_timeout_seconds));
     auto [ec] = co_await s->async_handshake(ssl::stream_base::server, kTuple);
     if (!ec) co_await serve(*s, beast::get_lowest_layer(*s));
     untrack(&beast::get_lowest_layer(*s).socket());
@@ -213,11 +210,11 @@ class HttpServer::Impl : public std::enable_shared_from_this<Impl> {
       parser.body_limit(opts_.max_body_bytes);
       // Between requests the idle timeout applies; once bytes arrive, the read timeout.
       lowest.expires_after(
-          seconds(first ? opts_.read_timeout_seconds : opts_.idle_timeout_seconds));
+          from_seconds(first ? opts_.read_timeout_seconds : opts_.idle_timeout_seconds));
       first = false;
       auto [ec, n] = co_await http::async_read_header(stream, buffer, parser, kTuple);
       if (!ec) {
-        lowest.expires_after(seconds(opts_.read_timeout_seconds));
+        lowest.expires_after(from_seconds(opts_.read_timeout_seconds));
         std::tie(ec, n) = co_await http::async_read(stream, buffer, parser, kTuple);
       }
       if (ec == http::error::end_of_stream || ec == asio::error::eof ||
@@ -240,7 +237,7 @@ class HttpServer::Impl : public std::enable_shared_from_this<Impl> {
         res.set(http::field::connection, "close");
         res.body() = error_json(why);
         res.prepare_payload();
-        lowest.expires_after(seconds(opts_.write_timeout_seconds));
+        lowest.expires_after(from_seconds(opts_.write_timeout_seconds));
         co_await http::async_write(stream, res, kTuple);
         co_await drain(lowest);
         co_return;
@@ -269,7 +266,7 @@ class HttpServer::Impl : public std::enable_shared_from_this<Impl> {
         }
       }
       bool keep_alive = msg.keep_alive() && !stopping_;
-      lowest.expires_after(seconds(opts_.write_timeout_seconds));
+      lowest.expires_after(from_seconds(opts_.write_timeout_seconds));
       if (!out.stream) {
         http::response<http::string_body> res{static_cast<http::status>(out.status), msg.version()};
         res.set(http::field::content_type, out.content_type);
@@ -299,17 +296,17 @@ class HttpServer::Impl : public std::enable_shared_from_this<Impl> {
         std::optional<std::string> chunk = out.stream();
         if (!chunk) break;
         if (chunk->empty()) {
-          timer.expires_after(seconds(opts_.stream_poll_seconds));
+          timer.expires_after(from_seconds(opts_.stream_poll_seconds));
           co_await timer.async_wait(kTuple);
           continue;
         }
-        lowest.expires_after(seconds(opts_.write_timeout_seconds));
+        lowest.expires_after(from_seconds(opts_.write_timeout_seconds));
         auto [cec, cn] =
             co_await asio::async_write(stream, http::make_chunk(asio::buffer(*chunk)), kTuple);
         if (cec) co_return;
       }
       // The timeout kept running while the source was quiet: start it afresh.
-      lowest.expires_after(seconds(opts_.write_timeout_seconds));
+      lowest.expires_after(from_seconds(opts_.write_timeout_seconds));
       co_await asio::async_write(stream, http::make_chunk_last(), kTuple);
       co_return;
     }

@@ -18,6 +18,7 @@
 #include <sstream>
 
 #include "common/config.h"
+#include "common/units.h"
 
 extern char** environ;
 
@@ -311,8 +312,7 @@ int shim_main(const std::string& job_dir) {
     if (g_terminate && !term_sent) {
       ::kill(-child, SIGTERM);
       term_sent = true;
-      kill_at = Clock::now() +
-                std::chrono::duration_cast<Clock::duration>(std::chrono::duration<double>(grace));
+      kill_at = Clock::now() + from_seconds(grace);
     }
     if (term_sent && !kill_sent && !exited && Clock::now() >= kill_at) {
       ::kill(-child, SIGKILL);
