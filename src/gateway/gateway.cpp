@@ -56,6 +56,59 @@ namespace {
 
 std::int64_t now_ns() { return Clock::now().time_since_epoch().count(); }
 
+// The hot path reads straight from the socket and parses in place: Beast's composed reads
+// (http::async_read*) add two handler layers, executor work guards and a post to each call.
+constexpr std::size_t kReadChunk = 16 * 1024;
+
+struct ReadResult {
+  boost::system::error_code ec;
+  std::size_t bytes = 0;  // read from the socket by this call
+};
+
+// Parses what `buf` holds into `p` until `done(p)` or the parser needs more bytes.
+template <class Parser, class Done>
+boost::system::error_code parse_held(beast::flat_buffer& buf, Parser& p, Done done) {
+  boost::system::error_code ec;
+  while (buf.size() > 0 && !done(p)) {
+    std::size_t used = p.put(buf.data(), ec);
+    buf.consume(used);
+    if (ec == http::error::need_more) return {};
+    if (ec || used == 0) return ec;
+  }
+  return ec;
+}
+
+// The end of the stream: complete for a body that ends with the connection, an error
+// (partial_message) otherwise.
+template <class Parser>
+boost::system::error_code at_eof(Parser& p) {
+  if (!p.got_some()) return http::error::end_of_stream;
+  boost::system::error_code ec;
+  p.put_eof(ec);
+  return ec;
+}
+
+// Reads and parses until `done(p)` (the head, or the whole message), a limit or an error.
+template <class Stream, class Parser, class Done>
+awaitable<ReadResult> read_until(Stream& s, beast::flat_buffer& buf, Parser& p, Done done) {
+  ReadResult r;
+  for (;;) {
+    r.ec = parse_held(buf, p, done);
+    if (r.ec || done(p)) co_return r;
+    auto [ec, n] = co_await s.async_read_some(buf.prepare(kReadChunk), kTuple);
+    buf.commit(n);
+    r.bytes += n;
+    if (ec) {
+      r.ec = ec == asio::error::eof ? at_eof(p) : ec;
+      if (!r.ec && !done(p)) r.ec = http::error::partial_message;
+      co_return r;
+    }
+  }
+}
+
+constexpr auto kHeadDone = [](const auto& p) { return p.is_header_done(); };
+constexpr auto kAllDone = [](const auto& p) { return p.is_done(); };
+
 // What the loops know about one upstream: slots, health, counters and the adaptive limit.
 // Shared by every loop (atomics only) and kept across reloads while the endpoint's name
 // and URL stay the same, so in-flight counts and ejections survive a SIGHUP.
@@ -665,21 +718,13 @@ class Worker {
       parser.body_limit(cfg.max_body_bytes);
       client.wd.set(from_seconds(first ? cfg.client_timeout_seconds : cfg.idle_timeout_seconds));
       first = false;
-      auto [ec, n] = co_await http::async_read_header(client.sock, buffer, parser, kTuple);
+      auto [ec, n] = co_await read_until(client.sock, buffer, parser, kHeadDone);
       // A body that came with the head is parsed in place, without an I/O round.
-      while (!ec && !parser.is_done() && buffer.size() > 0) {
-        std::size_t used = parser.put(buffer.data(), ec);
-        buffer.consume(used);
-        if (ec == http::error::need_more) {
-          ec = {};
-          break;
-        }
-        if (used == 0) break;
-      }
+      if (!ec) ec = parse_held(buffer, parser, kAllDone);
       if (!ec && !parser.is_done()) {
         // A slow client gets the client timeout for the whole request, not per byte.
         client.wd.set(from_seconds(cfg.client_timeout_seconds));
-        std::tie(ec, n) = co_await http::async_read(client.sock, buffer, parser, kTuple);
+        ec = (co_await read_until(client.sock, buffer, parser, kAllDone)).ec;
       }
       if (ec == http::error::end_of_stream || ec == asio::error::eof ||
           ec == asio::error::connection_reset || ec == asio::error::operation_aborted) {
@@ -1126,7 +1171,7 @@ class Worker {
     p.body_limit(boost::none);  // streamed through, never held whole
     p.header_limit(64 * 1024);
     if (req.method() == http::verb::head) p.skip(true);
-    auto [hec, hn] = co_await http::async_read_header(up, buf, p, kTuple);
+    auto [hec, hn] = co_await read_until(up, buf, p, kHeadDone);
     if (hec) {
       if (wd.expired()) {
         if (cfg.first_token_timeout_seconds > 0) sh_.first_token_timeouts.fetch_add(1);
@@ -1180,10 +1225,10 @@ class Worker {
       boost::system::error_code rec;
       got = parse_buffered(rec);
       if (!rec && (got > 0 || p.is_done())) break;
-      if (!rec) {
-        std::size_t rn = 0;
-        std::tie(rec, rn) = co_await http::async_read_some(up, buf, p, kTuple);
-        got = kDataSize - res.body().size;
+      if (!rec) {  // parsed on the next turn
+        auto [ec, rn] = co_await up.async_read_some(buf.prepare(kReadChunk), kTuple);
+        buf.commit(rn);
+        rec = ec == asio::error::eof ? at_eof(p) : ec;
       }
       if (rec && rec != http::error::need_buffer) {
         if (wd.expired()) {
@@ -1217,8 +1262,9 @@ class Worker {
       got = parse_buffered(rec);
       if (!rec && got == 0 && !p.is_done()) {
         wd.set(from_seconds(cfg.response_timeout_seconds));
-        std::size_t rn = 0;
-        std::tie(rec, rn) = co_await http::async_read_some(up, buf, p, kTuple);
+        auto [ec, rn] = co_await up.async_read_some(buf.prepare(kReadChunk), kTuple);
+        buf.commit(rn);
+        rec = ec == asio::error::eof ? at_eof(p) : ec;
       }
       if (rec && rec != http::error::need_buffer) {
         broken = true;  // the upstream broke mid-response: the client sees a cut stream
