@@ -2,13 +2,14 @@
 # Installs the Debian 12 packages hylab needs that are missing; skips what is present.
 # Usage: scripts/install-deps.sh build|test|bench
 set -euo pipefail
+cd "$(dirname "$0")/.."
 
 build_pkgs=(cmake ninja-build g++ pkg-config ccache
   libyaml-cpp-dev libcli11-dev libfmt-dev libboost1.81-dev libboost-json1.81-dev
-  libsqlite3-dev libssl-dev prometheus-cpp-dev)
+  libsqlite3-dev libssl-dev prometheus-cpp-dev libcurl4-openssl-dev)
 test_pkgs=(clang clang-format clang-tidy libclang-rt-14-dev libgtest-dev libgmock-dev git python3 openssl
-  nginx-light)
-bench_pkgs=(libbenchmark-dev wrk python3 haproxy nginx-light util-linux)
+  nginx-light python3-boto3 python3-botocore)
+bench_pkgs=(libbenchmark-dev wrk python3 haproxy nginx-light util-linux rclone curl)
 
 want=("${build_pkgs[@]}")
 case "${1:-build}" in
@@ -22,15 +23,27 @@ missing=()
 for p in "${want[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
 done
-((${#missing[@]} == 0)) && exit 0
-
-echo "Installing missing packages: ${missing[*]}"
-sudo=()
-if [[ $(id -u) -ne 0 ]]; then
-  command -v sudo >/dev/null || { echo "error: need root or sudo to install ${missing[*]}" >&2; exit 1; }
-  sudo=(sudo)
+# The tests' S3 server (s3rver) comes from the npm registry: node and npm from Debian when
+# this machine has neither (a node from elsewhere that brings its own npm is kept).
+if [[ ${1:-build} != build ]]; then
+  command -v node >/dev/null || missing+=(nodejs)
+  command -v npm >/dev/null || missing+=(npm)
 fi
-export DEBIAN_FRONTEND=noninteractive
-# Refresh the package lists only when an install fails for want of them.
-"${sudo[@]}" apt-get install -y --no-install-recommends "${missing[@]}" ||
-  { "${sudo[@]}" apt-get update && "${sudo[@]}" apt-get install -y --no-install-recommends "${missing[@]}"; }
+
+if ((${#missing[@]} > 0)); then
+  echo "Installing missing packages: ${missing[*]}"
+  sudo=()
+  if [[ $(id -u) -ne 0 ]]; then
+    command -v sudo >/dev/null || { echo "error: need root or sudo to install ${missing[*]}" >&2; exit 1; }
+    sudo=(sudo)
+  fi
+  export DEBIAN_FRONTEND=noninteractive
+  # Refresh the package lists only when an install fails for want of them.
+  "${sudo[@]}" apt-get install -y --no-install-recommends "${missing[@]}" ||
+    { "${sudo[@]}" apt-get update && "${sudo[@]}" apt-get install -y --no-install-recommends "${missing[@]}"; }
+fi
+
+if [[ ${1:-build} != build && ! -f tests/s3rver/node_modules/s3rver/bin/s3rver.js ]]; then
+  echo "Installing s3rver (npm, pinned by tests/s3rver/package-lock.json)"
+  npm ci --prefix tests/s3rver --no-audit --no-fund
+fi

@@ -9,6 +9,7 @@
 #include <optional>
 
 #include "cli/client.h"
+#include "cli/data.h"
 #include "cli/output.h"
 #include "common/config.h"
 #include "common/job_spec.h"
@@ -424,6 +425,9 @@ int run(const std::vector<std::string>& args, std::ostream& out, std::ostream& e
       gateway_cmd->add_subcommand("stats", "the running gateway's counters, from its admin port");
   stats_cmd->add_option("--admin", stats_admin, "admin host:port (default: gateway.admin)");
 
+  DataCommand data;
+  data.add(app);
+
   std::vector<std::string> rest(args.begin() + (args.empty() ? 0 : 1), args.end());
   std::reverse(rest.begin(), rest.end());  // CLI11 takes arguments in reverse order
   try {
@@ -456,6 +460,7 @@ int run(const std::vector<std::string>& args, std::ostream& out, std::ostream& e
       if (!args.empty()) serve_opts.exe = args.front();
       return server::run_serve(*cfg, serve_opts, out, err);
     }
+    if (data.parsed()) return data.run(*cfg, client.json, out, err);
     if (stats_cmd->parsed()) return cmd_gateway_stats(*cfg, stats_admin, client.json, out, err);
     if (gateway_cmd->parsed()) return gateway::run_gateway(*cfg, gw_opts, out, err);
     if (run_cmd->parsed()) return cmd_run(*cfg, client, run_opts, out, err);

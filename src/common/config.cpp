@@ -411,6 +411,75 @@ void read_gateway(const yaml::Where& w, const YAML::Node& node, GatewayConfig& g
   }
 }
 
+void read_storage(const yaml::Where& w, const YAML::Node& node, StorageConfig& st) {
+  yaml::MapReader m(w, node, "storage");
+  if (!m.ok()) return;
+  if (auto n = m.take("remote")) {
+    if (auto v = yaml::as_string(w, *n, "storage.remote")) {
+      if (v->rfind("s3://", 0) != 0 && v->rfind("file:///", 0) != 0) {
+        yaml::error_at(w, *n, "storage.remote",
+                       "must be s3://BUCKET/PREFIX or file:///PATH, got " + quote(*v));
+      } else if (v->rfind("s3://", 0) == 0 && (v->size() == 5 || (*v)[5] == '/')) {
+        yaml::error_at(w, *n, "storage.remote", "has no bucket: " + quote(*v));
+      } else {
+        st.remote = *v;
+      }
+    }
+  }
+  if (auto n = m.take("endpoint_url")) {
+    if (auto v = yaml::as_string(w, *n, "storage.endpoint_url")) {
+      if (v->rfind("http://", 0) != 0 && v->rfind("https://", 0) != 0) {
+        yaml::error_at(w, *n, "storage.endpoint_url",
+                       "must start with http:// or https://, got " + quote(*v));
+      } else {
+        st.endpoint_url = *v;
+      }
+    }
+  }
+  if (auto v = m.string("region")) st.region = *v;
+  if (auto v = m.choice("addressing", {"path", "virtual"})) st.addressing = *v;
+  if (auto v = m.string("profile")) st.profile = *v;
+  if (auto v = m.string("cache_dir")) st.cache_dir = *v;
+  if (auto n = m.take("cache_max_size")) {
+    if (auto v = yaml::as_bytes(w, *n, "storage.cache_max_size", kGiB)) {
+      if (*v == 0) {
+        yaml::error_at(w, *n, "storage.cache_max_size", "must be more than 0");
+      } else {
+        st.cache_max_size = *v;
+      }
+    }
+  }
+  if (auto v = positive_seconds(m, "cache_max_age")) st.cache_max_age_seconds = *v;
+  if (auto n = m.take("revalidate_after")) {
+    if (auto h = yaml::as_hours(w, *n, "storage.revalidate_after"))
+      st.revalidate_after_seconds = *h * 3600;
+  }
+  if (auto v = m.string_list("sensitive")) st.sensitive = *v;
+  if (auto v = m.string_list("shareable")) st.shareable = *v;
+  if (auto v = m.integer("parallel", 1)) st.parallel = static_cast<int>(std::min(*v, 256LL));
+  if (auto n = m.take("multipart_threshold")) {
+    if (auto v = yaml::as_bytes(w, *n, "storage.multipart_threshold", kMiB)) {
+      if (*v < (5ULL << 20)) {
+        yaml::error_at(w, *n, "storage.multipart_threshold",
+                       "must be at least 5MiB (S3's smallest part)");
+      } else {
+        st.multipart_threshold = *v;
+      }
+    }
+  }
+  if (auto n = m.take("part_size")) {
+    if (auto v = yaml::as_bytes(w, *n, "storage.part_size", kMiB)) {
+      if (*v < (5ULL << 20) || *v > (5ULL << 30)) {
+        yaml::error_at(w, *n, "storage.part_size",
+                       "must be between 5MiB and 5GiB (S3's part limits)");
+      } else {
+        st.part_size = *v;
+      }
+    }
+  }
+  m.finish();
+}
+
 }  // namespace
 
 std::optional<Config> load_config_text(std::string_view text, const std::string& file,
@@ -432,6 +501,12 @@ std::optional<Config> load_config_text(std::string_view text, const std::string&
   if (auto p = top.take("policy")) read_policy(w, *p, cfg.policy);
   if (auto sv = top.take("server")) read_server(w, *sv, cfg.server);
   if (auto gw = top.take("gateway"); gw && !gw->IsNull()) read_gateway(w, *gw, cfg.gateway);
+  if (auto st = top.take("storage"); st && !st->IsNull()) read_storage(w, *st, cfg.storage);
+  {
+    auto slash = file.rfind('/');
+    cfg.storage.base_dir = slash == std::string::npos ? "." : file.substr(0, slash);
+    if (cfg.storage.base_dir.empty()) cfg.storage.base_dir = "/";
+  }
   top.finish();
   if (diag.error_count() > errors_before) return std::nullopt;
   return cfg;

@@ -125,6 +125,27 @@ struct GatewayConfig {
   GatewayAdaptive adaptive;
 };
 
+// Hybrid storage (`hylab data`): where objects live, the local cache, and what never leaves.
+struct StorageConfig {
+  std::string remote;               // s3://bucket/prefix or file:///path; empty: no default remote
+  std::string endpoint_url;         // empty: $AWS_ENDPOINT_URL, else AWS's for the region
+  std::string region;               // empty: $AWS_REGION, $AWS_DEFAULT_REGION, else us-east-1
+  std::string addressing = "path";  // "path" or "virtual"
+  std::string profile;              // credentials profile; empty: $AWS_PROFILE or default
+  std::string cache_dir;            // empty: $XDG_CACHE_HOME/hylab, else ~/.cache/hylab
+  std::uint64_t cache_max_size = 50ULL << 30;
+  double cache_max_age_seconds = 0;  // 0: no maximum age
+  double revalidate_after_seconds = 60;
+  // Paths or globs (relative ones to the config file's folder) that never go to a remote;
+  // shareable ones inside them may.
+  std::vector<std::string> sensitive;
+  std::vector<std::string> shareable;
+  std::string base_dir;                             // the config file's folder
+  int parallel = 8;                                 // transfers at once
+  std::uint64_t multipart_threshold = 64ULL << 20;  // larger objects move in parts
+  std::uint64_t part_size = 16ULL << 20;
+};
+
 // $XDG_DATA_HOME/hylab, else ~/.local/share/hylab.
 std::string default_state_dir();
 inline std::string state_dir_of(const ServerConfig& s) {
@@ -138,6 +159,7 @@ struct Config {
   Policy policy;
   ServerConfig server;
   GatewayConfig gateway;
+  StorageConfig storage;
   Catalog catalog = builtin_catalog();
 };
 

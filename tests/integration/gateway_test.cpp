@@ -10,52 +10,13 @@
 
 #include <thread>
 
+#include "process.h"
 #include "serve_harness.h"
 
 namespace hylab::testing {
 namespace {
 
 using ::testing::HasSubstr;
-
-class Process {
- public:
-  Process() = default;
-  Process(const Process&) = delete;
-  ~Process() { stop(); }
-  void start(std::vector<std::string> argv, const std::string& log,
-             std::vector<std::string> env = {}) {
-    pid_ = ::fork();
-    if (pid_ == 0) {
-      ::prctl(PR_SET_PDEATHSIG, SIGKILL);  // gone with the test, even if it crashes
-      FILE* f = std::freopen(log.c_str(), "a", stdout);
-      (void)f;
-      ::dup2(1, 2);
-      for (const auto& e : env) ::putenv(const_cast<char*>(e.c_str()));
-      std::vector<char*> args;
-      for (auto& a : argv) args.push_back(a.data());
-      args.push_back(nullptr);
-      ::execvp(args[0], args.data());
-      ::_exit(127);
-    }
-  }
-  pid_t pid() const { return pid_; }
-  // Waits for the process to exit on its own; its exit code (-1 if killed by a signal).
-  int wait() {
-    int status = 0;
-    ::waitpid(pid_, &status, 0);
-    pid_ = -1;
-    return WIFEXITED(status) ? WEXITSTATUS(status) : -1;
-  }
-  void stop(int sig = SIGKILL) {
-    if (pid_ <= 0) return;
-    ::kill(pid_, sig);
-    ::waitpid(pid_, nullptr, 0);
-    pid_ = -1;
-  }
-
- private:
-  pid_t pid_ = -1;
-};
 
 std::string slurp(const std::string& path) {
   auto t = read_text_file(path, 1 << 24);

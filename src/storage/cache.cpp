@@ -1,0 +1,541 @@
+// The disk cache (see cache.h for the guarantees). Layout under the cache folder:
+//   .lock                      flock held while a process has the cache open
+//   objects/XY/ID.data         the object's bytes (ID: sha256 of store and key)
+//   objects/XY/ID.meta         JSON: store, key, etag, sha256, size, times, pinned
+//   tmp/                       downloads in progress (emptied when the cache opens)
+//   stats.json                 counters kept across runs
+// An entry exists when its .meta does. Replacing an entry removes the old .meta first,
+// then renames the new data into place, then writes the new .meta: a crash in between
+// leaves data without metadata, which opening the cache deletes.
+#include "storage/cache.h"
+
+#include <fcntl.h>
+#include <fmt/format.h>
+#include <sys/file.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <atomic>
+#include <boost/json.hpp>
+#include <chrono>
+#include <condition_variable>
+#include <filesystem>
+#include <map>
+#include <mutex>
+#include <set>
+#include <thread>
+
+#include "common/units.h"
+#include "storage/file_util.h"
+#include "storage/sigv4.h"
+
+namespace hylab::storage {
+
+namespace fs = std::filesystem;
+namespace json = boost::json;
+
+struct Cache::Impl {
+  CacheOptions opt;
+  int lock_fd = -1;
+  mutable std::mutex mu;
+  std::condition_variable cv;
+  std::map<std::string, CacheEntry> entries;    // by id
+  std::map<std::uint64_t, std::string> lru;     // access order -> id
+  std::map<std::string, std::uint64_t> seq_of;  // id -> access order
+  std::uint64_t next_seq = 1;
+  std::set<std::string> inflight;  // ids being downloaded or revalidated
+  std::uint64_t used = 0, reserved = 0;
+  CacheStats counters;  // hits, misses, ... (bytes/entries computed)
+  std::atomic<unsigned> tmp_counter{0};
+
+  ~Impl() {
+    save_stats();
+    if (lock_fd >= 0) ::close(lock_fd);
+  }
+
+  std::int64_t now() const {
+    if (opt.now) return opt.now();
+    return std::chrono::duration_cast<std::chrono::seconds>(
+               std::chrono::system_clock::now().time_since_epoch())
+        .count();
+  }
+
+  static std::string id_of(const std::string& store, const std::string& key) {
+    return sha256_hex(store + "\n" + key).substr(0, 40);
+  }
+  std::string base_of(const std::string& id) const {
+    return fmt::format("{}/objects/{}/{}", opt.dir, id.substr(0, 2), id);
+  }
+
+  void touch(const std::string& id) {
+    auto it = seq_of.find(id);
+    if (it != seq_of.end()) lru.erase(it->second);
+    seq_of[id] = next_seq;
+    lru[next_seq++] = id;
+  }
+
+  void forget(const std::string& id) {
+    auto it = seq_of.find(id);
+    if (it != seq_of.end()) {
+      lru.erase(it->second);
+      seq_of.erase(it);
+    }
+    auto e = entries.find(id);
+    if (e != entries.end()) {
+      used -= e->second.size;
+      entries.erase(e);
+    }
+  }
+
+  // Removes an entry's files, metadata first (the entry ends there).
+  void remove_files(const std::string& id) {
+    std::string base = base_of(id);
+    ::unlink((base + ".meta").c_str());
+    ::unlink((base + ".data").c_str());
+  }
+
+  static std::string meta_json(const CacheEntry& e) {
+    json::object o;
+    o["store"] = e.store;
+    o["key"] = e.key;
+    o["etag"] = e.etag;
+    o["sha256"] = e.sha256;
+    o["size"] = e.size;
+    o["fetched_at"] = e.fetched_at;
+    o["validated_at"] = e.validated_at;
+    o["pinned"] = e.pinned;
+    return json::serialize(o);
+  }
+
+  Result<bool> write_meta(const CacheEntry& e) {
+    return write_file_atomic(base_of(id_of(e.store, e.key)) + ".meta", meta_json(e));
+  }
+
+  void save_stats() const {
+    json::object o;
+    o["hits"] = counters.hits;
+    o["misses"] = counters.misses;
+    o["revalidated"] = counters.revalidated;
+    o["evictions"] = counters.evictions;
+    o["repaired"] = counters.repaired;
+    o["refused_uploads"] = counters.refused_uploads;
+    (void)write_file_atomic(opt.dir + "/stats.json", json::serialize(o));
+  }
+
+  void load_stats() {
+    auto text = read_small_file(opt.dir + "/stats.json", 1 << 16);
+    if (!text) return;
+    boost::system::error_code ec;
+    auto v = json::parse(*text, ec);
+    if (ec || !v.is_object()) return;
+    auto get = [&](const char* k) -> std::uint64_t {
+      const auto* p = v.as_object().if_contains(k);
+      return p && p->is_number() ? p->to_number<std::uint64_t>() : 0;
+    };
+    counters.hits = get("hits");
+    counters.misses = get("misses");
+    counters.revalidated = get("revalidated");
+    counters.evictions = get("evictions");
+    counters.repaired = get("repaired");
+    counters.refused_uploads = get("refused_uploads");
+  }
+
+  // Reads every entry's metadata; removes what a crash left half-done.
+  Result<bool> check() {
+    std::error_code ec;
+    fs::remove_all(opt.dir + "/tmp", ec);
+    fs::create_directories(opt.dir + "/tmp", ec);
+    fs::create_directories(opt.dir + "/objects", ec);
+    if (ec) return Error{Errc::kIo, fmt::format("{}: {}", opt.dir, ec.message())};
+    std::vector<std::pair<std::int64_t, std::string>> order;  // data mtime, id
+    for (auto it = fs::recursive_directory_iterator(opt.dir + "/objects", ec);
+         !ec && it != fs::end(it); it.increment(ec)) {
+      if (!it->is_regular_file(ec)) continue;
+      std::string path = it->path().string();
+      std::string name = it->path().filename().string();
+      auto dot = name.rfind('.');
+      std::string ext = dot == std::string::npos ? "" : name.substr(dot);
+      std::string base = path.substr(0, path.size() - ext.size());
+      if (ext == ".data") {
+        if (!fs::exists(base + ".meta")) {  // data whose metadata never came: half-done
+          ::unlink(path.c_str());
+          ++counters.repaired;
+        }
+        continue;
+      }
+      if (ext != ".meta") {  // a temporary file of an interrupted metadata write
+        ::unlink(path.c_str());
+        continue;
+      }
+      auto text = read_small_file(path, 1 << 20);
+      boost::system::error_code jec;
+      json::value v = text ? json::parse(*text, jec) : json::value();
+      struct stat st {};
+      bool ok = text && !jec && v.is_object() && ::stat((base + ".data").c_str(), &st) == 0;
+      CacheEntry e;
+      if (ok) {
+        const auto& o = v.as_object();
+        auto str = [&](const char* k) {
+          const auto* p = o.if_contains(k);
+          return p && p->is_string() ? std::string(p->as_string()) : std::string();
+        };
+        auto num = [&](const char* k) -> std::int64_t {
+          const auto* p = o.if_contains(k);
+          return p && p->is_number() ? p->to_number<std::int64_t>() : 0;
+        };
+        e.store = str("store");
+        e.key = str("key");
+        e.etag = str("etag");
+        e.sha256 = str("sha256");
+        e.size = static_cast<std::uint64_t>(num("size"));
+        e.fetched_at = num("fetched_at");
+        e.validated_at = num("validated_at");
+        const auto* pin = o.if_contains("pinned");
+        e.pinned = pin && pin->is_bool() && pin->as_bool();
+        e.path = base + ".data";
+        e.last_access = st.st_mtim.tv_sec;
+        ok = static_cast<std::uint64_t>(st.st_size) == e.size && !e.key.empty() &&
+             id_of(e.store, e.key) == fs::path(base).filename().string();
+      }
+      if (!ok) {
+        ::unlink(path.c_str());
+        ::unlink((base + ".data").c_str());
+        ++counters.repaired;
+        continue;
+      }
+      std::string id = fs::path(base).filename().string();
+      order.emplace_back(st.st_mtim.tv_sec * 1000000000LL + st.st_mtim.tv_nsec, id);
+      used += e.size;
+      entries[id] = std::move(e);
+    }
+    if (ec) return Error{Errc::kIo, fmt::format("{}/objects: {}", opt.dir, ec.message())};
+    std::sort(order.begin(), order.end());
+    for (const auto& [t, id] : order) touch(id);
+    return true;
+  }
+
+  Result<bool> lock() {
+    if (::mkdir(opt.dir.c_str(), 0755) != 0 && errno != EEXIST) {
+      std::error_code ec;
+      fs::create_directories(opt.dir, ec);
+      if (ec) return Error{Errc::kIo, fmt::format("cache folder {}: {}", opt.dir, ec.message())};
+    }
+    std::string path = opt.dir + "/.lock";
+    lock_fd = ::open(path.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0644);
+    if (lock_fd < 0) return Error{Errc::kIo, fmt::format("{}: {}", path, errno_text(errno))};
+    auto deadline = std::chrono::steady_clock::now() + from_seconds(opt.lock_wait_seconds);
+    bool said = false;
+    while (::flock(lock_fd, LOCK_EX | LOCK_NB) != 0) {
+      if (errno != EWOULDBLOCK)
+        return Error{Errc::kIo, fmt::format("{}: {}", path, errno_text(errno))};
+      if (std::chrono::steady_clock::now() >= deadline)
+        return Error{Errc::kIo,
+                     fmt::format("the cache {} stayed in use by another process for {} s", opt.dir,
+                                 opt.lock_wait_seconds)};
+      if (!said) {
+        std::fprintf(stderr, "waiting for the cache %s (in use by another hylab process)\n",
+                     opt.dir.c_str());
+        said = true;
+      }
+      std::this_thread::sleep_for(std::chrono::milliseconds(50));
+    }
+    return true;
+  }
+
+  // Makes room for `size` more bytes: least recently used unpinned entries first. When
+  // what is left is pinned or still downloading, waits for the downloads in flight (they
+  // become evictable once done); fails only when nothing else could free room.
+  Result<bool> reserve(std::unique_lock<std::mutex>& lk, std::uint64_t size,
+                       const std::string& what) {
+    if (size > opt.max_bytes)
+      return Error{Errc::kIo, fmt::format("{} ({} bytes) is larger than the whole cache ({} bytes, "
+                                          "storage.cache_max_size)",
+                                          what, size, opt.max_bytes)};
+    for (;;) {
+      auto it = lru.begin();
+      while (used + reserved + size > opt.max_bytes) {
+        while (it != lru.end() && (entries[it->second].pinned || inflight.count(it->second))) ++it;
+        if (it == lru.end()) break;
+        std::string id = it->second;
+        ++it;
+        remove_files(id);
+        forget(id);
+        ++counters.evictions;
+      }
+      if (used + reserved + size <= opt.max_bytes) {
+        reserved += size;
+        return true;
+      }
+      if (reserved == 0) {
+        std::uint64_t pinned = 0;
+        for (const auto& [id, e] : entries) pinned += e.pinned ? e.size : 0;
+        return Error{Errc::kIo,
+                     fmt::format("the cache ({} bytes) cannot make room for {} ({} bytes): "
+                                 "{} bytes are pinned",
+                                 opt.max_bytes, what, size, pinned)};
+      }
+      cv.wait(lk);
+    }
+  }
+
+  Result<Fetched> fetch(ObjectStore& store, const std::string& key, const FetchOptions& fo) {
+    const std::string sid = store.cache_id();
+    const std::string id = id_of(sid, key);
+    const std::string what = store.describe() + "/" + key;
+    std::unique_lock lk(mu);
+    cv.wait(lk, [&] { return !inflight.count(id); });
+    auto it = entries.find(id);
+    std::optional<ObjectInfo> info;
+    FetchKind kind = FetchKind::kDownloaded;
+    if (it != entries.end()) {
+      CacheEntry& e = it->second;
+      std::int64_t t = now();
+      if (opt.max_age_seconds > 0 && static_cast<double>(t - e.fetched_at) > opt.max_age_seconds &&
+          !e.pinned) {
+        remove_files(id);
+        forget(id);
+        ++counters.evictions;
+      } else if (static_cast<double>(t - e.validated_at) < opt.revalidate_after_seconds) {
+        ++counters.hits;
+        if (fo.pin && !e.pinned) {
+          e.pinned = true;
+          (void)write_meta(e);
+        }
+        touch(id);
+        return opened(e, FetchKind::kHit);
+      } else {
+        inflight.insert(id);
+        std::string etag = e.etag;
+        lk.unlock();
+        auto r = store.revalidate(key, etag);
+        lk.lock();
+        if (r && r->not_modified) {
+          inflight.erase(id);
+          cv.notify_all();
+          auto again = entries.find(id);
+          if (again == entries.end()) return Error{Errc::kInternal, what + ": entry vanished"};
+          again->second.validated_at = now();
+          if (fo.pin) again->second.pinned = true;
+          (void)write_meta(again->second);
+          ++counters.revalidated;
+          touch(id);
+          return opened(again->second, FetchKind::kRevalidated);
+        }
+        if (!r) {
+          inflight.erase(id);
+          cv.notify_all();
+          if (r.error().code == Errc::kNotFound) {  // gone upstream: gone here
+            remove_files(id);
+            forget(id);
+          }
+          return r.error();
+        }
+        info = *r;  // changed: download the new version below (still in flight)
+        kind = FetchKind::kDownloaded;
+      }
+    }
+    if (!inflight.count(id)) inflight.insert(id);
+    ++counters.misses;
+    auto done = [&](std::unique_lock<std::mutex>& l) {
+      (void)l;
+      inflight.erase(id);
+      cv.notify_all();
+    };
+    lk.unlock();
+    if (!info) {
+      if (fo.known) {
+        info = *fo.known;
+      } else {
+        auto h = store.head(key);
+        if (!h) {
+          lk.lock();
+          done(lk);
+          return h.error();
+        }
+        info = *h;
+      }
+    }
+    lk.lock();
+    auto room = reserve(lk, info->size, what);
+    if (!room) {
+      done(lk);
+      return room.error();
+    }
+    lk.unlock();
+    std::string tmp = fmt::format("{}/tmp/{}.{}", opt.dir, id, tmp_counter.fetch_add(1));
+    GetOptions go;
+    go.progress = fo.progress;
+    go.parallel = fo.parallel;
+    auto got = store.get(key, tmp, go);
+    Result<bool> checked = got ? verify(tmp, *got, *info, what) : Result<bool>(got.error());
+    lk.lock();
+    reserved -= info->size;
+    if (!checked) {
+      ::unlink(tmp.c_str());
+      done(lk);
+      return checked.error();
+    }
+    // The object may have changed since the listing: what was downloaded is the truth.
+    CacheEntry e;
+    e.store = sid;
+    e.key = key;
+    e.etag = got->etag.empty() ? info->etag : got->etag;
+    e.sha256 = got->sha256.empty() ? info->sha256 : got->sha256;
+    e.size = got->size;
+    e.fetched_at = e.validated_at = now();
+    e.last_access = e.fetched_at;
+    e.path = base_of(id) + ".data";
+    e.pinned = fo.pin || (entries.count(id) && entries[id].pinned);
+    // Replace: old metadata first, then the data, then the new metadata.
+    ::unlink((base_of(id) + ".meta").c_str());
+    forget(id);
+    std::error_code ec;
+    fs::create_directories(fs::path(e.path).parent_path(), ec);
+    if (ec || ::rename(tmp.c_str(), e.path.c_str()) != 0) {
+      std::string why = ec ? ec.message() : errno_text(errno);
+      ::unlink(tmp.c_str());
+      done(lk);
+      return Error{Errc::kIo, fmt::format("{}: {}", e.path, why)};
+    }
+    auto meta = write_meta(e);
+    if (!meta) {
+      ::unlink(e.path.c_str());
+      done(lk);
+      return meta.error();
+    }
+    used += e.size;
+    entries[id] = e;
+    touch(id);
+    done(lk);
+    auto result = opened(e, kind);
+    // An object that grew between listing and download may have pushed the cache over
+    // its bound: evict now (never leave it over).
+    if (used > opt.max_bytes) {
+      auto shrink = reserve(lk, 0, what);
+      (void)shrink;
+    }
+    return result;
+  }
+
+  // Opened under the lock, so an eviction right after cannot take the bytes away from the
+  // reader (an unlinked file stays readable through its descriptor).
+  Result<Fetched> opened(const CacheEntry& e, FetchKind kind) {
+    int fd = ::open(e.path.c_str(), O_RDONLY | O_CLOEXEC);
+    if (fd < 0) return Error{Errc::kIo, fmt::format("{}: {}", e.path, errno_text(errno))};
+    ::futimens(fd, nullptr);  // the access time that orders eviction across restarts
+    return Fetched{e, kind, std::make_shared<FileHandle>(fd)};
+  }
+
+  // Size, then the strongest check the object allows: the sha256 its uploader stored, or
+  // its ETag when that is the MD5 of a single-part upload.
+  static Result<bool> verify(const std::string& tmp, const ObjectInfo& got, const ObjectInfo& info,
+                             const std::string& what) {
+    auto size = file_size(tmp);
+    if (!size) return size.error();
+    std::uint64_t want = got.size ? got.size : info.size;
+    if (*size != want)
+      return Error{Errc::kIo,
+                   fmt::format("{}: downloaded {} bytes, the object has {}", what, *size, want)};
+    std::string sha = got.sha256.empty() ? info.sha256 : got.sha256;
+    std::string etag = got.etag.empty() ? info.etag : got.etag;
+    bool md5 = sha.empty() && is_md5_etag(etag);
+    if (sha.empty() && !md5) return true;
+    Hasher h(!sha.empty(), md5);
+    auto hashed = hash_file(tmp, h);
+    if (!hashed) return hashed.error();
+    if (!sha.empty() && h.sha256() != sha)
+      return Error{Errc::kIo,
+                   fmt::format("{}: integrity check failed: sha256 {} but the object says {}", what,
+                               h.sha256(), sha)};
+    if (md5 && h.md5() != etag)
+      return Error{Errc::kIo, fmt::format("{}: integrity check failed: MD5 {} but the ETag is {}",
+                                          what, h.md5(), etag)};
+    return true;
+  }
+};
+
+Cache::Cache(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
+Cache::~Cache() = default;
+
+Result<std::unique_ptr<Cache>> Cache::open(CacheOptions opt) {
+  if (opt.dir.empty()) return invalid_input("storage.cache_dir is not set");
+  if (opt.max_bytes == 0) return invalid_input("storage.cache_max_size must be more than 0");
+  auto impl = std::make_unique<Impl>();
+  impl->opt = std::move(opt);
+  auto locked = impl->lock();
+  if (!locked) return locked.error();
+  impl->load_stats();
+  auto checked = impl->check();
+  if (!checked) return checked.error();
+  // A smaller bound than last time: shrink now.
+  {
+    std::unique_lock lk(impl->mu);
+    if (impl->used > impl->opt.max_bytes) (void)impl->reserve(lk, 0, "the cache");
+  }
+  return std::unique_ptr<Cache>(new Cache(std::move(impl)));
+}
+
+Result<Fetched> Cache::fetch(ObjectStore& store, const std::string& key, const FetchOptions& opt) {
+  return impl_->fetch(store, key, opt);
+}
+
+Result<std::size_t> Cache::pin(const std::string& store, const std::string& prefix, bool pinned) {
+  std::lock_guard lk(impl_->mu);
+  std::size_t n = 0;
+  for (auto& [id, e] : impl_->entries) {
+    if ((!store.empty() && e.store != store) || e.key.rfind(prefix, 0) != 0 || e.pinned == pinned)
+      continue;
+    e.pinned = pinned;
+    auto w = impl_->write_meta(e);
+    if (!w) return w.error();
+    ++n;
+  }
+  return n;
+}
+
+Result<std::uint64_t> Cache::evict(const std::string& store, const std::string& prefix,
+                                   bool force) {
+  std::lock_guard lk(impl_->mu);
+  std::vector<std::string> ids;
+  for (const auto& [id, e] : impl_->entries) {
+    if ((!store.empty() && e.store != store) || e.key.rfind(prefix, 0) != 0) continue;
+    if (e.pinned && !force) continue;
+    if (impl_->inflight.count(id)) continue;
+    ids.push_back(id);
+  }
+  std::uint64_t freed = 0;
+  for (const auto& id : ids) {
+    freed += impl_->entries[id].size;
+    impl_->remove_files(id);
+    impl_->forget(id);
+    ++impl_->counters.evictions;
+  }
+  return freed;
+}
+
+CacheStats Cache::stats() const {
+  std::lock_guard lk(impl_->mu);
+  CacheStats s = impl_->counters;
+  s.bytes = impl_->used;
+  s.max_bytes = impl_->opt.max_bytes;
+  s.entries = impl_->entries.size();
+  for (const auto& [id, e] : impl_->entries) s.pinned_bytes += e.pinned ? e.size : 0;
+  return s;
+}
+
+std::vector<CacheEntry> Cache::entries() const {
+  std::lock_guard lk(impl_->mu);
+  std::vector<CacheEntry> out;
+  for (auto it = impl_->lru.rbegin(); it != impl_->lru.rend(); ++it)
+    out.push_back(impl_->entries.at(it->second));
+  return out;
+}
+
+void Cache::count_refused(std::uint64_t n) {
+  std::lock_guard lk(impl_->mu);
+  impl_->counters.refused_uploads += n;
+}
+
+const CacheOptions& Cache::options() const { return impl_->opt; }
+
+}  // namespace hylab::storage

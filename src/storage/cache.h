@@ -1,0 +1,94 @@
+// The disk cache in front of an ObjectStore: whole objects kept on a local disk under a hard
+// byte bound (checked at every insert, counting downloads in flight, never on a timer),
+// least recently used first out, optional maximum age, pinning. Entries are keyed by store,
+// key and ETag, so a changed object is never served stale: after `revalidate_after` an entry
+// is checked with a conditional HEAD (If-None-Match). Downloads land in a temporary file,
+// are checked (size, then the sha256 the uploader stored or the object's MD5 ETag) and
+// renamed into place; an entry exists once its metadata file does, so a crash at any point
+// leaves either the old state or the new one, and opening the cache removes what a crash
+// left half-done. Concurrent readers of one missing object cause one download
+// (single-flight). One process uses a cache folder at a time (an flock held while open; a
+// second one waits). A Cache is thread-safe.
+#pragma once
+
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "common/result.h"
+#include "storage/file_util.h"
+#include "storage/object_store.h"
+
+namespace hylab::storage {
+
+struct CacheOptions {
+  std::string dir;
+  std::uint64_t max_bytes = 50ULL << 30;
+  double max_age_seconds = 0;            // 0: no maximum age
+  double revalidate_after_seconds = 60;  // 0: revalidate at every read
+  double lock_wait_seconds = 60;         // for a folder another process holds
+  std::function<std::int64_t()> now;     // unix seconds; the system clock when unset
+};
+
+struct CacheEntry {
+  std::string store;  // ObjectStore::cache_id()
+  std::string key;
+  std::string etag;
+  std::string sha256;  // when known
+  std::uint64_t size = 0;
+  std::int64_t fetched_at = 0, validated_at = 0, last_access = 0;
+  bool pinned = false;
+  std::string path;  // the data file
+};
+
+struct CacheStats {
+  std::uint64_t bytes = 0, max_bytes = 0, entries = 0, pinned_bytes = 0;
+  std::uint64_t hits = 0, misses = 0, revalidated = 0, evictions = 0, repaired = 0;
+  std::uint64_t refused_uploads = 0;  // sensitive files refused, kept across runs
+};
+
+struct FetchOptions {
+  const ObjectInfo* known = nullptr;  // size and ETag from a listing: no HEAD first
+  ProgressFn progress;
+  int parallel = 4;
+  bool pin = false;
+};
+
+enum class FetchKind { kHit, kRevalidated, kDownloaded };
+
+struct Fetched {
+  CacheEntry entry;
+  FetchKind kind = FetchKind::kHit;
+  // The data, open: read through this, not entry.path (an eviction may unlink the path).
+  std::shared_ptr<FileHandle> file;
+};
+
+class Cache {
+ public:
+  static Result<std::unique_ptr<Cache>> open(CacheOptions opt);
+  ~Cache();
+  Cache(const Cache&) = delete;
+  Cache& operator=(const Cache&) = delete;
+
+  // A complete, checked local copy of the object, downloaded when missing or changed.
+  Result<Fetched> fetch(ObjectStore& store, const std::string& key, const FetchOptions& opt = {});
+  // Pins (or unpins) every cached entry whose key starts with `prefix`; returns how many.
+  Result<std::size_t> pin(const std::string& store, const std::string& prefix, bool pinned);
+  // Removes unpinned entries whose key starts with `prefix` (all with "", pinned too with
+  // `force`); returns the bytes freed.
+  Result<std::uint64_t> evict(const std::string& store, const std::string& prefix, bool force);
+  CacheStats stats() const;
+  // Adds sensitive uploads refused by this run to the counter kept with the cache.
+  void count_refused(std::uint64_t n);
+  std::vector<CacheEntry> entries() const;
+  const CacheOptions& options() const;
+
+ private:
+  struct Impl;
+  explicit Cache(std::unique_ptr<Impl> impl);
+  std::unique_ptr<Impl> impl_;
+};
+
+}  // namespace hylab::storage

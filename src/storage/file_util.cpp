@@ -1,0 +1,244 @@
+// File helpers for the storage module (see file_util.h).
+#include "storage/file_util.h"
+
+#include <fcntl.h>
+#include <fmt/format.h>
+#include <openssl/evp.h>
+#include <sys/sendfile.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <atomic>
+#include <cerrno>
+#include <cstring>
+#include <vector>
+
+namespace hylab::storage {
+
+std::string errno_text(int err) { return std::strerror(err); }
+
+namespace {
+
+struct Fd {
+  int fd = -1;
+  explicit Fd(int f) : fd(f) {}
+  ~Fd() {
+    if (fd >= 0) ::close(fd);
+  }
+  Fd(const Fd&) = delete;
+  Fd& operator=(const Fd&) = delete;
+};
+
+Error io_error(const std::string& path, int err) {
+  if (err == ENOSPC || err == EDQUOT)
+    return Error{Errc::kIo, fmt::format("{}: the disk is full ({})", path, errno_text(err))};
+  return Error{Errc::kIo, fmt::format("{}: {}", path, errno_text(err))};
+}
+
+std::string hex_of(const unsigned char* p, unsigned n) {
+  static constexpr char kDigits[] = "0123456789abcdef";
+  std::string s(static_cast<std::size_t>(n) * 2, '0');
+  for (unsigned i = 0; i < n; ++i) {
+    s[2 * i] = kDigits[p[i] >> 4];
+    s[2 * i + 1] = kDigits[p[i] & 15];
+  }
+  return s;
+}
+
+}  // namespace
+
+FileHandle::~FileHandle() {
+  if (fd_ >= 0) ::close(fd_);
+}
+
+Result<std::uint64_t> copy_fd(int fd, int out_fd, const std::string& what) {
+  off_t off = 0;
+  std::uint64_t total = 0;
+  for (;;) {
+    ssize_t n = ::sendfile(out_fd, fd, &off, 16u << 20);
+    if (n < 0 && (errno == EINVAL || errno == ENOSYS)) break;  // fall back to read/write
+    if (n < 0) {
+      if (errno == EINTR || errno == EAGAIN) continue;
+      return io_error(what, errno);
+    }
+    if (n == 0) return total;
+    total += static_cast<std::uint64_t>(n);
+  }
+  std::vector<char> buf(1 << 20);
+  for (;;) {
+    ssize_t n = ::pread(fd, buf.data(), buf.size(), off);
+    if (n < 0) return io_error(what, errno);
+    if (n == 0) return total;
+    for (ssize_t w = 0; w < n;) {
+      ssize_t k = ::write(out_fd, buf.data() + w, static_cast<std::size_t>(n - w));
+      if (k < 0) return io_error(what, errno);
+      w += k;
+    }
+    off += n;
+    total += static_cast<std::uint64_t>(n);
+  }
+}
+
+Result<std::uint64_t> file_size(const std::string& path) {
+  struct stat st {};
+  if (::stat(path.c_str(), &st) != 0) return io_error(path, errno);
+  if (!S_ISREG(st.st_mode)) return Error{Errc::kInvalidInput, path + ": not a regular file"};
+  return static_cast<std::uint64_t>(st.st_size);
+}
+
+Result<bool> copy_range(const std::string& src, const std::string& dest, std::uint64_t offset,
+                        std::uint64_t len, const ProgressFn& progress) {
+  Fd in(::open(src.c_str(), O_RDONLY | O_CLOEXEC));
+  if (in.fd < 0) return io_error(src, errno);
+  Fd out(::open(dest.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644));
+  if (out.fd < 0) return io_error(dest, errno);
+  auto off = static_cast<off_t>(offset);
+  std::uint64_t done = 0;
+  while (done < len) {
+    std::size_t chunk = static_cast<std::size_t>(std::min<std::uint64_t>(len - done, 8u << 20));
+    ssize_t n = ::copy_file_range(in.fd, &off, out.fd, nullptr, chunk, 0);
+    if (n < 0 && (errno == EXDEV || errno == ENOSYS || errno == EINVAL)) {
+      std::vector<char> buf(1 << 20);
+      n = ::pread(in.fd, buf.data(), std::min(buf.size(), chunk), off);
+      if (n > 0) {
+        for (ssize_t w = 0; w < n;) {
+          ssize_t k = ::write(out.fd, buf.data() + w, static_cast<std::size_t>(n - w));
+          if (k < 0) return io_error(dest, errno);
+          w += k;
+        }
+        off += n;
+      }
+    }
+    if (n < 0) return io_error(dest, errno);
+    if (n == 0) return Error{Errc::kIo, fmt::format("{}: shorter than expected", src)};
+    done += static_cast<std::uint64_t>(n);
+    if (progress) progress(static_cast<std::uint64_t>(n));
+  }
+  if (::fsync(out.fd) != 0) return io_error(dest, errno);
+  return true;
+}
+
+std::string temp_name(const std::string& path) {
+  static std::atomic<unsigned> counter{0};
+  auto slash = path.rfind('/');
+  std::string dir = slash == std::string::npos ? "." : path.substr(0, slash);
+  std::string name = slash == std::string::npos ? path : path.substr(slash + 1);
+  return fmt::format("{}/.{}.hylab-tmp-{}-{}", dir, name, ::getpid(), counter.fetch_add(1));
+}
+
+bool is_temp_name(std::string_view key) {
+  return key.find(".hylab-tmp-") != std::string_view::npos;
+}
+
+Result<bool> write_file_atomic(const std::string& path, std::string_view data) {
+  std::string tmp = temp_name(path);
+  {
+    Fd out(::open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644));
+    if (out.fd < 0) return io_error(tmp, errno);
+    for (std::size_t w = 0; w < data.size();) {
+      ssize_t k = ::write(out.fd, data.data() + w, data.size() - w);
+      if (k < 0) {
+        int e = errno;
+        ::unlink(tmp.c_str());
+        return io_error(path, e);
+      }
+      w += static_cast<std::size_t>(k);
+    }
+    if (::fsync(out.fd) != 0) {
+      int e = errno;
+      ::unlink(tmp.c_str());
+      return io_error(path, e);
+    }
+  }
+  if (::rename(tmp.c_str(), path.c_str()) != 0) {
+    int e = errno;
+    ::unlink(tmp.c_str());
+    return io_error(path, e);
+  }
+  return true;
+}
+
+Result<std::string> read_small_file(const std::string& path, std::size_t max_bytes) {
+  Fd in(::open(path.c_str(), O_RDONLY | O_CLOEXEC));
+  if (in.fd < 0) return io_error(path, errno);
+  std::string s;
+  char buf[8192];
+  for (;;) {
+    ssize_t n = ::read(in.fd, buf, sizeof buf);
+    if (n < 0) return io_error(path, errno);
+    if (n == 0) break;
+    s.append(buf, static_cast<std::size_t>(n));
+    if (s.size() > max_bytes)
+      return Error{Errc::kInvalidInput, fmt::format("{}: larger than {} bytes", path, max_bytes)};
+  }
+  return s;
+}
+
+struct Hasher::Impl {
+  EVP_MD_CTX* sha = nullptr;
+  EVP_MD_CTX* md5 = nullptr;
+  Impl(bool want_sha, bool want_md5) {
+    if (want_sha) {
+      sha = EVP_MD_CTX_new();
+      EVP_DigestInit_ex(sha, EVP_sha256(), nullptr);
+    }
+    if (want_md5) {
+      md5 = EVP_MD_CTX_new();
+      EVP_DigestInit_ex(md5, EVP_md5(), nullptr);
+    }
+  }
+  ~Impl() {
+    EVP_MD_CTX_free(sha);
+    EVP_MD_CTX_free(md5);
+  }
+  Impl(const Impl&) = delete;
+  Impl& operator=(const Impl&) = delete;
+};
+
+Hasher::Hasher(bool sha256, bool md5) : impl_(std::make_unique<Impl>(sha256, md5)) {}
+Hasher::~Hasher() = default;
+
+void Hasher::update(const void* data, std::size_t n) {
+  if (impl_->sha) EVP_DigestUpdate(impl_->sha, data, n);
+  if (impl_->md5) EVP_DigestUpdate(impl_->md5, data, n);
+}
+
+void Hasher::finish() {
+  unsigned char out[EVP_MAX_MD_SIZE];
+  unsigned n = 0;
+  if (impl_->sha) {
+    EVP_DigestFinal_ex(impl_->sha, out, &n);
+    sha256_ = hex_of(out, n);
+  }
+  if (impl_->md5) {
+    EVP_DigestFinal_ex(impl_->md5, out, &n);
+    md5_ = hex_of(out, n);
+  }
+}
+
+Result<bool> hash_file(const std::string& path, Hasher& h, std::uint64_t offset,
+                       std::uint64_t len) {
+  Fd in(::open(path.c_str(), O_RDONLY | O_CLOEXEC));
+  if (in.fd < 0) return io_error(path, errno);
+  std::vector<char> buf(1 << 20);
+  auto off = static_cast<off_t>(offset);
+  while (len > 0) {
+    ssize_t n = ::pread(in.fd, buf.data(), std::min<std::uint64_t>(buf.size(), len), off);
+    if (n < 0) return io_error(path, errno);
+    if (n == 0) break;
+    h.update(buf.data(), static_cast<std::size_t>(n));
+    off += n;
+    len -= static_cast<std::uint64_t>(n);
+  }
+  h.finish();
+  return true;
+}
+
+bool is_md5_etag(std::string_view etag) {
+  if (etag.size() != 32) return false;
+  for (char c : etag)
+    if (!std::isxdigit(static_cast<unsigned char>(c))) return false;
+  return true;
+}
+
+}  // namespace hylab::storage

@@ -1,0 +1,71 @@
+// File helpers for the storage module: ranged copies, temporary names, atomic replacement
+// and streaming hashes (SHA-256 and MD5, the latter for S3's single-part ETags). Plain
+// functions and values: any thread.
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <string_view>
+
+#include "common/result.h"
+#include "storage/object_store.h"
+
+namespace hylab::storage {
+
+// An open file descriptor, closed with its owner.
+class FileHandle {
+ public:
+  explicit FileHandle(int fd) : fd_(fd) {}
+  ~FileHandle();
+  FileHandle(const FileHandle&) = delete;
+  FileHandle& operator=(const FileHandle&) = delete;
+  int fd() const { return fd_; }
+
+ private:
+  int fd_;
+};
+
+// Copies everything from `fd` (from its start) to `out_fd`, with sendfile when it can.
+Result<std::uint64_t> copy_fd(int fd, int out_fd, const std::string& what);
+
+Result<std::uint64_t> file_size(const std::string& path);
+// Copies `len` bytes of `src` from `offset` into `dest` (created or truncated), fsynced.
+Result<bool> copy_range(const std::string& src, const std::string& dest, std::uint64_t offset,
+                        std::uint64_t len, const ProgressFn& progress);
+// A name beside `path` for writing before the rename: "DIR/.NAME.hylab-tmp-PID-N".
+std::string temp_name(const std::string& path);
+bool is_temp_name(std::string_view key);
+// Writes `data` to `path` through a temporary file, fsync and rename: all or nothing.
+Result<bool> write_file_atomic(const std::string& path, std::string_view data);
+Result<std::string> read_small_file(const std::string& path, std::size_t max_bytes);
+
+// SHA-256 and/or MD5 at once, fed in pieces (each costs a pass of CPU over the bytes: ask
+// only for what will be checked).
+class Hasher {
+ public:
+  explicit Hasher(bool sha256 = true, bool md5 = true);
+  ~Hasher();
+  Hasher(const Hasher&) = delete;
+  Hasher& operator=(const Hasher&) = delete;
+  void update(const void* data, std::size_t n);
+  void finish();
+  const std::string& sha256() const { return sha256_; }  // hex, after finish()
+  const std::string& md5() const { return md5_; }        // hex, after finish()
+
+ private:
+  struct Impl;
+  std::unique_ptr<Impl> impl_;
+  std::string sha256_, md5_;
+};
+
+// Hashes a whole file (or a range of it).
+Result<bool> hash_file(const std::string& path, Hasher& h, std::uint64_t offset = 0,
+                       std::uint64_t len = UINT64_MAX);
+
+// "s3 ETag is the MD5 of the body": true for a single-part upload's ETag (32 hex digits).
+bool is_md5_etag(std::string_view etag);
+
+std::string errno_text(int err);
+
+}  // namespace hylab::storage

@@ -1,0 +1,366 @@
+// Moving files between the local disk and an ObjectStore (see transfer.h).
+#include "storage/transfer.h"
+
+#include <fcntl.h>
+#include <fmt/format.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <atomic>
+#include <filesystem>
+#include <map>
+#include <mutex>
+#include <thread>
+
+#include "storage/file_util.h"
+
+namespace hylab::storage {
+namespace {
+
+namespace fs = std::filesystem;
+
+std::string with_slash(std::string prefix) {
+  if (!prefix.empty() && prefix.back() != '/') prefix += '/';
+  return prefix;
+}
+
+// Runs `work(i)` for i in [0, n) on up to `parallel` threads.
+void run_parallel(std::size_t n, int parallel, const std::function<void(std::size_t)>& work) {
+  std::atomic<std::size_t> next{0};
+  auto worker = [&] {
+    for (std::size_t i; (i = next.fetch_add(1)) < n;) work(i);
+  };
+  std::size_t threads = std::min<std::size_t>(n, static_cast<std::size_t>(std::max(1, parallel)));
+  if (threads <= 1) {
+    worker();
+    return;
+  }
+  std::vector<std::thread> pool;
+  for (std::size_t t = 0; t < threads; ++t) pool.emplace_back(worker);
+  for (auto& t : pool) t.join();
+}
+
+// Does the local file hold the object's bytes? Size first, then the MD5 ETag or the
+// sha256 the uploader stored; with neither, equal sizes count as equal.
+Result<std::string> differs(ObjectStore& store, const ObjectInfo& remote, const std::string& local,
+                            std::uint64_t local_size) {
+  if (remote.size != local_size) return std::string("size differs");
+  std::string sha = remote.sha256;
+  if (sha.empty() && !is_md5_etag(remote.etag)) {
+    auto h = store.head(remote.key);
+    if (!h) return h.error();
+    sha = h->sha256;
+  }
+  if (sha.empty() && !is_md5_etag(remote.etag)) return std::string();
+  Hasher hasher(!sha.empty(), sha.empty());
+  auto hashed = hash_file(local, hasher);
+  if (!hashed) return hashed.error();
+  if (!sha.empty()) return hasher.sha256() == sha ? std::string() : std::string("sha256 differs");
+  return hasher.md5() == remote.etag ? std::string() : std::string("MD5 differs");
+}
+
+// Writes the cached copy to `dest` through a temporary file and a rename (or to stdout).
+Result<bool> deliver(int fd, const std::string& dest) {
+  if (dest == "-") {
+    auto n = copy_fd(fd, STDOUT_FILENO, "standard output");
+    if (!n) return n.error();
+    return true;
+  }
+  std::error_code ec;
+  fs::create_directories(fs::path(dest).parent_path(), ec);
+  std::string tmp = temp_name(dest);
+  int out = ::open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+  if (out < 0) return Error{Errc::kIo, fmt::format("{}: {}", tmp, errno_text(errno))};
+  auto n = copy_fd(fd, out, dest);
+  ::close(out);
+  if (!n || ::rename(tmp.c_str(), dest.c_str()) != 0) {
+    int e = errno;
+    ::unlink(tmp.c_str());
+    if (!n) return n.error();
+    return Error{Errc::kIo, fmt::format("{}: {}", dest, errno_text(e))};
+  }
+  return true;
+}
+
+Result<ObjectInfo> download(ObjectStore& store, Cache* cache, const ObjectInfo* known,
+                            const std::string& key, const std::string& dest,
+                            const TransferOptions& opt) {
+  if (cache) {
+    FetchOptions fo;
+    fo.known = known;
+    fo.progress = opt.progress;
+    fo.parallel = opt.parallel;
+    auto f = cache->fetch(store, key, fo);
+    if (!f) return f.error();
+    auto d = deliver(f->file->fd(), dest);
+    if (!d) return d.error();
+    ObjectInfo i;
+    i.key = key;
+    i.size = f->entry.size;
+    i.etag = f->entry.etag;
+    i.sha256 = f->entry.sha256;
+    return i;
+  }
+  // Without a cache: straight to a temporary file beside the destination, then renamed.
+  std::error_code ec;
+  GetOptions go;
+  go.progress = opt.progress;
+  go.parallel = opt.parallel;
+  if (dest == "-") {
+    std::string tmp = temp_name((fs::temp_directory_path(ec) / "hylab-get").string());
+    auto got = store.get(key, tmp, go);
+    if (!got) {
+      ::unlink(tmp.c_str());
+      return got;
+    }
+    FileHandle f(::open(tmp.c_str(), O_RDONLY | O_CLOEXEC));
+    ::unlink(tmp.c_str());
+    auto d = deliver(f.fd(), dest);
+    if (!d) return d.error();
+    return got;
+  }
+  fs::create_directories(fs::path(dest).parent_path(), ec);
+  std::string tmp = temp_name(dest);
+  auto got = store.get(key, tmp, go);
+  if (!got || ::rename(tmp.c_str(), dest.c_str()) != 0) {
+    int e = errno;
+    ::unlink(tmp.c_str());
+    if (!got) return got.error();
+    return Error{Errc::kIo, fmt::format("{}: {}", dest, errno_text(e))};
+  }
+  return got;
+}
+
+void tally(TransferReport& r) {
+  for (const auto& i : r.items) {
+    if (!i.error.empty()) {
+      ++r.failed;
+      continue;
+    }
+    switch (i.action) {
+      case Action::kUpload:
+        ++r.uploaded;
+        break;
+      case Action::kDownload:
+        ++r.downloaded;
+        break;
+      case Action::kDelete:
+        ++r.deleted;
+        break;
+      case Action::kSkip:
+        ++r.skipped;
+        break;
+      case Action::kRefused:
+        ++r.refused;
+        break;
+    }
+  }
+}
+
+}  // namespace
+
+std::string_view action_name(Action a) {
+  switch (a) {
+    case Action::kUpload:
+      return "upload";
+    case Action::kDownload:
+      return "download";
+    case Action::kDelete:
+      return "delete";
+    case Action::kSkip:
+      return "skip";
+    case Action::kRefused:
+      return "refused";
+  }
+  return "?";
+}
+
+Result<ObjectInfo> put_file(ObjectStore& store, const SensitivityRules& rules,
+                            const std::string& local, const std::string& key,
+                            const TransferOptions& opt) {
+  auto allowed = rules.check_upload(local, store.describe() + "/" + key);
+  if (!allowed) return allowed.error();
+  Hasher h(true, false);
+  auto hashed = hash_file(local, h);
+  if (!hashed) return hashed.error();
+  PutOptions po;
+  po.sha256 = h.sha256();
+  po.progress = opt.progress;
+  po.parallel = opt.parallel;
+  return store.put(key, local, po);
+}
+
+Result<ObjectInfo> get_file(ObjectStore& store, Cache* cache, const std::string& key,
+                            const std::string& dest, const TransferOptions& opt) {
+  return download(store, cache, nullptr, key, dest, opt);
+}
+
+Result<TransferReport> sync_up(ObjectStore& store, const SensitivityRules& rules,
+                               const std::string& local_dir, const std::string& prefix_in,
+                               const TransferOptions& opt) {
+  std::string prefix = with_slash(prefix_in);
+  std::error_code ec;
+  if (!fs::is_directory(local_dir, ec))
+    return Error{Errc::kInvalidInput, fmt::format("{}: not a folder", local_dir)};
+  auto remote = store.list(prefix);
+  if (!remote) return remote.error();
+  std::map<std::string, const ObjectInfo*> by_key;
+  for (const auto& o : *remote) by_key[o.key] = &o;
+  TransferReport rep;
+  std::map<std::string, bool> seen;
+  for (auto it = fs::recursive_directory_iterator(local_dir, ec); !ec && it != fs::end(it);
+       it.increment(ec)) {
+    if (!it->is_regular_file(ec) || is_temp_name(it->path().filename().string())) continue;
+    PlanItem item;
+    item.local = fs::absolute(it->path()).lexically_normal().string();
+    item.key = prefix + fs::relative(it->path(), local_dir).generic_string();
+    item.size = it->file_size(ec);
+    seen[item.key] = true;
+    auto allowed = rules.check_upload(item.local, store.describe() + "/" + item.key);
+    if (!allowed) {
+      item.action = Action::kRefused;
+      item.reason = allowed.error().message;
+    } else if (auto r = by_key.find(item.key); r == by_key.end()) {
+      item.action = Action::kUpload;
+      item.reason = "new";
+    } else {
+      item.action = Action::kUpload;
+      item.reason = "";
+    }
+    rep.items.push_back(std::move(item));
+  }
+  if (ec) return Error{Errc::kIo, fmt::format("{}: {}", local_dir, ec.message())};
+  if (opt.delete_extra) {
+    for (const auto& o : *remote) {
+      if (seen.count(o.key)) continue;
+      PlanItem item;
+      item.action = Action::kDelete;
+      item.key = o.key;
+      item.size = o.size;
+      item.reason = "not in " + local_dir;
+      rep.items.push_back(std::move(item));
+    }
+  }
+  // Comparing by hash reads files: in parallel, as the transfers.
+  run_parallel(rep.items.size(), opt.parallel, [&](std::size_t i) {
+    PlanItem& item = rep.items[i];
+    if (item.action != Action::kUpload || !item.reason.empty()) return;
+    auto d = differs(store, *by_key[item.key], item.local, item.size);
+    if (!d) {
+      item.error = d.error().message;
+    } else if (d->empty()) {
+      item.action = Action::kSkip;
+      item.reason = "same";
+    } else {
+      item.reason = *d;
+    }
+  });
+  std::uint64_t total = 0, files = 0;
+  for (const auto& i : rep.items)
+    if (i.action == Action::kUpload && i.error.empty()) total += i.size, ++files;
+  if (opt.on_plan) opt.on_plan(total, files);
+  if (!opt.dry_run) {
+    run_parallel(rep.items.size(), opt.parallel, [&](std::size_t i) {
+      PlanItem& item = rep.items[i];
+      if (!item.error.empty()) return;
+      if (item.action == Action::kUpload) {
+        TransferOptions one = opt;
+        one.parallel = 1;  // parallel across files already
+        auto r = put_file(store, rules, item.local, item.key, one);
+        if (!r) item.error = r.error().message;
+      } else if (item.action == Action::kDelete) {
+        auto r = store.remove(item.key);
+        if (!r) item.error = r.error().message;
+      }
+    });
+    for (const auto& i : rep.items)
+      if (i.action == Action::kUpload && i.error.empty()) rep.bytes += i.size;
+  }
+  tally(rep);
+  return rep;
+}
+
+Result<TransferReport> sync_down(ObjectStore& store, Cache* cache, const std::string& prefix_in,
+                                 const std::string& local_dir, const TransferOptions& opt) {
+  std::string prefix = prefix_in.empty() ? "" : with_slash(prefix_in);
+  auto remote = store.list(prefix);
+  if (!remote) return remote.error();
+  TransferReport rep;
+  std::vector<const ObjectInfo*> source;  // beside rep.items
+  std::map<std::string, bool> wanted;
+  for (const auto& o : *remote) {
+    if (o.key.size() == prefix.size() || o.key.back() == '/') continue;  // folder markers
+    PlanItem item;
+    item.action = Action::kDownload;
+    item.key = o.key;
+    item.size = o.size;
+    item.local = (fs::path(local_dir) / o.key.substr(prefix.size())).lexically_normal().string();
+    // A key must not write outside the destination ("../" in a hostile bucket).
+    auto rel = fs::path(item.local).lexically_relative(fs::path(local_dir).lexically_normal());
+    if (rel.empty() || *rel.begin() == "..") {
+      item.error = fmt::format("the key {} would land outside {}", o.key, local_dir);
+    }
+    wanted[item.local] = true;
+    rep.items.push_back(std::move(item));
+    source.push_back(&o);
+  }
+  run_parallel(rep.items.size(), opt.parallel, [&](std::size_t i) {
+    PlanItem& item = rep.items[i];
+    if (!item.error.empty()) return;
+    std::error_code ec;
+    auto size = fs::file_size(item.local, ec);
+    if (ec) {
+      item.reason = "new";
+      return;
+    }
+    auto d = differs(store, *source[i], item.local, size);
+    if (!d) {
+      item.error = d.error().message;
+    } else if (d->empty()) {
+      item.action = Action::kSkip;
+      item.reason = "same";
+    } else {
+      item.reason = *d;
+    }
+  });
+  std::error_code ec;
+  if (opt.delete_extra && fs::is_directory(local_dir, ec)) {
+    for (auto it = fs::recursive_directory_iterator(local_dir, ec); !ec && it != fs::end(it);
+         it.increment(ec)) {
+      if (!it->is_regular_file(ec)) continue;
+      std::string p = it->path().lexically_normal().string();
+      if (wanted.count(p)) continue;
+      PlanItem item;
+      item.action = Action::kDelete;
+      item.local = p;
+      item.size = it->file_size(ec);
+      item.reason = "not under " + store.describe() + "/" + prefix;
+      rep.items.push_back(std::move(item));
+    }
+  }
+  std::uint64_t total = 0, files = 0;
+  for (const auto& i : rep.items)
+    if (i.action == Action::kDownload && i.error.empty()) total += i.size, ++files;
+  if (opt.on_plan) opt.on_plan(total, files);
+  if (!opt.dry_run) {
+    run_parallel(rep.items.size(), opt.parallel, [&](std::size_t i) {
+      PlanItem& item = rep.items[i];
+      if (!item.error.empty()) return;
+      if (item.action == Action::kDownload) {
+        TransferOptions one = opt;
+        one.parallel = rep.items.size() > 1 ? 1 : opt.parallel;
+        auto r = download(store, cache, source[i], item.key, item.local, one);
+        if (!r) item.error = r.error().message;
+      } else if (item.action == Action::kDelete) {
+        if (::unlink(item.local.c_str()) != 0) item.error = item.local + ": " + errno_text(errno);
+      }
+    });
+    for (const auto& i : rep.items)
+      if (i.action == Action::kDownload && i.error.empty()) rep.bytes += i.size;
+  }
+  tally(rep);
+  return rep;
+}
+
+}  // namespace hylab::storage

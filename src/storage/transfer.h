@@ -1,0 +1,64 @@
+// Moving files between the local disk and an ObjectStore: put and get of one object, get
+// of a prefix, and sync in both directions (compared by size, then by hash: the MD5 ETag
+// of single-part objects or the sha256 hylab stores with each upload), with parallel
+// transfers. Every upload passes the sensitivity rules first. Reads go through the disk
+// cache when one is given. Functions are thread-safe if the store and cache are.
+#pragma once
+
+#include <cstdint>
+#include <functional>
+#include <string>
+#include <vector>
+
+#include "common/result.h"
+#include "storage/cache.h"
+#include "storage/object_store.h"
+#include "storage/policy.h"
+
+namespace hylab::storage {
+
+struct TransferOptions {
+  int parallel = 8;
+  bool dry_run = false;
+  bool delete_extra = false;  // sync --delete: remove what the source does not have
+  ProgressFn progress;        // bytes moved
+  std::function<void(std::uint64_t bytes, std::uint64_t files)> on_plan;  // totals, once
+};
+
+enum class Action { kUpload, kDownload, kDelete, kSkip, kRefused };
+std::string_view action_name(Action a);
+
+struct PlanItem {
+  Action action = Action::kSkip;
+  std::string key;    // in the store
+  std::string local;  // absolute path
+  std::uint64_t size = 0;
+  std::string reason;  // why (new, size differs, hash differs, ...) or the refusal
+  std::string error;   // the transfer failed
+};
+
+struct TransferReport {
+  std::vector<PlanItem> items;
+  std::uint64_t bytes = 0;  // moved
+  std::size_t uploaded = 0, downloaded = 0, deleted = 0, skipped = 0, refused = 0, failed = 0;
+  bool ok() const { return failed == 0 && refused == 0; }
+};
+
+// Uploads one file; sensitive files are refused (and counted) before any byte leaves.
+Result<ObjectInfo> put_file(ObjectStore& store, const SensitivityRules& rules,
+                            const std::string& local, const std::string& key,
+                            const TransferOptions& opt);
+
+// Downloads one object to `dest` ("-": standard output), through the cache when given.
+Result<ObjectInfo> get_file(ObjectStore& store, Cache* cache, const std::string& key,
+                            const std::string& dest, const TransferOptions& opt);
+
+// Local folder -> prefix.
+Result<TransferReport> sync_up(ObjectStore& store, const SensitivityRules& rules,
+                               const std::string& local_dir, const std::string& prefix,
+                               const TransferOptions& opt);
+// Prefix -> local folder (also `get` of a prefix), through the cache when given.
+Result<TransferReport> sync_down(ObjectStore& store, Cache* cache, const std::string& prefix,
+                                 const std::string& local_dir, const TransferOptions& opt);
+
+}  // namespace hylab::storage

@@ -1,0 +1,117 @@
+// A child process for the integration tests: started with argv, output appended to a log
+// file, extra environment entries, killed with the test (PR_SET_PDEATHSIG) and reaped.
+#pragma once
+
+#include <signal.h>
+#include <sys/prctl.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <chrono>
+#include <cstdio>
+#include <fstream>
+#include <iterator>
+#include <string>
+#include <thread>
+#include <vector>
+
+namespace hylab::testing {
+
+class Process {
+ public:
+  Process() = default;
+  Process(const Process&) = delete;
+  ~Process() { stop(); }
+  void start(std::vector<std::string> argv, const std::string& log,
+             std::vector<std::string> env = {}) {
+    pid_ = ::fork();
+    if (pid_ == 0) {
+      ::prctl(PR_SET_PDEATHSIG, SIGKILL);  // gone with the test, even if it crashes
+      FILE* f = std::freopen(log.c_str(), "a", stdout);
+      (void)f;
+      ::dup2(1, 2);
+      for (const auto& e : env) ::putenv(const_cast<char*>(e.c_str()));
+      std::vector<char*> args;
+      for (auto& a : argv) args.push_back(a.data());
+      args.push_back(nullptr);
+      ::execvp(args[0], args.data());
+      ::_exit(127);
+    }
+  }
+  pid_t pid() const { return pid_; }
+  // Waits for the process to exit on its own; its exit code (-1 if killed by a signal).
+  int wait() {
+    int status = 0;
+    ::waitpid(pid_, &status, 0);
+    pid_ = -1;
+    return WIFEXITED(status) ? WEXITSTATUS(status) : -1;
+  }
+  void stop(int sig = SIGKILL) {
+    if (pid_ <= 0) return;
+    ::kill(pid_, sig);
+    ::waitpid(pid_, nullptr, 0);
+    pid_ = -1;
+  }
+
+ private:
+  pid_t pid_ = -1;
+};
+
+// What a command printed and how it ended.
+struct Ran {
+  int code = -1;  // exit code; -1 when killed (or past the deadline)
+  std::string out, err;
+};
+
+// Runs a command to its end (killed after `seconds`), with extra environment entries
+// ("NAME=value"; "NAME=" clears one) and its output captured through files in `dir`.
+inline Ran run_command(std::vector<std::string> argv, const std::vector<std::string>& env,
+                       const std::string& dir, double seconds = 120) {
+  static int counter = 0;
+  std::string base = dir + "/run-" + std::to_string(::getpid()) + "-" + std::to_string(counter++);
+  std::string out = base + ".out", err = base + ".err";
+  pid_t pid = ::fork();
+  if (pid == 0) {
+    ::prctl(PR_SET_PDEATHSIG, SIGKILL);
+    if (!std::freopen(out.c_str(), "w", stdout) || !std::freopen(err.c_str(), "w", stderr))
+      ::_exit(126);
+    for (const auto& e : env) {
+      auto eq = e.find('=');
+      if (eq + 1 == e.size()) {
+        ::unsetenv(e.substr(0, eq).c_str());
+      } else {
+        ::putenv(const_cast<char*>(e.c_str()));
+      }
+    }
+    std::vector<char*> args;
+    for (auto& a : argv) args.push_back(a.data());
+    args.push_back(nullptr);
+    ::execvp(args[0], args.data());
+    ::_exit(127);
+  }
+  Ran r;
+  auto deadline = std::chrono::steady_clock::now() + std::chrono::duration<double>(seconds);
+  int status = 0;
+  for (;;) {
+    pid_t w = ::waitpid(pid, &status, WNOHANG);
+    if (w == pid) break;
+    if (std::chrono::steady_clock::now() > deadline) {
+      ::kill(pid, SIGKILL);
+      ::waitpid(pid, &status, 0);
+      break;
+    }
+    std::this_thread::sleep_for(std::chrono::milliseconds(5));
+  }
+  r.code = WIFEXITED(status) ? WEXITSTATUS(status) : -1;
+  auto slurp_file = [](const std::string& path) {
+    std::ifstream in(path, std::ios::binary);
+    return std::string(std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>());
+  };
+  r.out = slurp_file(out);
+  r.err = slurp_file(err);
+  ::unlink(out.c_str());
+  ::unlink(err.c_str());
+  return r;
+}
+
+}  // namespace hylab::testing

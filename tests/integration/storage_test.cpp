@@ -1,0 +1,411 @@
+// Hybrid storage end to end: the real `hylab data` binary against a real S3-speaking server
+// (s3rver from npm, started on 127.0.0.1 by this test), with boto3 as an independent second
+// client that reads what hylab wrote and writes what hylab reads.
+#include <fmt/format.h>
+#include <gmock/gmock.h>
+#include <gtest/gtest.h>
+#include <sys/stat.h>
+
+#include <atomic>
+#include <boost/json.hpp>
+#include <filesystem>
+#include <fstream>
+#include <random>
+#include <thread>
+
+#include "process.h"
+#include "serve_harness.h"
+
+namespace hylab::testing {
+namespace {
+
+namespace fs = std::filesystem;
+using ::testing::HasSubstr;
+using ::testing::Not;
+
+const std::string kSource = HYLAB_SOURCE_DIR;
+
+std::string read_all(const std::string& path) {
+  std::ifstream in(path, std::ios::binary);
+  return std::string(std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>());
+}
+
+void write_file(const std::string& path, const std::string& data) {
+  fs::create_directories(fs::path(path).parent_path());
+  std::ofstream(path, std::ios::binary) << data;
+}
+
+std::string random_bytes(std::size_t n, unsigned seed) {
+  std::mt19937_64 rng(seed);
+  std::string s(n, '\0');
+  for (std::size_t i = 0; i < n; i += 8) {
+    std::uint64_t v = rng();
+    std::memcpy(s.data() + i, &v, std::min<std::size_t>(8, n - i));
+  }
+  return s;
+}
+
+// Bytes in the cache's data and temporary files: what the bound limits.
+std::uint64_t cache_bytes(const fs::path& dir) {
+  std::uint64_t total = 0;
+  std::error_code ec;
+  for (auto it = fs::recursive_directory_iterator(dir, ec); !ec && it != fs::end(it);
+       it.increment(ec)) {
+    std::string name = it->path().filename().string();
+    bool counted =
+        it->path().extension() == ".data" || it->path().parent_path().filename() == "tmp";
+    if (!counted) continue;
+    auto size = it->file_size(ec);
+    if (!ec) total += size;
+    ec.clear();
+  }
+  return total;
+}
+
+// s3rver on a free port with its own data folder, for the whole suite.
+class S3rver {
+ public:
+  explicit S3rver(const fs::path& dir) : dir_(dir) {
+    fs::create_directories(dir_ / "data");
+    std::string log = (dir_ / "s3rver.log").string();
+    proc_.start({"node", kSource + "/tests/s3rver/node_modules/s3rver/bin/s3rver.js", "-d",
+                 (dir_ / "data").string(), "-a", "127.0.0.1", "-p", "0", "--silent"},
+                log, {"NODE_OPTIONS=--openssl-legacy-provider"});
+    // It prints "S3rver listening on 127.0.0.1:PORT" once it accepts connections.
+    bool up = wait_until([&] {
+      std::string text = read_all(log);
+      auto at = text.find("127.0.0.1:");
+      if (at == std::string::npos) return false;
+      port_ = std::atoi(text.c_str() + at + 10);
+      return port_ > 0;
+    });
+    if (!up) ADD_FAILURE() << "s3rver did not start: " << read_all(log);
+  }
+  std::string endpoint() const { return fmt::format("http://127.0.0.1:{}", port_); }
+
+ private:
+  fs::path dir_;
+  Process proc_;
+  int port_ = 0;
+};
+
+class StorageTest : public ::testing::Test {
+ protected:
+  static void SetUpTestSuite() {
+    root_ = new fs::path(fs::temp_directory_path() / fmt::format("hylab-storage-{}", ::getpid()));
+    fs::remove_all(*root_);
+    fs::create_directories(*root_);
+    server_ = new S3rver(*root_ / "s3rver");
+  }
+  static void TearDownTestSuite() {
+    delete server_;
+    std::error_code ec;
+    fs::remove_all(*root_, ec);
+    delete root_;
+  }
+
+  void SetUp() override {
+    static int n = 0;
+    bucket_ = fmt::format("bucket-{}", n++);
+    dir_ = *root_ / bucket_;
+    fs::create_directories(dir_);
+    auto r = peer({"create-bucket", bucket_});
+    ASSERT_EQ(r.code, 0) << r.err;
+    configure("");
+  }
+
+  // The test's hylab.yaml: s3rver, a cache in the test folder, plus `extra` keys.
+  void configure(const std::string& extra) {
+    write_file(path("hylab.yaml"), fmt::format("storage:\n  endpoint_url: {}\n  cache_dir: {}\n{}",
+                                               server_->endpoint(), path("cache"), extra));
+  }
+
+  std::string path(const std::string& name) const { return (dir_ / name).string(); }
+  std::string uri(const std::string& key) const { return fmt::format("s3://{}/{}", bucket_, key); }
+
+  Ran hylab(std::vector<std::string> args, std::vector<std::string> env = {}) {
+    std::vector<std::string> argv{HYLAB_BINARY, "--config", path("hylab.yaml")};
+    argv.insert(argv.end(), args.begin(), args.end());
+    env.insert(env.begin(), {"AWS_ACCESS_KEY_ID=S3RVER", "AWS_SECRET_ACCESS_KEY=S3RVER",
+                             "AWS_ENDPOINT_URL=", "AWS_PROFILE="});
+    return run_command(argv, env, dir_.string());
+  }
+
+  Ran peer(std::vector<std::string> args) {
+    std::vector<std::string> argv{"python3", kSource + "/tests/integration/s3_peer.py",
+                                  server_->endpoint()};
+    argv.insert(argv.end(), args.begin(), args.end());
+    return run_command(argv, {}, dir_.string());
+  }
+
+  boost::json::value json_of(const Ran& r) {
+    boost::system::error_code ec;
+    auto v = boost::json::parse(r.out, ec);
+    EXPECT_FALSE(ec) << "not JSON: " << r.out << r.err;
+    return v;
+  }
+
+  static fs::path* root_;
+  static S3rver* server_;
+  std::string bucket_;
+  fs::path dir_;
+};
+
+fs::path* StorageTest::root_ = nullptr;
+S3rver* StorageTest::server_ = nullptr;
+
+TEST_F(StorageTest, WhatHylabWritesBoto3ReadsAndTheOtherWayRound) {
+  configure("  multipart_threshold: 5MiB\n  part_size: 5MiB\n");
+  std::string small = "hello from the lab\n";
+  std::string big = random_bytes(12 << 20, 1);  // 3 parts, uploaded in parallel
+  write_file(path("small.txt"), small);
+  write_file(path("big.bin"), big);
+  const std::string odd = "runs/2026 11/naïve+plus~tilde=eq.txt";  // encoded in the signature
+  auto r = hylab({"data", "put", path("small.txt"), uri(odd)});
+  ASSERT_EQ(r.code, 0) << r.err;
+  r = hylab({"data", "put", path("big.bin"), uri("models/")});
+  ASSERT_EQ(r.code, 0) << r.err;
+
+  r = peer({"get", bucket_, odd, path("small.boto3")});
+  ASSERT_EQ(r.code, 0) << r.err;
+  EXPECT_EQ(read_all(path("small.boto3")), small);
+  r = peer({"get", bucket_, "models/big.bin", path("big.boto3")});
+  ASSERT_EQ(r.code, 0) << r.err;
+  EXPECT_TRUE(read_all(path("big.boto3")) == big);
+  // hylab stores the sha256 with each object, for readers to check.
+  r = peer({"head", bucket_, "models/big.bin"});
+  ASSERT_EQ(r.code, 0) << r.err;
+  EXPECT_EQ(json_of(r).at("metadata").at("sha256").as_string().size(), 64u);
+
+  // boto3 writes, hylab reads: one GET for the small one, parallel ranges for the big one.
+  write_file(path("from-boto3.bin"), big.substr(0, 7 << 20));
+  ASSERT_EQ(peer({"put", bucket_, "in/from boto3.bin", path("from-boto3.bin")}).code, 0);
+  r = hylab({"data", "get", uri("in/from boto3.bin"), path("got.bin"), "-o", "json"});
+  ASSERT_EQ(r.code, 0) << r.err;
+  EXPECT_EQ(json_of(r).at("cache").as_string(), "downloaded");
+  EXPECT_TRUE(read_all(path("got.bin")) == big.substr(0, 7 << 20));
+  r = hylab({"data", "get", uri(odd), "-"});  // standard output
+  ASSERT_EQ(r.code, 0) << r.err;
+  EXPECT_EQ(r.out, small);
+
+  r = hylab({"data", "ls", uri(""), "-o", "json"});
+  ASSERT_EQ(r.code, 0) << r.err;
+  auto list = json_of(r).as_array();
+  ASSERT_EQ(list.size(), 3u);
+  EXPECT_EQ(list[0].at("key").as_string(), "in/from boto3.bin");
+  EXPECT_EQ(list[1].at("key").as_string(), "models/big.bin");
+  EXPECT_EQ(list[1].at("size").as_int64(), 12 << 20);
+  EXPECT_EQ(list[2].at("key").as_string(), odd);
+
+  r = hylab({"data", "rm", uri(odd)});
+  ASSERT_EQ(r.code, 0) << r.err;
+  EXPECT_EQ(peer({"head", bucket_, odd}).code, 3);
+  r = hylab({"data", "get", uri("no/such/key"), path("x")});
+  EXPECT_EQ(r.code, 1);
+  EXPECT_THAT(r.err, HasSubstr("no such object"));
+}
+
+TEST_F(StorageTest, SyncBothWaysComparesBySizeAndHashAndPaginates) {
+  // 1005 files: more than one listing page (1000 keys).
+  for (int i = 0; i < 1005; ++i)
+    write_file(path(fmt::format("tree/d{}/f{}.txt", i % 7, i)), fmt::format("file {}\n", i));
+  auto r = hylab({"data", "sync", path("tree"), uri("ds"), "--parallel", "16", "-o", "json"});
+  ASSERT_EQ(r.code, 0) << r.err;
+  EXPECT_EQ(json_of(r).at("uploaded").as_int64(), 1005);
+  r = peer({"count", bucket_, "ds/"});
+  ASSERT_EQ(r.code, 0) << r.err;
+  EXPECT_EQ(std::stoi(r.out), 1005);
+  r = hylab({"data", "ls", uri("ds/"), "-o", "json"});
+  ASSERT_EQ(r.code, 0) << r.err;
+  EXPECT_EQ(json_of(r).as_array().size(), 1005u);
+
+  // Nothing changed: nothing moves. Same size, other bytes: found by hash.
+  r = hylab({"data", "sync", path("tree"), uri("ds"), "-o", "json"});
+  ASSERT_EQ(r.code, 0) << r.err;
+  EXPECT_EQ(json_of(r).at("uploaded").as_int64(), 0);
+  EXPECT_EQ(json_of(r).at("skipped").as_int64(), 1005);
+  write_file(path("tree/d3/f3.txt"), "file X\n");
+  fs::remove(path("tree/d0/f0.txt"));
+  r = hylab({"data", "sync", path("tree"), uri("ds"), "--delete", "--dry-run", "-o", "json"});
+  ASSERT_EQ(r.code, 0) << r.err;
+  EXPECT_EQ(json_of(r).at("uploaded").as_int64(), 1);
+  EXPECT_EQ(json_of(r).at("deleted").as_int64(), 1);
+  EXPECT_EQ(std::stoi(peer({"count", bucket_, "ds/"}).out), 1005);  // a dry run changes nothing
+  r = hylab({"data", "sync", path("tree"), uri("ds"), "--delete", "-o", "json"});
+  ASSERT_EQ(r.code, 0) << r.err;
+  EXPECT_EQ(json_of(r).at("uploaded").as_int64(), 1);
+  EXPECT_EQ(json_of(r).at("deleted").as_int64(), 1);
+  EXPECT_EQ(std::stoi(peer({"count", bucket_, "ds/"}).out), 1004);
+  ASSERT_EQ(peer({"get", bucket_, "ds/d3/f3.txt", path("f3")}).code, 0);
+  EXPECT_EQ(read_all(path("f3")), "file X\n");
+
+  // Down: every file, then only what differs; --delete removes local extras.
+  r = hylab({"data", "sync", uri("ds/"), path("copy"), "--parallel", "16", "-o", "json"});
+  ASSERT_EQ(r.code, 0) << r.err;
+  EXPECT_EQ(json_of(r).at("downloaded").as_int64(), 1004);
+  EXPECT_EQ(read_all(path("copy/d3/f3.txt")), "file X\n");
+  EXPECT_EQ(read_all(path("copy/d5/f5.txt")), "file 5\n");
+  write_file(path("copy/d5/f5.txt"), "file Y\n");
+  write_file(path("copy/extra.txt"), "not in the bucket\n");
+  r = hylab({"data", "sync", uri("ds/"), path("copy"), "--delete", "-o", "json"});
+  ASSERT_EQ(r.code, 0) << r.err;
+  EXPECT_EQ(json_of(r).at("downloaded").as_int64(), 1);
+  EXPECT_EQ(json_of(r).at("deleted").as_int64(), 1);
+  EXPECT_EQ(read_all(path("copy/d5/f5.txt")), "file 5\n");
+  EXPECT_FALSE(fs::exists(path("copy/extra.txt")));
+}
+
+TEST_F(StorageTest, SensitiveDataNeverLeaves) {
+  configure("  sensitive: [patients, '**/*.key']\n  shareable: [patients/summary.csv]\n");
+  write_file(path("patients/records.csv"), "id,diagnosis\n1,flu\n");
+  write_file(path("patients/summary.csv"), "cases\n1\n");
+  write_file(path("patients/scans/1.dcm"), "DICM");
+  write_file(path("results/model.key"), "secret");
+  write_file(path("results/metrics.json"), "{}");
+
+  auto r = hylab({"data", "put", path("patients/records.csv"), uri("leak.csv")});
+  EXPECT_EQ(r.code, 2);
+  EXPECT_THAT(r.err, HasSubstr("refused"));
+  EXPECT_THAT(r.err, HasSubstr("patients/records.csv is sensitive"));
+  EXPECT_EQ(peer({"head", bucket_, "leak.csv"}).code, 3);  // not a byte went up
+
+  // A folder sync takes only what may leave; the refusal makes it fail loudly.
+  r = hylab({"data", "sync", path("patients"), uri("p"), "-o", "json"});
+  EXPECT_EQ(r.code, 2);
+  auto rep = json_of(r);
+  EXPECT_EQ(rep.at("uploaded").as_int64(), 1);
+  EXPECT_EQ(rep.at("refused").as_int64(), 2);
+  EXPECT_EQ(peer({"count", bucket_, "p/"}).out, "1\n");
+  EXPECT_EQ(peer({"head", bucket_, "p/summary.csv"}).code, 0);
+  r = hylab({"data", "sync", path("results"), uri("r")});
+  EXPECT_EQ(r.code, 2);
+  EXPECT_THAT(r.err, HasSubstr("model.key is sensitive"));
+  EXPECT_EQ(peer({"head", bucket_, "r/metrics.json"}).code, 0);
+  EXPECT_EQ(peer({"head", bucket_, "r/model.key"}).code, 3);
+
+  r = hylab({"data", "cache", "stats", "--format", "prometheus"});
+  ASSERT_EQ(r.code, 0) << r.err;
+  EXPECT_THAT(r.out, HasSubstr("hylab_storage_refused_uploads_total 4\n"));
+}
+
+TEST_F(StorageTest, AChangedObjectIsNeverServedStale) {
+  configure("  revalidate_after: 0s\n");
+  write_file(path("v1"), "version one\n");
+  write_file(path("v2"), "version two, longer\n");
+  ASSERT_EQ(peer({"put", bucket_, "cfg.txt", path("v1")}).code, 0);
+  auto get = [&] {
+    auto r = hylab({"data", "get", uri("cfg.txt"), path("out.txt"), "-o", "json"});
+    EXPECT_EQ(r.code, 0) << r.err;
+    return std::string(json_of(r).at("cache").as_string());
+  };
+  EXPECT_EQ(get(), "downloaded");
+  EXPECT_EQ(get(), "revalidated");  // If-None-Match: 304, the cached bytes are current
+  EXPECT_EQ(read_all(path("out.txt")), "version one\n");
+  ASSERT_EQ(peer({"put", bucket_, "cfg.txt", path("v2")}).code, 0);
+  EXPECT_EQ(get(), "downloaded");
+  EXPECT_EQ(read_all(path("out.txt")), "version two, longer\n");
+  // Within revalidate_after the cache answers alone.
+  configure("  revalidate_after: 1h\n");
+  EXPECT_EQ(get(), "hit");
+}
+
+TEST_F(StorageTest, TheCacheStaysUnderItsBoundUnderConcurrentLoad) {
+  configure("  cache_max_size: 1MiB\n");
+  for (int i = 0; i < 40; ++i)
+    write_file(path(fmt::format("set/o{:02}", i)), random_bytes(100 << 10, 10 + i));
+  ASSERT_EQ(hylab({"data", "sync", path("set"), uri("set")}).code, 0);
+  std::atomic<bool> done{false};
+  std::uint64_t most = 0;
+  std::thread watch([&] {
+    while (!done) most = std::max(most, cache_bytes(path("cache")));
+  });
+  auto r = hylab({"data", "get", uri("set/"), path("out"), "--parallel", "8", "-o", "json"});
+  done = true;
+  watch.join();
+  ASSERT_EQ(r.code, 0) << r.err;
+  EXPECT_EQ(json_of(r).at("downloaded").as_int64(), 40);
+  EXPECT_LE(most, 1u << 20) << "the cache went over its bound";
+  EXPECT_GT(most, 0u);
+  for (int i = 0; i < 40; ++i)
+    EXPECT_TRUE(read_all(path(fmt::format("out/o{:02}", i))) == random_bytes(100 << 10, 10 + i))
+        << i;
+  r = hylab({"data", "cache", "stats", "-o", "json"});
+  ASSERT_EQ(r.code, 0) << r.err;
+  auto st = json_of(r);
+  EXPECT_LE(st.at("bytes").as_int64(), 1 << 20);
+  EXPECT_GE(st.at("evictions").as_int64(), 30);
+  EXPECT_EQ(st.at("entries").as_int64(), 10);
+}
+
+TEST_F(StorageTest, AKilledDownloadIsNeverServedHalfDone) {
+  std::string big = random_bytes(128 << 20, 7);
+  write_file(path("big.bin"), big);
+  ASSERT_EQ(hylab({"data", "put", path("big.bin"), uri("big.bin")}).code, 0);
+  fs::remove(path("big.bin"));
+  Process get;
+  get.start({HYLAB_BINARY, "--config", path("hylab.yaml"), "data", "get", uri("big.bin"),
+             path("got.bin"), "--parallel", "1"},
+            path("get.log"), {"AWS_ACCESS_KEY_ID=S3RVER", "AWS_SECRET_ACCESS_KEY=S3RVER"});
+  // Kill it once part of the object is on disk.
+  bool partial = wait_until([&] { return cache_bytes(path("cache")) > (1u << 20); }, 60);
+  get.stop(SIGKILL);
+  ASSERT_TRUE(partial) << read_all(path("get.log"));
+  EXPECT_LT(cache_bytes(path("cache")), big.size()) << "the download finished before the kill";
+  EXPECT_FALSE(fs::exists(path("got.bin")));
+
+  auto r = hylab({"data", "cache", "stats", "-o", "json"});
+  ASSERT_EQ(r.code, 0) << r.err;
+  EXPECT_EQ(json_of(r).at("entries").as_int64(), 0);  // nothing half-done became an entry
+  EXPECT_EQ(cache_bytes(path("cache")), 0u);          // and the leftovers are gone
+  r = hylab({"data", "get", uri("big.bin"), path("got.bin"), "-o", "json"});
+  ASSERT_EQ(r.code, 0) << r.err;
+  EXPECT_EQ(json_of(r).at("cache").as_string(), "downloaded");
+  EXPECT_TRUE(read_all(path("got.bin")) == big);
+}
+
+TEST_F(StorageTest, PinnedObjectsSurviveEvictionAndClear) {
+  configure("  cache_max_size: 300KiB\n");
+  for (int i = 0; i < 4; ++i)
+    write_file(path(fmt::format("p/o{}", i)), random_bytes(100 << 10, 40 + i));
+  ASSERT_EQ(hylab({"data", "sync", path("p"), uri("p")}).code, 0);
+  auto r = hylab({"data", "cache", "pin", uri("p/o0")});
+  ASSERT_EQ(r.code, 0) << r.err;
+  EXPECT_THAT(r.out, HasSubstr("pinned 1 object"));
+  ASSERT_EQ(hylab({"data", "get", uri("p/"), path("out")}).code, 0);  // evicts, but not o0
+  r = hylab({"data", "get", uri("p/o0"), path("o0"), "-o", "json"});
+  ASSERT_EQ(r.code, 0) << r.err;
+  EXPECT_EQ(json_of(r).at("cache").as_string(), "hit");
+  r = hylab({"data", "cache", "evict", "-o", "json"});
+  ASSERT_EQ(r.code, 0) << r.err;
+  r = hylab({"data", "cache", "stats", "-o", "json"});
+  EXPECT_EQ(json_of(r).at("entries").as_int64(), 1);
+  EXPECT_EQ(json_of(r).at("pinned_bytes").as_int64(), 100 << 10);
+  ASSERT_EQ(hylab({"data", "cache", "clear"}).code, 0);
+  r = hylab({"data", "cache", "stats", "-o", "json"});
+  EXPECT_EQ(json_of(r).at("entries").as_int64(), 0);
+}
+
+TEST_F(StorageTest, BadInputSaysWhatIsWrong) {
+  auto r = hylab({"data", "get", "gs://bucket/key"});
+  EXPECT_EQ(r.code, 2);
+  EXPECT_THAT(r.err, HasSubstr("only s3://, file:// and local paths"));
+  r = hylab({"data", "ls", "s3:///key"});
+  EXPECT_EQ(r.code, 2);
+  EXPECT_THAT(r.err, HasSubstr("no bucket"));
+  r = hylab({"data", "put", path("missing.txt"), uri("x")});
+  EXPECT_NE(r.code, 0);
+  EXPECT_THAT(r.err, HasSubstr("missing.txt"));
+  // No credentials anywhere: say where hylab looked; never print a secret.
+  r = hylab({"data", "ls", uri("")}, {"AWS_ACCESS_KEY_ID=", "AWS_SECRET_ACCESS_KEY=",
+                                      "AWS_SHARED_CREDENTIALS_FILE=" + path("nowhere")});
+  EXPECT_NE(r.code, 0);
+  EXPECT_THAT(r.err, HasSubstr("AWS_ACCESS_KEY_ID"));
+  write_file(path("hylab.yaml"), "storage:\n  cache_max_size: 0\n");
+  r = hylab({"data", "cache", "stats"});
+  EXPECT_EQ(r.code, 2);
+  EXPECT_THAT(r.err, HasSubstr("hylab.yaml:2"));
+  EXPECT_THAT(r.err, HasSubstr("storage.cache_max_size"));
+}
+
+}  // namespace
+}  // namespace hylab::testing
