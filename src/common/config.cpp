@@ -449,7 +449,10 @@ void read_storage(const yaml::Where& w, const YAML::Node& node, StorageConfig& s
       }
     }
   }
-  if (auto v = positive_seconds(m, "cache_max_age")) st.cache_max_age_seconds = *v;
+  if (auto n = m.take("cache_max_age")) {  // 0: no maximum age
+    if (auto h = yaml::as_hours(w, *n, "storage.cache_max_age"))
+      st.cache_max_age_seconds = *h * 3600;
+  }
   if (auto n = m.take("revalidate_after")) {
     if (auto h = yaml::as_hours(w, *n, "storage.revalidate_after"))
       st.revalidate_after_seconds = *h * 3600;

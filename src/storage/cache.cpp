@@ -13,8 +13,10 @@
 #include <fmt/format.h>
 #include <sys/file.h>
 #include <sys/stat.h>
+#include <time.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <atomic>
 #include <boost/json.hpp>
 #include <chrono>
@@ -47,10 +49,55 @@ struct Cache::Impl {
   std::uint64_t used = 0, reserved = 0;
   CacheStats counters;  // hits, misses, ... (bytes/entries computed)
   std::atomic<unsigned> tmp_counter{0};
+  bool locked = false;          // the folder's flock is ours: only then write into it
+  std::int64_t last_stamp = 0;  // the latest data-file mtime set, in ns (see opened())
+
+  std::int64_t dirty_since = 0;  // of the last run that did not close the cache
 
   ~Impl() {
-    save_stats();
+    if (locked) {
+      save_stats();
+      // Entries are written without an fsync each (thousands of small objects would wait
+      // on the disk for each): one syncfs here, then the state says every entry is durable.
+      ::syncfs(lock_fd);
+      (void)write_state(true);
+    }
     if (lock_fd >= 0) ::close(lock_fd);
+  }
+
+  static std::string boot_id() {
+    auto id = read_small_file("/proc/sys/kernel/random/boot_id", 128);
+    return id ? *id : std::string();
+  }
+
+  // state.json: whether the last run closed the cache (synced) and in which boot it ran.
+  // A run that did not close it in an earlier boot (a power loss, a kernel crash) may have
+  // left entries whose bytes never reached the disk: those are dropped at open. A run
+  // killed in this boot needs nothing: the page cache holds what it wrote.
+  Result<bool> write_state(bool clean) {
+    json::object o;
+    o["boot_id"] = boot_id();
+    o["clean"] = clean;
+    o["dirty_since"] = clean ? 0 : now();
+    return write_file_atomic(opt.dir + "/state.json", json::serialize(o), true);
+  }
+
+  void read_state() {
+    auto text = read_small_file(opt.dir + "/state.json", 1 << 16);
+    if (!text) return;
+    boost::system::error_code ec;
+    auto v = json::parse(*text, ec);
+    if (ec || !v.is_object()) return;
+    const auto& o = v.as_object();
+    const auto* clean = o.if_contains("clean");
+    const auto* boot = o.if_contains("boot_id");
+    const auto* since = o.if_contains("dirty_since");
+    bool was_clean = clean && clean->is_bool() && clean->as_bool();
+    bool same_boot = boot && boot->is_string() && boot->as_string() == boot_id();
+    if (!was_clean && !same_boot) {
+      dirty_since = since && since->is_number() ? since->to_number<std::int64_t>() : 1;
+      if (dirty_since <= 0) dirty_since = 1;
+    }
   }
 
   std::int64_t now() const {
@@ -108,7 +155,7 @@ struct Cache::Impl {
   }
 
   Result<bool> write_meta(const CacheEntry& e) {
-    return write_file_atomic(base_of(id_of(e.store, e.key)) + ".meta", meta_json(e));
+    return write_file_atomic(base_of(id_of(e.store, e.key)) + ".meta", meta_json(e), false);
   }
 
   void save_stats() const {
@@ -143,6 +190,11 @@ struct Cache::Impl {
   // Reads every entry's metadata; removes what a crash left half-done.
   Result<bool> check() {
     std::error_code ec;
+    // Downloads a crash interrupted.
+    for (auto it = fs::directory_iterator(opt.dir + "/tmp", ec);
+         !ec && it != fs::directory_iterator(); it.increment(ec))
+      ++counters.repaired;
+    ec.clear();
     fs::remove_all(opt.dir + "/tmp", ec);
     fs::create_directories(opt.dir + "/tmp", ec);
     fs::create_directories(opt.dir + "/objects", ec);
@@ -157,14 +209,13 @@ struct Cache::Impl {
       std::string ext = dot == std::string::npos ? "" : name.substr(dot);
       std::string base = path.substr(0, path.size() - ext.size());
       if (ext == ".data") {
-        if (!fs::exists(base + ".meta")) {  // data whose metadata never came: half-done
-          ::unlink(path.c_str());
-          ++counters.repaired;
-        }
+        // Data whose metadata never came: half-done. (The listing may still name the data
+        // of a bad .meta seen earlier, already removed: count it once.)
+        if (!fs::exists(base + ".meta") && ::unlink(path.c_str()) == 0) ++counters.repaired;
         continue;
       }
       if (ext != ".meta") {  // a temporary file of an interrupted metadata write
-        ::unlink(path.c_str());
+        if (::unlink(path.c_str()) == 0) ++counters.repaired;
         continue;
       }
       auto text = read_small_file(path, 1 << 20);
@@ -196,6 +247,9 @@ struct Cache::Impl {
         e.last_access = st.st_mtim.tv_sec;
         ok = static_cast<std::uint64_t>(st.st_size) == e.size && !e.key.empty() &&
              id_of(e.store, e.key) == fs::path(base).filename().string();
+        // Written by a run that never synced, before a reboot: the bytes may not be there.
+        if (dirty_since > 0 && std::max(e.fetched_at, e.validated_at) >= dirty_since - 1)
+          ok = false;
       }
       if (!ok) {
         ::unlink(path.c_str());
@@ -211,6 +265,7 @@ struct Cache::Impl {
     if (ec) return Error{Errc::kIo, fmt::format("{}/objects: {}", opt.dir, ec.message())};
     std::sort(order.begin(), order.end());
     for (const auto& [t, id] : order) touch(id);
+    if (!order.empty()) last_stamp = order.back().first;
     return true;
   }
 
@@ -287,6 +342,7 @@ struct Cache::Impl {
     auto it = entries.find(id);
     std::optional<ObjectInfo> info;
     FetchKind kind = FetchKind::kDownloaded;
+    bool keep_pin = false;  // a changed object's new version stays pinned
     if (it != entries.end()) {
       CacheEntry& e = it->second;
       std::int64_t t = now();
@@ -295,6 +351,12 @@ struct Cache::Impl {
         remove_files(id);
         forget(id);
         ++counters.evictions;
+      } else if (fo.known && !fo.known->etag.empty() && fo.known->etag != e.etag) {
+        // The caller's listing or HEAD shows another version: the copy is stale, whatever
+        // revalidate_after says. It goes now (as below), its pin stays.
+        keep_pin = e.pinned;
+        remove_files(id);
+        forget(id);
       } else if (static_cast<double>(t - e.validated_at) < opt.revalidate_after_seconds) {
         ++counters.hits;
         if (fo.pin && !e.pinned) {
@@ -332,6 +394,14 @@ struct Cache::Impl {
         }
         info = *r;  // changed: download the new version below (still in flight)
         kind = FetchKind::kDownloaded;
+        // The stale copy goes first: its bytes must not take the room its new version
+        // needs (an object over half the cache could never be refreshed). Its pin stays.
+        auto stale = entries.find(id);
+        if (stale != entries.end()) {
+          keep_pin = stale->second.pinned;
+          remove_files(id);
+          forget(id);
+        }
       }
     }
     if (!inflight.count(id)) inflight.insert(id);
@@ -363,14 +433,18 @@ struct Cache::Impl {
     }
     lk.unlock();
     std::string tmp = fmt::format("{}/tmp/{}.{}", opt.dir, id, tmp_counter.fetch_add(1));
+    // Hash while downloading what the check will need (the store may not be able to).
+    Hasher hasher(!info->sha256.empty(), info->sha256.empty() && is_md5_etag(info->etag));
     GetOptions go;
     go.progress = fo.progress;
     go.parallel = fo.parallel;
+    go.hasher = &hasher;
+    go.known = &*info;
     auto got = store.get(key, tmp, go);
-    Result<bool> checked = got ? verify(tmp, *got, *info, what) : Result<bool>(got.error());
+    Result<bool> checked = got ? verify(tmp, *got, *info, what, hasher) : Result<bool>(got.error());
     lk.lock();
-    reserved -= info->size;
     if (!checked) {
+      reserved -= info->size;
       ::unlink(tmp.c_str());
       done(lk);
       return checked.error();
@@ -385,23 +459,30 @@ struct Cache::Impl {
     e.fetched_at = e.validated_at = now();
     e.last_access = e.fetched_at;
     e.path = base_of(id) + ".data";
-    e.pinned = fo.pin || (entries.count(id) && entries[id].pinned);
+    e.pinned = fo.pin || keep_pin || (entries.count(id) && entries[id].pinned);
+    // The files change outside the lock (other downloads go on meanwhile): the id is in
+    // flight, so nothing else touches it, and the old entry and the reservation both stay
+    // counted until the new entry is in, so the bound holds throughout.
+    lk.unlock();
     // Replace: old metadata first, then the data, then the new metadata.
     ::unlink((base_of(id) + ".meta").c_str());
-    forget(id);
     std::error_code ec;
     fs::create_directories(fs::path(e.path).parent_path(), ec);
+    Result<bool> committed = true;
     if (ec || ::rename(tmp.c_str(), e.path.c_str()) != 0) {
-      std::string why = ec ? ec.message() : errno_text(errno);
+      committed =
+          Error{Errc::kIo, fmt::format("{}: {}", e.path, ec ? ec.message() : errno_text(errno))};
       ::unlink(tmp.c_str());
-      done(lk);
-      return Error{Errc::kIo, fmt::format("{}: {}", e.path, why)};
+    } else {
+      committed = write_meta(e);
+      if (!committed) ::unlink(e.path.c_str());
     }
-    auto meta = write_meta(e);
-    if (!meta) {
-      ::unlink(e.path.c_str());
+    lk.lock();
+    reserved -= info->size;
+    forget(id);  // the old entry, if any: its files are gone or replaced
+    if (!committed) {
       done(lk);
-      return meta.error();
+      return committed.error();
     }
     used += e.size;
     entries[id] = e;
@@ -422,14 +503,25 @@ struct Cache::Impl {
   Result<Fetched> opened(const CacheEntry& e, FetchKind kind) {
     int fd = ::open(e.path.c_str(), O_RDONLY | O_CLOEXEC);
     if (fd < 0) return Error{Errc::kIo, fmt::format("{}: {}", e.path, errno_text(errno))};
-    ::futimens(fd, nullptr);  // the access time that orders eviction across restarts
+    // The modification time orders eviction across restarts. Set explicitly and strictly
+    // increasing: a file's clock ticks coarsely (reads within one tick would tie, and a
+    // coarse stamp can even fall behind a fine one set just before), so "now" alone would
+    // not keep the order of reads.
+    struct timespec ts[2]{};
+    ::clock_gettime(CLOCK_REALTIME, &ts[1]);
+    std::int64_t stamp = static_cast<std::int64_t>(ts[1].tv_sec) * 1000000000 + ts[1].tv_nsec;
+    last_stamp = std::max(stamp, last_stamp + 1);
+    ts[0].tv_nsec = UTIME_NOW;
+    ts[1].tv_sec = static_cast<time_t>(last_stamp / 1000000000);
+    ts[1].tv_nsec = static_cast<long>(last_stamp % 1000000000);
+    ::futimens(fd, ts);
     return Fetched{e, kind, std::make_shared<FileHandle>(fd)};
   }
 
   // Size, then the strongest check the object allows: the sha256 its uploader stored, or
   // its ETag when that is the MD5 of a single-part upload.
   static Result<bool> verify(const std::string& tmp, const ObjectInfo& got, const ObjectInfo& info,
-                             const std::string& what) {
+                             const std::string& what, const Hasher& during) {
     auto size = file_size(tmp);
     if (!size) return size.error();
     std::uint64_t want = got.size ? got.size : info.size;
@@ -440,14 +532,21 @@ struct Cache::Impl {
     std::string etag = got.etag.empty() ? info.etag : got.etag;
     bool md5 = sha.empty() && is_md5_etag(etag);
     if (sha.empty() && !md5) return true;
-    Hasher h(!sha.empty(), md5);
-    auto hashed = hash_file(tmp, h);
-    if (!hashed) return hashed.error();
+    // The digests computed during the download when they are the ones needed.
+    bool reuse = during.finished() && (sha.empty() || !during.sha256().empty()) &&
+                 (!md5 || !during.md5().empty());
+    Hasher again(!sha.empty(), md5);
+    if (!reuse) {
+      auto hashed = hash_file(tmp, again);
+      if (!hashed) return hashed.error();
+    }
+    const Hasher& h = reuse ? during : again;
     if (!sha.empty() && h.sha256() != sha)
       return Error{Errc::kIo,
                    fmt::format("{}: integrity check failed: sha256 {} but the object says {}", what,
                                h.sha256(), sha)};
-    if (md5 && h.md5() != etag)
+    if (md5 && !std::equal(etag.begin(), etag.end(), h.md5().begin(), h.md5().end(),
+                           [](char a, char b) { return std::tolower(a) == std::tolower(b); }))
       return Error{Errc::kIo, fmt::format("{}: integrity check failed: MD5 {} but the ETag is {}",
                                           what, h.md5(), etag)};
     return true;
@@ -464,9 +563,13 @@ Result<std::unique_ptr<Cache>> Cache::open(CacheOptions opt) {
   impl->opt = std::move(opt);
   auto locked = impl->lock();
   if (!locked) return locked.error();
+  impl->locked = true;
   impl->load_stats();
+  impl->read_state();
   auto checked = impl->check();
   if (!checked) return checked.error();
+  auto state = impl->write_state(false);
+  if (!state) return state.error();
   // A smaller bound than last time: shrink now.
   {
     std::unique_lock lk(impl->mu);

@@ -87,7 +87,7 @@ Result<std::uint64_t> file_size(const std::string& path) {
 }
 
 Result<bool> copy_range(const std::string& src, const std::string& dest, std::uint64_t offset,
-                        std::uint64_t len, const ProgressFn& progress) {
+                        std::uint64_t len, const ProgressFn& progress, bool durable) {
   Fd in(::open(src.c_str(), O_RDONLY | O_CLOEXEC));
   if (in.fd < 0) return io_error(src, errno);
   Fd out(::open(dest.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644));
@@ -114,7 +114,7 @@ Result<bool> copy_range(const std::string& src, const std::string& dest, std::ui
     done += static_cast<std::uint64_t>(n);
     if (progress) progress(static_cast<std::uint64_t>(n));
   }
-  if (::fsync(out.fd) != 0) return io_error(dest, errno);
+  if (durable && ::fsync(out.fd) != 0) return io_error(dest, errno);
   return true;
 }
 
@@ -130,7 +130,7 @@ bool is_temp_name(std::string_view key) {
   return key.find(".hylab-tmp-") != std::string_view::npos;
 }
 
-Result<bool> write_file_atomic(const std::string& path, std::string_view data) {
+Result<bool> write_file_atomic(const std::string& path, std::string_view data, bool durable) {
   std::string tmp = temp_name(path);
   {
     Fd out(::open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644));
@@ -144,7 +144,7 @@ Result<bool> write_file_atomic(const std::string& path, std::string_view data) {
       }
       w += static_cast<std::size_t>(k);
     }
-    if (::fsync(out.fd) != 0) {
+    if (durable && ::fsync(out.fd) != 0) {
       int e = errno;
       ::unlink(tmp.c_str());
       return io_error(path, e);
@@ -198,12 +198,19 @@ struct Hasher::Impl {
 Hasher::Hasher(bool sha256, bool md5) : impl_(std::make_unique<Impl>(sha256, md5)) {}
 Hasher::~Hasher() = default;
 
+void Hasher::reset() {
+  if (impl_->sha) EVP_DigestInit_ex(impl_->sha, EVP_sha256(), nullptr);
+  if (impl_->md5) EVP_DigestInit_ex(impl_->md5, EVP_md5(), nullptr);
+  finished_ = false;
+}
+
 void Hasher::update(const void* data, std::size_t n) {
   if (impl_->sha) EVP_DigestUpdate(impl_->sha, data, n);
   if (impl_->md5) EVP_DigestUpdate(impl_->md5, data, n);
 }
 
 void Hasher::finish() {
+  finished_ = true;
   unsigned char out[EVP_MAX_MD_SIZE];
   unsigned n = 0;
   if (impl_->sha) {

@@ -30,14 +30,16 @@ class FileHandle {
 Result<std::uint64_t> copy_fd(int fd, int out_fd, const std::string& what);
 
 Result<std::uint64_t> file_size(const std::string& path);
-// Copies `len` bytes of `src` from `offset` into `dest` (created or truncated), fsynced.
+// Copies `len` bytes of `src` from `offset` into `dest` (created or truncated); fsynced
+// when `durable`.
 Result<bool> copy_range(const std::string& src, const std::string& dest, std::uint64_t offset,
-                        std::uint64_t len, const ProgressFn& progress);
+                        std::uint64_t len, const ProgressFn& progress, bool durable = true);
 // A name beside `path` for writing before the rename: "DIR/.NAME.hylab-tmp-PID-N".
 std::string temp_name(const std::string& path);
 bool is_temp_name(std::string_view key);
-// Writes `data` to `path` through a temporary file, fsync and rename: all or nothing.
-Result<bool> write_file_atomic(const std::string& path, std::string_view data);
+// Writes `data` to `path` through a temporary file and a rename: all or nothing (after a
+// power loss too when `durable`: fsync before the rename).
+Result<bool> write_file_atomic(const std::string& path, std::string_view data, bool durable = true);
 Result<std::string> read_small_file(const std::string& path, std::size_t max_bytes);
 
 // SHA-256 and/or MD5 at once, fed in pieces (each costs a pass of CPU over the bytes: ask
@@ -50,13 +52,16 @@ class Hasher {
   Hasher& operator=(const Hasher&) = delete;
   void update(const void* data, std::size_t n);
   void finish();
+  void reset();  // starts over (a download retried from its start)
   const std::string& sha256() const { return sha256_; }  // hex, after finish()
   const std::string& md5() const { return md5_; }        // hex, after finish()
+  bool finished() const { return finished_; }
 
  private:
   struct Impl;
   std::unique_ptr<Impl> impl_;
   std::string sha256_, md5_;
+  bool finished_ = false;
 };
 
 // Hashes a whole file (or a range of it).

@@ -31,7 +31,9 @@ ObjectInfo info_of(const std::string& key, const struct stat& st) {
   i.mtime = st.st_mtim.tv_sec;
   auto ns = static_cast<std::uint64_t>(st.st_mtim.tv_sec) * 1000000000ULL +
             static_cast<std::uint64_t>(st.st_mtim.tv_nsec);
-  i.etag = fmt::format("{:x}-{:x}", i.size, ns);
+  // The inode too: a file replaced by another (a rename over it) of the same size within
+  // one clock tick is still another ETag.
+  i.etag = fmt::format("{:x}-{:x}-{:x}", i.size, ns, static_cast<std::uint64_t>(st.st_ino));
   return i;
 }
 
@@ -66,7 +68,7 @@ class FsStore final : public ObjectStore {
     auto path = path_of(key);
     std::uint64_t len = info->size > opt.offset ? info->size - opt.offset : 0;
     if (opt.length) len = std::min(len, *opt.length);
-    auto copied = copy_range(*path, dest, opt.offset, len, opt.progress);
+    auto copied = copy_range(*path, dest, opt.offset, len, opt.progress, false);
     if (!copied) return copied.error();
     return info;
   }

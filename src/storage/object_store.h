@@ -16,6 +16,8 @@
 
 namespace hylab::storage {
 
+class Hasher;
+
 struct ObjectInfo {
   std::string key;
   std::uint64_t size = 0;
@@ -34,6 +36,11 @@ struct GetOptions {
   std::string if_none_match;            // an ETag: not_modified instead of the body
   ProgressFn progress;
   int parallel = 4;  // ranged parts at once for a large whole-object download
+  // Fed with the whole object's bytes in order and finished, when the store can do that
+  // while downloading (saves reading the file again to check it); left unfinished if not.
+  Hasher* hasher = nullptr;
+  // What the caller already knows of the object (size, ETag): saves a HEAD.
+  const ObjectInfo* known = nullptr;
 };
 
 struct PutOptions {
@@ -54,6 +61,7 @@ class ObjectStore {
   virtual Result<ObjectInfo> revalidate(const std::string& key, const std::string& etag) = 0;
   // Writes the object (or the range) to `dest`, a file created or truncated; the caller
   // owns atomicity (the cache downloads into a temporary file and renames it).
+  // Not fsynced: the caller decides what must survive a power loss.
   virtual Result<ObjectInfo> get(const std::string& key, const std::string& dest,
                                  const GetOptions& opt) = 0;
   virtual Result<ObjectInfo> put(const std::string& key, const std::string& src,

@@ -67,27 +67,59 @@ bool path_glob_match(std::string_view pat, std::string_view s) {
   return path_glob_match(pat.substr(1), s.substr(1));
 }
 
+// The same path with symlinks resolved (as far as it exists). A glob resolves the folders
+// before its first wildcard.
+std::string resolved(const std::string& normalized) {
+  std::string head = normalized, tail;
+  if (auto g = normalized.find_first_of("*?["); g != std::string::npos) {
+    auto slash = normalized.rfind('/', g);
+    head = normalized.substr(0, slash == std::string::npos ? 0 : slash);
+    tail = normalized.substr(head.size());
+  }
+  std::error_code ec;
+  auto canon = std::filesystem::weakly_canonical(head.empty() ? "/" : head, ec);
+  if (ec) return normalized;
+  std::string out = canon.generic_string();
+  if (out.size() > 1 && out.back() == '/') out.pop_back();
+  if (out == "/" && !tail.empty()) out.clear();
+  return out + tail;
+}
+
 SensitivityRules::SensitivityRules(const std::vector<std::string>& sensitive,
                                    const std::vector<std::string>& shareable,
                                    const std::string& base_dir) {
-  for (const auto& r : sensitive) sensitive_.push_back(normalize(r, base_dir));
-  for (const auto& r : shareable) shareable_.push_back(normalize(r, base_dir));
+  // Each rule as written and with symlinks resolved: a folder reached through a link (or a
+  // link into a sensitive folder) is the same data.
+  auto add = [&](std::vector<std::string>& to, const std::string& rule) {
+    std::string n = normalize(rule, base_dir);
+    to.push_back(n);
+    std::string r = resolved(n);
+    if (r != n) to.push_back(r);
+  };
+  for (const auto& r : sensitive) add(sensitive_, r);
+  for (const auto& r : shareable) add(shareable_, r);
 }
 
 Result<bool> SensitivityRules::check_upload(const std::string& local_path,
                                             const std::string& dest) const {
   if (sensitive_.empty()) return true;
   std::string path = normalize(local_path, ".");
-  for (const auto& rule : sensitive_) {
-    if (!covers(rule, path)) continue;
-    for (const auto& ok : shareable_)
-      if (covers(ok, path)) return true;
-    g_refused.fetch_add(1, std::memory_order_relaxed);
-    return Error{Errc::kInvalidInput,
-                 fmt::format("refused: {} is sensitive (storage.sensitive: {}) and stays local; "
-                             "it was not uploaded to {}. Mark it in storage.shareable if it may "
-                             "leave (aggregated, anonymised results only)",
-                             path, rule, dest)};
+  std::string real = resolved(path);
+  // Refused when either form of the path is sensitive without a shareable rule for that form.
+  for (const std::string& form : {path, real}) {
+    for (const auto& rule : sensitive_) {
+      if (!covers(rule, form)) continue;
+      bool shareable = false;
+      for (const auto& ok : shareable_) shareable = shareable || covers(ok, form);
+      if (shareable) break;
+      g_refused.fetch_add(1, std::memory_order_relaxed);
+      return Error{Errc::kInvalidInput,
+                   fmt::format("refused: {} is sensitive (storage.sensitive: {}) and stays local; "
+                               "it was not uploaded to {}. Mark it in storage.shareable if it may "
+                               "leave (aggregated, anonymised results only)",
+                               form == path ? path : fmt::format("{} (that is {})", path, form),
+                               rule, dest)};
+    }
   }
   return true;
 }

@@ -11,6 +11,7 @@
 
 #include <algorithm>
 #include <chrono>
+#include <condition_variable>
 #include <cstring>
 #include <map>
 #include <mutex>
@@ -47,6 +48,8 @@ struct Request {
   int download_fd = -1;
   std::uint64_t download_offset = 0;
   ProgressFn progress;
+  Hasher* hasher = nullptr;  // fed with downloaded bytes in order
+  bool large = false;        // a download of megabytes: bigger receive buffer
 };
 
 std::string trim_quotes(std::string s) {
@@ -140,6 +143,7 @@ std::size_t on_body(char* data, std::size_t size, std::size_t n, void* user) {
     w += static_cast<std::size_t>(k);
   }
   t->down_pos += len;
+  if (t->req->hasher) t->req->hasher->update(data, len);
   if (t->req->progress) t->req->progress(len);
   return len;
 }
@@ -225,15 +229,22 @@ class S3Store final : public ObjectStore {
       ~Close() { ::close(fd); }
     } close_fd{fd};
     bool whole = opt.offset == 0 && !opt.length;
+    std::optional<ObjectInfo> known;
+    if (opt.known) known = *opt.known;
     if (whole && opt.parallel > 1 && opt.if_none_match.empty()) {
-      auto info = head(key);
-      if (!info) return info;
-      if (info->size >= opt_.multipart_threshold) return parallel_get(key, fd, dest, *info, opt);
+      if (!known) {
+        auto info = head(key);
+        if (!info) return info;
+        known = *info;
+      }
+      if (known->size >= opt_.multipart_threshold) return parallel_get(key, fd, dest, *known, opt);
     }
     Request req;
     req.key = key;
     req.download_fd = fd;
     req.progress = opt.progress;
+    req.large = known && known->size >= (4u << 20);
+    if (whole) req.hasher = opt.hasher;
     if (!whole) {
       std::string range = fmt::format("bytes={}-", opt.offset);
       if (opt.length) {
@@ -263,7 +274,7 @@ class S3Store final : public ObjectStore {
       if (slash != std::string::npos && cr.substr(slash + 1) != "*")
         i.size = std::stoull(cr.substr(slash + 1));
     }
-    if (::fsync(fd) != 0) return Error{Errc::kIo, fmt::format("{}: {}", dest, errno_text(errno))};
+    if (req.hasher && res->status == 200) req.hasher->finish();
     return i;
   }
 
@@ -364,7 +375,6 @@ class S3Store final : public ObjectStore {
 
   // Sends a request, retrying what may be retried; a download starts over at its offset.
   Result<Response> perform(const Request& req) {
-    std::mt19937 rng(std::random_device{}());
     Response res;
     for (int attempt = 1;; ++attempt) {
       res = Response{};
@@ -374,7 +384,9 @@ class S3Store final : public ObjectStore {
       if (req.download_fd >= 0 &&
           ::ftruncate(req.download_fd, static_cast<off_t>(req.download_offset)) != 0)
         break;
+      if (req.hasher) req.hasher->reset();  // the retry starts over
       auto cap = std::min(20000.0, 100.0 * (1 << std::min(attempt, 8)));
+      thread_local std::mt19937 rng(std::random_device{}());  // only when retrying
       std::uniform_real_distribution<double> jitter(cap / 2, cap);
       std::this_thread::sleep_for(std::chrono::milliseconds(static_cast<int>(jitter(rng))));
     }
@@ -456,7 +468,9 @@ class S3Store final : public ObjectStore {
     // A transfer that moves no byte for timeout_seconds is dead; a slow one is not.
     curl_easy_setopt(h, CURLOPT_LOW_SPEED_LIMIT, 1L);
     curl_easy_setopt(h, CURLOPT_LOW_SPEED_TIME, static_cast<long>(opt_.timeout_seconds));
-    curl_easy_setopt(h, CURLOPT_BUFFERSIZE, 512L * 1024);
+    // A larger receive buffer only where it pays: curl allocates and clears it for every
+    // request, which costs more than it saves on small objects.
+    if (req.large) curl_easy_setopt(h, CURLOPT_BUFFERSIZE, 512L * 1024);
     if (!opt_.ca_file.empty()) curl_easy_setopt(h, CURLOPT_CAINFO, opt_.ca_file.c_str());
     if (req.method == "HEAD") {
       curl_easy_setopt(h, CURLOPT_NOBODY, 1L);
@@ -485,7 +499,9 @@ class S3Store final : public ObjectStore {
   }
 
   // Ranges of one large object at once, each written in place; If-Match keeps every range
-  // from the same version of the object.
+  // from the same version of the object. Hashing follows the download: each part is read
+  // back (from the page cache) as soon as every part before it is in, so the check costs
+  // little time after the last byte.
   Result<ObjectInfo> parallel_get(const std::string& key, int fd, const std::string& dest,
                                   const ObjectInfo& info, const GetOptions& opt) {
     if (::ftruncate(fd, static_cast<off_t>(info.size)) != 0)
@@ -494,7 +510,14 @@ class S3Store final : public ObjectStore {
     std::uint64_t parts = (info.size + part - 1) / part;
     std::atomic<std::uint64_t> next{0};
     std::mutex mu;
+    std::condition_variable part_cv;
+    std::vector<char> part_done(parts, 0);
     std::optional<Error> failed;
+    auto fail = [&](Error e) {
+      std::lock_guard lock(mu);
+      if (!failed) failed = std::move(e);
+      part_cv.notify_all();
+    };
     auto worker = [&] {
       for (;;) {
         std::uint64_t n = next.fetch_add(1);
@@ -508,30 +531,51 @@ class S3Store final : public ObjectStore {
         req.download_fd = fd;
         req.download_offset = n * part;
         req.progress = opt.progress;
+        req.large = true;
         std::uint64_t end = std::min(info.size, (n + 1) * part) - 1;
         req.headers.emplace_back("range", fmt::format("bytes={}-{}", n * part, end));
         if (!info.etag.empty()) req.headers.emplace_back("if-match", "\"" + info.etag + "\"");
         auto res = perform(req);
-        std::optional<Error> err;
-        if (!res) {
-          err = res.error();
-        } else if (res->status != 206 && res->status != 200) {
-          err = status_error(req, *res);
-        }
-        if (err) {
+        if (!res) return fail(res.error());
+        if (res->status != 206 && res->status != 200) return fail(status_error(req, *res));
+        {
           std::lock_guard lock(mu);
-          if (!failed) failed = std::move(err);
-          return;
+          part_done[n] = 1;
         }
+        part_cv.notify_all();
       }
     };
+    bool hashed_all = false;
+    std::thread hash_thread;
+    if (opt.hasher) {
+      hash_thread = std::thread([&] {
+        std::vector<char> buf(1 << 20);
+        for (std::uint64_t k = 0; k < parts; ++k) {
+          {
+            std::unique_lock lock(mu);
+            part_cv.wait(lock, [&] { return part_done[k] || failed; });
+            if (failed) return;
+          }
+          std::uint64_t off = k * part, end = std::min(info.size, (k + 1) * part);
+          while (off < end) {
+            ssize_t n = ::pread(fd, buf.data(), std::min<std::uint64_t>(buf.size(), end - off),
+                                static_cast<off_t>(off));
+            if (n <= 0) return;
+            opt.hasher->update(buf.data(), static_cast<std::size_t>(n));
+            off += static_cast<std::uint64_t>(n);
+          }
+        }
+        hashed_all = true;
+      });
+    }
     std::vector<std::thread> threads;
-    int n_threads =
-        static_cast<int>(std::min<std::uint64_t>(parts, static_cast<std::uint64_t>(opt.parallel)));
+    int n_threads = static_cast<int>(
+        std::min<std::uint64_t>(parts, static_cast<std::uint64_t>(std::max(1, opt.parallel))));
     for (int i = 0; i < n_threads; ++i) threads.emplace_back(worker);
     for (auto& t : threads) t.join();
+    if (hash_thread.joinable()) hash_thread.join();
     if (failed) return *failed;
-    if (::fsync(fd) != 0) return Error{Errc::kIo, fmt::format("{}: {}", dest, errno_text(errno))};
+    if (opt.hasher && hashed_all) opt.hasher->finish();
     return info;
   }
 

@@ -89,7 +89,10 @@ HeaderSet canonical_headers(const Pairs& headers) {
   std::map<std::string, std::string> by_name;
   for (const auto& [name, value] : headers) {
     auto [it, inserted] = by_name.try_emplace(lower(name), canonical_header_value(value));
-    if (!inserted) it->second += "," + canonical_header_value(value);
+    if (!inserted) {  // (append, not "," + value: gcc 12 warns falsely on that at -O2)
+      it->second += ',';
+      it->second += canonical_header_value(value);
+    }
   }
   HeaderSet set;
   for (const auto& [name, value] : by_name) {

@@ -242,5 +242,191 @@ TEST_F(ConfigLocationTest, FlagThenEnvironmentThenDefaultFile) {
   EXPECT_EQ(locate_config(std::string("/from/flag.yaml"))->path, "/from/flag.yaml");
 }
 
+// The storage: section (hybrid storage, `hylab data`).
+
+TEST(Config, StorageDefaults) {
+  Config cfg = testing::config_from("lab: {gpus: [{model: RTX3090}]}");
+  const StorageConfig& st = cfg.storage;
+  EXPECT_EQ(st.remote, "");
+  EXPECT_EQ(st.endpoint_url, "");
+  EXPECT_EQ(st.region, "");
+  EXPECT_EQ(st.addressing, "path");
+  EXPECT_EQ(st.profile, "");
+  EXPECT_EQ(st.cache_dir, "");
+  EXPECT_EQ(st.cache_max_size, 50 * kGiB);
+  EXPECT_DOUBLE_EQ(st.cache_max_age_seconds, 0);
+  EXPECT_DOUBLE_EQ(st.revalidate_after_seconds, 60);
+  EXPECT_TRUE(st.sensitive.empty());
+  EXPECT_TRUE(st.shareable.empty());
+  EXPECT_EQ(st.parallel, 8);
+  EXPECT_EQ(st.multipart_threshold, 64 * kMiB);
+  EXPECT_EQ(st.part_size, 16 * kMiB);
+  // An empty section is the defaults too.
+  Config empty = testing::config_from("storage:\n");
+  EXPECT_EQ(empty.storage.cache_max_size, 50 * kGiB);
+  EXPECT_EQ(empty.storage.addressing, "path");
+}
+
+TEST(Config, StorageEveryKey) {
+  Config cfg = testing::config_from(R"(storage:
+  remote: s3://lab-data/projects/x
+  endpoint_url: http://127.0.0.1:9000
+  region: eu-west-1
+  addressing: virtual
+  profile: lab
+  cache_dir: /var/cache/hylab
+  cache_max_size: 50GiB
+  cache_max_age: 10m
+  revalidate_after: 1h
+  sensitive: [data/patients, "**/*.csv"]
+  shareable: [data/patients/summary.csv]
+  parallel: 16
+  multipart_threshold: 128MiB
+  part_size: 32MiB
+)");
+  const StorageConfig& st = cfg.storage;
+  EXPECT_EQ(st.remote, "s3://lab-data/projects/x");
+  EXPECT_EQ(st.endpoint_url, "http://127.0.0.1:9000");
+  EXPECT_EQ(st.region, "eu-west-1");
+  EXPECT_EQ(st.addressing, "virtual");
+  EXPECT_EQ(st.profile, "lab");
+  EXPECT_EQ(st.cache_dir, "/var/cache/hylab");
+  EXPECT_EQ(st.cache_max_size, 50 * kGiB);
+  EXPECT_DOUBLE_EQ(st.cache_max_age_seconds, 600);
+  EXPECT_DOUBLE_EQ(st.revalidate_after_seconds, 3600);
+  EXPECT_EQ(st.sensitive, (std::vector<std::string>{"data/patients", "**/*.csv"}));
+  EXPECT_EQ(st.shareable, std::vector<std::string>{"data/patients/summary.csv"});
+  EXPECT_EQ(st.parallel, 16);
+  EXPECT_EQ(st.multipart_threshold, 128 * kMiB);
+  EXPECT_EQ(st.part_size, 32 * kMiB);
+}
+
+TEST(Config, StorageOtherForms) {
+  Config cfg = testing::config_from(R"(storage:
+  remote: file:///srv/lab-objects
+  endpoint_url: https://minio.lab.example:9000
+  addressing: path
+  cache_max_size: 2
+  cache_max_age: 1d
+  revalidate_after: 0
+  part_size: 5MiB
+  multipart_threshold: 8
+  parallel: 1000
+)");
+  const StorageConfig& st = cfg.storage;
+  EXPECT_EQ(st.remote, "file:///srv/lab-objects");
+  EXPECT_EQ(st.endpoint_url, "https://minio.lab.example:9000");
+  EXPECT_EQ(st.addressing, "path");
+  EXPECT_EQ(st.cache_max_size, 2 * kGiB);  // a bare size is GiB
+  EXPECT_DOUBLE_EQ(st.cache_max_age_seconds, 86400);
+  EXPECT_DOUBLE_EQ(st.revalidate_after_seconds, 0);  // revalidate at every read
+  EXPECT_EQ(st.part_size, 5 * kMiB);                 // S3's smallest part is allowed
+  EXPECT_EQ(st.multipart_threshold, 8 * kMiB);       // a bare size is MiB
+  EXPECT_EQ(st.parallel, 256);                       // capped
+  // One path needs no list.
+  Config one = testing::config_from("storage: {sensitive: data/secret}");
+  EXPECT_EQ(one.storage.sensitive, std::vector<std::string>{"data/secret"});
+  Config secs = testing::config_from("storage: {revalidate_after: 30s, cache_max_size: 512MiB}");
+  EXPECT_DOUBLE_EQ(secs.storage.revalidate_after_seconds, 30);
+  EXPECT_EQ(secs.storage.cache_max_size, 512 * kMiB);
+}
+
+TEST(Config, StorageBaseDirIsTheConfigFolder) {
+  Diagnostics d;
+  auto cfg = load_config_text("storage: {sensitive: [data]}\n", "/etc/lab/hylab.yaml", d);
+  ASSERT_TRUE(cfg) << d.str();
+  EXPECT_EQ(cfg->storage.base_dir, "/etc/lab");
+  auto root = load_config_text("storage: {}\n", "/hylab.yaml", d);
+  ASSERT_TRUE(root) << d.str();
+  EXPECT_EQ(root->storage.base_dir, "/");
+  auto bare = load_config_text("storage: {}\n", "hylab.yaml", d);
+  ASSERT_TRUE(bare) << d.str();
+  EXPECT_EQ(bare->storage.base_dir, ".");
+}
+
+TEST(ConfigErrors, StorageValuesNameFileLineAndKey) {
+  EXPECT_EQ(config_errors("storage:\n  remote: ftp://host/x\n"),
+            "hylab.yaml:2:11: error: storage.remote: must be s3://BUCKET/PREFIX or "
+            "file:///PATH, got 'ftp://host/x'\n");
+  EXPECT_EQ(config_errors("storage: {remote: s3://}\n"),
+            "hylab.yaml:1:19: error: storage.remote: has no bucket: 's3://'\n");
+  EXPECT_THAT(config_errors("storage: {remote: s3:///prefix}\n"),
+              HasSubstr("storage.remote: has no bucket: 's3:///prefix'"));
+  // file: needs an absolute path (three slashes).
+  EXPECT_THAT(config_errors("storage: {remote: file://relative/dir}\n"),
+              HasSubstr("storage.remote: must be s3://BUCKET/PREFIX or file:///PATH"));
+  EXPECT_THAT(config_errors("storage: {remote: /srv/objects}\n"),
+              HasSubstr("storage.remote: must be s3://BUCKET/PREFIX or file:///PATH"));
+  EXPECT_EQ(config_errors("storage:\n  endpoint_url: 127.0.0.1:9000\n"),
+            "hylab.yaml:2:17: error: storage.endpoint_url: must start with http:// or https://, "
+            "got '127.0.0.1:9000'\n");
+  EXPECT_EQ(config_errors("storage:\n  addressing: vhost\n"),
+            "hylab.yaml:2:15: error: storage.addressing: unknown value 'vhost'; expected one of "
+            "path, virtual\n");
+  EXPECT_EQ(config_errors("storage:\n  cache_max_size: 0\n"),
+            "hylab.yaml:2:19: error: storage.cache_max_size: must be more than 0\n");
+  EXPECT_THAT(config_errors("storage: {cache_max_size: 0GiB}\n"),
+              HasSubstr("storage.cache_max_size: must be more than 0"));
+  EXPECT_EQ(config_errors("storage:\n  part_size: 4MiB\n"),
+            "hylab.yaml:2:14: error: storage.part_size: must be between 5MiB and 5GiB (S3's part "
+            "limits)\n");
+  EXPECT_THAT(config_errors("storage: {part_size: 6GiB}\n"),
+              HasSubstr("storage.part_size: must be between 5MiB and 5GiB"));
+  EXPECT_THAT(config_errors("storage: {multipart_threshold: 1MiB}\n"),
+              HasSubstr("storage.multipart_threshold: must be at least 5MiB"));
+  EXPECT_THAT(config_errors("storage: {parallel: 0}\n"),
+              HasSubstr("storage.parallel: must be at least 1, got 0"));
+  {
+    Diagnostics d;  // 0 is "no maximum age", the default
+    auto cfg = load_config_text("storage: {cache_max_age: 0}\n", "hylab.yaml", d);
+    ASSERT_TRUE(cfg.has_value()) << d.str();
+    EXPECT_DOUBLE_EQ(cfg->storage.cache_max_age_seconds, 0);
+  }
+  EXPECT_THAT(config_errors("storage: {cache_max_age: -1h}\n"),
+              HasSubstr("storage.cache_max_age:"));
+  EXPECT_THAT(config_errors("storage: {revalidate_after: soon}\n"),
+              HasSubstr("storage.revalidate_after: expected a duration"));
+  EXPECT_THAT(config_errors("storage: {cache_max_size: lots}\n"),
+              HasSubstr("storage.cache_max_size:"));
+  EXPECT_THAT(config_errors("storage: {sensitive: {data: secret}}\n"),
+              HasSubstr("storage.sensitive: expected a list of strings"));
+}
+
+TEST(ConfigErrors, StorageUnknownKeySuggestsTheRightOne) {
+  EXPECT_EQ(config_errors("storage:\n  cache_max_sise: 10GiB\n"),
+            "hylab.yaml:2:3: error: storage.cache_max_sise: unknown key (did you mean "
+            "'cache_max_size'?)\n");
+  EXPECT_THAT(config_errors("storage: {endpoint_ulr: http://x}\n"),
+              HasSubstr("storage.endpoint_ulr: unknown key (did you mean 'endpoint_url'?)"));
+  // Too far from every key: the known ones are listed instead.
+  EXPECT_THAT(config_errors("storage: {endpoint: http://x}\n"),
+              HasSubstr("storage.endpoint: unknown key; known keys here: addressing, cache_dir"));
+  EXPECT_THAT(config_errors("storge: {}\n"),
+              HasSubstr("hylab.yaml:1:1: error: storge: unknown key (did you mean 'storage'?)"));
+}
+
+TEST(ConfigErrors, StorageSeveralAtOnce) {
+  Diagnostics d;
+  auto cfg = load_config_text(R"(storage:
+  remote: s3://
+  endpoint_url: minio:9000
+  addressing: dns
+  cache_max_size: 0
+  part_size: 1MiB
+  shareble: [x]
+)",
+                              "st.yaml", d);
+  EXPECT_FALSE(cfg);
+  std::string e = d.str();
+  EXPECT_THAT(e, HasSubstr("st.yaml:2:11: error: storage.remote: has no bucket"));
+  EXPECT_THAT(e, HasSubstr("st.yaml:3:17: error: storage.endpoint_url: must start with http://"));
+  EXPECT_THAT(e, HasSubstr("st.yaml:4:15: error: storage.addressing: unknown value 'dns'"));
+  EXPECT_THAT(e, HasSubstr("st.yaml:5:19: error: storage.cache_max_size: must be more than 0"));
+  EXPECT_THAT(e, HasSubstr("st.yaml:6:14: error: storage.part_size: must be between 5MiB"));
+  EXPECT_THAT(e, HasSubstr("st.yaml:7:3: error: storage.shareble: unknown key (did you mean "
+                           "'shareable'?)"));
+  EXPECT_EQ(d.error_count(), 6u);
+}
+
 }  // namespace
 }  // namespace hylab

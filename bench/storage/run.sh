@@ -1,0 +1,103 @@
+#!/usr/bin/env bash
+# Storage benchmark: hylab data against rclone (Debian's) on the same s3rver, in one run:
+# cold download of one large object and of 2,000 small ones, a sync (upload) of a
+# 2,000-file tree, warm (cached) reads against `cat` of a local file, and one plain curl
+# GET of the large object (the server's single-stream limit). Each figure is the median of
+# ROUNDS interleaved runs (hylab, then rclone, then again): this machine's speed drifts.
+# Usage: bench/storage/run.sh [HYLAB_BINARY] [ROUNDS] [BIG_MIB]
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+HYLAB=$(realpath "${1:-build/bench/src/cli/hylab}")
+ROUNDS=${2:-3}
+BIG_MIB=${3:-1024}
+SMALL=2000
+PAR=16
+for tool in node rclone curl python3; do
+  command -v $tool >/dev/null || { echo "error: $tool is missing (make bench installs it)" >&2; exit 1; }
+done
+S3RVER=tests/s3rver/node_modules/s3rver/bin/s3rver.js
+[[ -f $S3RVER ]] || { echo "error: $S3RVER is missing (scripts/install-deps.sh bench)" >&2; exit 1; }
+tmp=$(mktemp -d)
+pid=
+cleanup() { [[ -n $pid ]] && kill "$pid" 2>/dev/null; wait 2>/dev/null || true; rm -rf "$tmp"; }
+trap cleanup EXIT
+
+NODE_OPTIONS=--openssl-legacy-provider node "$S3RVER" -d "$tmp/s3" -a 127.0.0.1 -p 0 --silent \
+  --configure-bucket bench > "$tmp/s3rver.log" 2>&1 & pid=$!
+for _ in $(seq 1 500); do grep -q "listening" "$tmp/s3rver.log" 2>/dev/null && break; sleep 0.02; done
+PORT=$(grep -o '127.0.0.1:[0-9]*' "$tmp/s3rver.log" | head -1 | cut -d: -f2)
+[[ -n $PORT ]] || { echo "error: s3rver did not start: $(cat "$tmp/s3rver.log")" >&2; exit 1; }
+EP=http://127.0.0.1:$PORT
+
+export AWS_ACCESS_KEY_ID=S3RVER AWS_SECRET_ACCESS_KEY=S3RVER
+cat > "$tmp/hylab.yaml" <<CONF
+storage:
+  endpoint_url: $EP
+  cache_dir: $tmp/cache
+  cache_max_size: 4GiB
+  parallel: $PAR
+CONF
+hy() { "$HYLAB" --config "$tmp/hylab.yaml" data "$@"; }
+# rclone from the environment only (no config file); Debian's 1.60 fails while
+# AWS_CA_BUNDLE is set, whatever the endpoint.
+export RCLONE_CONFIG_S3_TYPE=s3 RCLONE_CONFIG_S3_PROVIDER=Other RCLONE_CONFIG_S3_ENDPOINT=$EP
+export RCLONE_CONFIG_S3_ACCESS_KEY_ID=S3RVER RCLONE_CONFIG_S3_SECRET_ACCESS_KEY=S3RVER
+export RCLONE_CONFIG_S3_FORCE_PATH_STYLE=true RCLONE_CONFIG=/dev/null
+rc() { env -u AWS_CA_BUNDLE rclone "$@" --transfers $PAR --checkers $PAR; }
+
+echo "preparing: one ${BIG_MIB} MiB object, $SMALL small objects (1-64 KiB)" >&2
+head -c $((BIG_MIB << 20)) /dev/urandom > "$tmp/big.bin"
+python3 - "$tmp/tree" $SMALL <<'PY'
+import os, random, sys
+root, n = sys.argv[1], int(sys.argv[2]); random.seed(1)
+for i in range(n):
+    d = os.path.join(root, f"d{i % 20:02}")
+    os.makedirs(d, exist_ok=True)
+    with open(os.path.join(d, f"f{i:04}.bin"), "wb") as f:
+        f.write(os.urandom(random.randint(1024, 64 * 1024)))
+PY
+hy put "$tmp/big.bin" s3://bench/big.bin > /dev/null
+hy sync "$tmp/tree" s3://bench/small > /dev/null
+
+now() { date +%s.%N; }
+declare -A T
+timeit() {  # name command...
+  local name=$1; shift
+  sync; local t0; t0=$(now)
+  "$@" > /dev/null 2>&1 || { echo "error: $name failed: $*" >&2; "$@" >&2 || true; exit 1; }
+  local t1; t1=$(now)
+  T[$name]+="$(python3 -c "print($t1-$t0)") "
+}
+for r in $(seq 1 "$ROUNDS"); do
+  echo "round $r of $ROUNDS" >&2
+  rm -rf "$tmp/out"*; hy cache clear > /dev/null
+  timeit big_hylab hy get s3://bench/big.bin "$tmp/out-h.bin"
+  timeit big_rclone rc copyto s3:bench/big.bin "$tmp/out-r.bin"
+  timeit big_curl curl -sf -o "$tmp/out-c.bin" "$EP/bench/big.bin"
+  cmp -s "$tmp/big.bin" "$tmp/out-h.bin" || { echo "error: hylab's copy differs" >&2; exit 1; }
+  timeit small_hylab hy get s3://bench/small/ "$tmp/out-hs"
+  timeit small_rclone rc copy s3:bench/small "$tmp/out-rs"
+  timeit sync_hylab hy sync "$tmp/tree" "s3://bench/up-h$r"
+  timeit sync_rclone rc sync "$tmp/tree" "s3:bench/up-r$r"
+  timeit resync_hylab hy sync "$tmp/tree" "s3://bench/up-h$r"
+  timeit resync_rclone rc sync "$tmp/tree" "s3:bench/up-r$r"
+  # Warm: the object is in hylab's cache and the file in the page cache; both read into a pipe.
+  cat "$tmp/big.bin" > /dev/null
+  timeit warm_hylab bash -c "'$HYLAB' --config '$tmp/hylab.yaml' data get s3://bench/big.bin - | wc -c"
+  timeit warm_cat bash -c "cat '$tmp/big.bin' | wc -c"
+done
+
+median() { python3 -c "import statistics,sys; print(f'{statistics.median(float(x) for x in sys.argv[1:]):.3f}')" $1; }
+row() {  # label hylab-key peer-key peer-name
+  local h p; h=$(median "${T[$2]}"); p=$(median "${T[$3]}")
+  printf "%-34s %9s s %9s s   %-7s %5.2fx\n" "$1" "$h" "$p" "$4" "$(python3 -c "print($p/$h)")"
+}
+echo
+echo "s3rver on loopback, $PAR transfers at once, median of $ROUNDS interleaved rounds"
+printf "%-34s %11s %11s   %-7s %6s\n" "" "hylab" "peer" "peer" "speedup"
+row "cold get, one ${BIG_MIB} MiB object" big_hylab big_rclone rclone
+row "cold get, $SMALL small objects" small_hylab small_rclone rclone
+row "sync up, $SMALL-file tree" sync_hylab sync_rclone rclone
+row "sync up again, nothing changed" resync_hylab resync_rclone rclone
+row "warm read ${BIG_MIB} MiB into a pipe" warm_hylab warm_cat cat
+row "one plain curl GET vs hylab get" big_hylab big_curl curl
