@@ -74,9 +74,11 @@ for r in $(seq 1 "$ROUNDS"); do
   timeit big_hylab hy get s3://bench/big.bin "$tmp/out-h.bin"
   timeit big_rclone rc copyto s3:bench/big.bin "$tmp/out-r.bin"
   timeit big_curl curl -sf -o "$tmp/out-c.bin" "$EP/bench/big.bin"
+  timeit big_nocache hy get s3://bench/big.bin "$tmp/out-n.bin" --no-cache
   cmp -s "$tmp/big.bin" "$tmp/out-h.bin" || { echo "error: hylab's copy differs" >&2; exit 1; }
   timeit small_hylab hy get s3://bench/small/ "$tmp/out-hs"
   timeit small_rclone rc copy s3:bench/small "$tmp/out-rs"
+  timeit small_nocache hy get s3://bench/small/ "$tmp/out-ns" --no-cache
   timeit sync_hylab hy sync "$tmp/tree" "s3://bench/up-h$r"
   timeit sync_rclone rc sync "$tmp/tree" "s3:bench/up-r$r"
   timeit resync_hylab hy sync "$tmp/tree" "s3://bench/up-h$r"
@@ -96,8 +98,11 @@ echo
 echo "s3rver on loopback, $PAR transfers at once, median of $ROUNDS interleaved rounds"
 printf "%-34s %11s %11s   %-7s %6s\n" "" "hylab" "peer" "peer" "speedup"
 row "cold get, one ${BIG_MIB} MiB object" big_hylab big_rclone rclone
+row "  same, --no-cache" big_nocache big_rclone rclone
 row "cold get, $SMALL small objects" small_hylab small_rclone rclone
+row "  same, --no-cache" small_nocache small_rclone rclone
 row "sync up, $SMALL-file tree" sync_hylab sync_rclone rclone
 row "sync up again, nothing changed" resync_hylab resync_rclone rclone
 row "warm read ${BIG_MIB} MiB into a pipe" warm_hylab warm_cat cat
 row "one plain curl GET vs hylab get" big_hylab big_curl curl
+row "  vs hylab get --no-cache" big_nocache big_curl curl

@@ -227,13 +227,19 @@ Result<bool> hash_file(const std::string& path, Hasher& h, std::uint64_t offset,
                        std::uint64_t len) {
   Fd in(::open(path.c_str(), O_RDONLY | O_CLOEXEC));
   if (in.fd < 0) return io_error(path, errno);
-  std::vector<char> buf(1 << 20);
+  // Sized to the file and not cleared: a 1 MiB zeroed buffer per small file cost more than
+  // hashing it.
+  struct stat st {};
+  if (::fstat(in.fd, &st) == 0 && static_cast<std::uint64_t>(st.st_size) >= offset)
+    len = std::min<std::uint64_t>(len, static_cast<std::uint64_t>(st.st_size) - offset);
+  std::size_t size = static_cast<std::size_t>(std::min<std::uint64_t>(len, 1 << 20));
+  std::unique_ptr<char[]> buf(new char[std::max<std::size_t>(size, 1)]);
   auto off = static_cast<off_t>(offset);
   while (len > 0) {
-    ssize_t n = ::pread(in.fd, buf.data(), std::min<std::uint64_t>(buf.size(), len), off);
+    ssize_t n = ::pread(in.fd, buf.get(), std::min<std::uint64_t>(size, len), off);
     if (n < 0) return io_error(path, errno);
     if (n == 0) break;
-    h.update(buf.data(), static_cast<std::size_t>(n));
+    h.update(buf.get(), static_cast<std::size_t>(n));
     off += n;
     len -= static_cast<std::uint64_t>(n);
   }
