@@ -10,3 +10,6 @@ echo
 bench/serve_bench.py build/bench/src/cli/hylab
 echo
 bench/gateway/run.sh build/bench/src/cli/hylab
+
+echo
+bench/storage/run.sh build/bench/src/cli/hylab

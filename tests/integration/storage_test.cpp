@@ -6,6 +6,7 @@
 #include <gtest/gtest.h>
 #include <sys/stat.h>
 
+#include <algorithm>
 #include <atomic>
 #include <boost/json.hpp>
 #include <filesystem>
@@ -65,12 +66,19 @@ std::uint64_t cache_bytes(const fs::path& dir) {
 // s3rver on a free port with its own data folder, for the whole suite.
 class S3rver {
  public:
-  explicit S3rver(const fs::path& dir) : dir_(dir) {
+  // `extra`: more s3rver arguments (--cert/--key for HTTPS, --configure-bucket NAME).
+  explicit S3rver(const fs::path& dir, std::vector<std::string> extra = {}) : dir_(dir) {
     fs::create_directories(dir_ / "data");
     std::string log = (dir_ / "s3rver.log").string();
-    proc_.start({"node", kSource + "/tests/s3rver/node_modules/s3rver/bin/s3rver.js", "-d",
-                 (dir_ / "data").string(), "-a", "127.0.0.1", "-p", "0", "--silent"},
-                log, {"NODE_OPTIONS=--openssl-legacy-provider"});
+    std::vector<std::string> argv{
+        "node",    kSource + "/tests/s3rver/node_modules/s3rver/bin/s3rver.js",
+        "-d",      (dir_ / "data").string(),
+        "-a",      "127.0.0.1",
+        "-p",      "0",
+        "--silent"};
+    argv.insert(argv.end(), extra.begin(), extra.end());
+    https_ = std::find(extra.begin(), extra.end(), "--cert") != extra.end();
+    proc_.start(argv, log, {"NODE_OPTIONS=--openssl-legacy-provider"});
     // It prints "S3rver listening on 127.0.0.1:PORT" once it accepts connections.
     bool up = wait_until([&] {
       std::string text = read_all(log);
@@ -81,9 +89,12 @@ class S3rver {
     });
     if (!up) ADD_FAILURE() << "s3rver did not start: " << read_all(log);
   }
-  std::string endpoint() const { return fmt::format("http://127.0.0.1:{}", port_); }
+  std::string endpoint() const {
+    return fmt::format("{}://127.0.0.1:{}", https_ ? "https" : "http", port_);
+  }
 
  private:
+  bool https_ = false;
   fs::path dir_;
   Process proc_;
   int port_ = 0;
@@ -405,6 +416,31 @@ TEST_F(StorageTest, BadInputSaysWhatIsWrong) {
   EXPECT_EQ(r.code, 2);
   EXPECT_THAT(r.err, HasSubstr("hylab.yaml:2"));
   EXPECT_THAT(r.err, HasSubstr("storage.cache_max_size"));
+}
+
+TEST_F(StorageTest, HttpsEndpointsAreVerifiedWithTheAwsCaBundle) {
+  std::string cert = path("cert.pem"), key = path("key.pem");
+  std::string cmd = fmt::format(
+      "openssl req -x509 -newkey rsa:2048 -nodes -keyout {} -out {} -days 1 -subj /CN=127.0.0.1 "
+      "-addext subjectAltName=IP:127.0.0.1 > {} 2>&1",
+      key, cert, path("openssl.log"));
+  ASSERT_EQ(std::system(cmd.c_str()), 0) << read_all(path("openssl.log"));
+  S3rver tls(dir_ / "tls", {"--cert", cert, "--key", key, "--configure-bucket", "secure"});
+  write_file(path("hylab.yaml"), fmt::format("storage:\n  endpoint_url: {}\n  cache_dir: {}\n",
+                                             tls.endpoint(), path("cache")));
+  write_file(path("hello.txt"), "over TLS\n");
+  // Trusted through AWS_CA_BUNDLE, as the AWS CLI and SDKs do.
+  auto r =
+      hylab({"data", "put", path("hello.txt"), "s3://secure/hello.txt"}, {"AWS_CA_BUNDLE=" + cert});
+  ASSERT_EQ(r.code, 0) << r.err;
+  r = hylab({"data", "get", "s3://secure/hello.txt", "-"}, {"AWS_CA_BUNDLE=" + cert});
+  ASSERT_EQ(r.code, 0) << r.err;
+  EXPECT_EQ(r.out, "over TLS\n");
+  // Without it the self-signed certificate is refused, and the error says so.
+  r = hylab({"data", "ls", "s3://secure/"},
+            {"AWS_CA_BUNDLE=", "SSL_CERT_FILE=", "CURL_CA_BUNDLE=", "SSL_CERT_DIR="});
+  EXPECT_EQ(r.code, 1);
+  EXPECT_THAT(r.err, HasSubstr("certificate"));
 }
 
 }  // namespace
