@@ -158,6 +158,22 @@ struct Cache::Impl {
     return json::serialize(o);
   }
 
+  // A new entry's metadata needs no temporary file and rename: it is one small write()
+  // (a killed process cannot cut it), and a torn file after a power loss does not parse,
+  // so opening the cache drops the entry.
+  Result<bool> write_new_meta(const CacheEntry& e) {
+    std::string path = base_of(id_of(e.store, e.key)) + ".meta";
+    std::string json = meta_json(e);
+    FileHandle f(::open(path.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644));
+    if (f.fd() < 0 ||
+        ::write(f.fd(), json.data(), json.size()) != static_cast<ssize_t>(json.size())) {
+      int err = errno;
+      ::unlink(path.c_str());
+      return Error{Errc::kIo, fmt::format("{}: {}", path, errno_text(err))};
+    }
+    return true;
+  }
+
   Result<bool> write_meta(const CacheEntry& e) {
     return write_file_atomic(base_of(id_of(e.store, e.key)) + ".meta", meta_json(e), false);
   }
@@ -478,7 +494,7 @@ struct Cache::Impl {
           Error{Errc::kIo, fmt::format("{}: {}", e.path, ec ? ec.message() : errno_text(errno))};
       ::unlink(tmp.c_str());
     } else {
-      committed = write_meta(e);
+      committed = write_new_meta(e);
       if (!committed) ::unlink(e.path.c_str());
     }
     lk.lock();
