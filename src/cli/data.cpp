@@ -3,6 +3,7 @@
 
 #include <fcntl.h>
 #include <fmt/format.h>
+#include <signal.h>
 #include <unistd.h>
 
 #include <atomic>
@@ -270,6 +271,8 @@ void DataCommand::add(CLI::App& app) {
 bool DataCommand::parsed() const { return data_ && data_->parsed(); }
 
 int DataCommand::run(const Config& cfg, bool json_out, std::ostream& out, std::ostream& err) {
+  // A file-size limit (ulimit -f) becomes a write error with a message, not a killed process.
+  ::signal(SIGXFSZ, SIG_IGN);
   const StorageConfig& st = cfg.storage;
   Context c{cfg, json_out, out, err, {}, {}, parallel_.value_or(st.parallel)};
   c.s3.endpoint_url = endpoint_url_.value_or("");

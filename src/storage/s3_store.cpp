@@ -137,7 +137,9 @@ std::size_t on_body(char* data, std::size_t size, std::size_t n, void* user) {
     ssize_t k = ::pwrite(t->req->download_fd, data + w, len - w,
                          static_cast<off_t>(t->req->download_offset + t->down_pos + w));
     if (k < 0) {
-      t->write_error = errno == ENOSPC ? "the disk is full" : errno_text(errno);
+      t->write_error = errno == ENOSPC || errno == EDQUOT
+                           ? "the disk is full"
+                           : fmt::format("cannot write the download: {}", errno_text(errno));
       return 0;
     }
     w += static_cast<std::size_t>(k);

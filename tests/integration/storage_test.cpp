@@ -443,5 +443,75 @@ TEST_F(StorageTest, HttpsEndpointsAreVerifiedWithTheAwsCaBundle) {
   EXPECT_THAT(r.err, HasSubstr("certificate"));
 }
 
+TEST_F(StorageTest, ServerErrorsAreRetriedWithBackOffAndOthersAreNot) {
+  // An endpoint that answers every request with one status (503 is S3's SlowDown).
+  auto serve = [&](int status) {
+    auto p = std::make_unique<Process>();
+    std::string name = fmt::format("s{}", status);
+    std::ofstream(path(name + ".rec")).close();
+    p->start(
+        {"python3", kSource + "/tests/integration/upstream.py", "--name", name, "--port-file",
+         path(name + ".port"), "--record", path(name + ".rec"), "--status", std::to_string(status)},
+        path(name + ".log"));
+    EXPECT_TRUE(wait_until([&] { return fs::exists(path(name + ".port")); }));
+    write_file(path("hylab.yaml"),
+               fmt::format("storage:\n  endpoint_url: http://127.0.0.1:{}\n  cache_dir: {}\n",
+                           read_all(path(name + ".port")), path("cache")));
+    return p;
+  };
+  auto requests = [&](int status) {
+    std::string rec = read_all(path(fmt::format("s{}.rec", status)));
+    return std::count(rec.begin(), rec.end(), '\n');
+  };
+  {
+    auto p = serve(503);
+    auto r = hylab({"data", "ls", uri("")});
+    EXPECT_EQ(r.code, 1);
+    EXPECT_THAT(r.err, HasSubstr("answered 503"));
+    EXPECT_EQ(requests(503), 5);  // 5 attempts, then the error
+  }
+  {
+    auto p = serve(500);
+    EXPECT_EQ(hylab({"data", "ls", uri("")}).code, 1);
+    EXPECT_EQ(requests(500), 5);
+  }
+  {
+    auto p = serve(403);  // a refusal is final
+    auto r = hylab({"data", "ls", uri("")});
+    EXPECT_EQ(r.code, 2);
+    EXPECT_THAT(r.err, HasSubstr("answered 403"));
+    EXPECT_EQ(requests(403), 1);
+  }
+}
+
+TEST_F(StorageTest, AFullDiskIsAClearErrorAndLeavesNothingBehind) {
+  write_file(path("big.bin"), random_bytes(8 << 20, 3));
+  ASSERT_EQ(hylab({"data", "put", path("big.bin"), uri("big.bin")}).code, 0);
+  // The disk cannot be filled here; a file-size limit makes the same write fail (EFBIG).
+  auto r = hylab({"data", "get", uri("big.bin"), path("got.bin")});
+  ASSERT_EQ(r.code, 0) << r.err;  // it works without the limit
+  ASSERT_EQ(hylab({"data", "cache", "clear"}).code, 0);
+  fs::remove(path("got.bin"));
+  std::vector<std::string> argv{"prlimit",
+                                "--fsize=1048576",
+                                HYLAB_BINARY,
+                                "--config",
+                                path("hylab.yaml"),
+                                "data",
+                                "get",
+                                uri("big.bin"),
+                                path("got.bin"),
+                                "--parallel",
+                                "1"};
+  r = run_command(argv, {"AWS_ACCESS_KEY_ID=S3RVER", "AWS_SECRET_ACCESS_KEY=S3RVER"},
+                  dir_.string());
+  EXPECT_EQ(r.code, 1) << r.err;
+  EXPECT_THAT(r.err, HasSubstr("cannot write the download: File too large"));
+  EXPECT_FALSE(fs::exists(path("got.bin")));
+  EXPECT_EQ(cache_bytes(path("cache")), 0u);  // no partial data, no temporary file
+  r = hylab({"data", "cache", "stats", "-o", "json"});
+  EXPECT_EQ(json_of(r).at("entries").as_int64(), 0);
+}
+
 }  // namespace
 }  // namespace hylab::testing
