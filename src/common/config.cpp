@@ -411,6 +411,46 @@ void read_gateway(const yaml::Where& w, const YAML::Node& node, GatewayConfig& g
   }
 }
 
+void read_clouds(const yaml::Where& w, const YAML::Node& node, const Catalog& catalog,
+                 std::vector<CloudTarget>& out) {
+  yaml::for_each_item(
+      w, node, "clouds", "cloud targets (name, kind, partition, ...)",
+      [&](const YAML::Node& item, const std::string& p) {
+        yaml::MapReader m(w, item, p);
+        if (!m.ok()) return;
+        CloudTarget t;
+        if (auto v = m.string("name")) t.name = *v;
+        if (t.name.empty()) yaml::error_at(w, item, p + ".name", "is required");
+        for (const auto& other : out) {
+          if (!t.name.empty() && other.name == t.name)
+            yaml::error_at(w, item, p + ".name", "repeats the name " + quote(t.name));
+        }
+        if (auto v = m.choice("kind", {"slurm"})) t.kind = *v;
+        if (auto v = m.string("partition")) t.partition = *v;
+        if (auto v = m.string("spot_partition")) t.spot_partition = *v;
+        if (auto n = m.take("instance")) {
+          if (auto v = yaml::as_string(w, *n, p + ".instance")) {
+            if (const auto* inst = catalog.find_instance(*v)) {
+              t.instance = inst->name;
+            } else {
+              yaml::error_at(w, *n, p + ".instance",
+                             "is not in the catalog: " + quote(*v) +
+                                 " (add it under catalog.instances to price the target)");
+            }
+          }
+        }
+        if (auto v = m.string("ssh")) t.ssh = *v;
+        if (auto n = m.take("env"); n && !n->IsNull()) {
+          if (auto v = yaml::as_string_map(w, *n, p + ".env")) {
+            for (const auto& [k, val] : *v) t.env[k] = val.value_or("");
+          }
+        }
+        m.finish();
+        if (t.partition.empty()) yaml::error_at(w, item, p + ".partition", "is required");
+        out.push_back(std::move(t));
+      });
+}
+
 void read_storage(const yaml::Where& w, const YAML::Node& node, StorageConfig& st) {
   yaml::MapReader m(w, node, "storage");
   if (!m.ok()) return;
@@ -505,6 +545,8 @@ std::optional<Config> load_config_text(std::string_view text, const std::string&
   if (auto sv = top.take("server")) read_server(w, *sv, cfg.server);
   if (auto gw = top.take("gateway"); gw && !gw->IsNull()) read_gateway(w, *gw, cfg.gateway);
   if (auto st = top.take("storage"); st && !st->IsNull()) read_storage(w, *st, cfg.storage);
+  if (auto cl = top.take("clouds"); cl && !cl->IsNull())
+    read_clouds(w, *cl, cfg.catalog, cfg.clouds);
   {
     auto slash = file.rfind('/');
     cfg.storage.base_dir = slash == std::string::npos ? "." : file.substr(0, slash);

@@ -5,6 +5,7 @@
 #pragma once
 
 #include <cstdint>
+#include <map>
 #include <optional>
 #include <string>
 #include <vector>
@@ -146,6 +147,18 @@ struct StorageConfig {
   std::uint64_t part_size = 16ULL << 20;
 };
 
+// A cloud target jobs placed in the cloud are handed to (clouds: in hylab.yaml). Slurm is
+// the engine of cloud HPC clusters (ParallelCluster, Cluster Toolkit, CycleCloud).
+struct CloudTarget {
+  std::string name;
+  std::string kind = "slurm";
+  std::string partition;       // on-demand jobs
+  std::string spot_partition;  // spot jobs (--requeue); empty: spot jobs use `partition`
+  std::string instance;        // the catalog instance that prices a node of it
+  std::string ssh;             // run the cluster's commands through `ssh HOST`; empty: here
+  std::map<std::string, std::string> env;  // for those commands (e.g. SLURM_CONF)
+};
+
 // $XDG_DATA_HOME/hylab, else ~/.local/share/hylab.
 std::string default_state_dir();
 inline std::string state_dir_of(const ServerConfig& s) {
@@ -160,6 +173,7 @@ struct Config {
   ServerConfig server;
   GatewayConfig gateway;
   StorageConfig storage;
+  std::vector<CloudTarget> clouds;
   Catalog catalog = builtin_catalog();
 };
 

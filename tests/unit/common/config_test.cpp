@@ -428,5 +428,48 @@ TEST(ConfigErrors, StorageSeveralAtOnce) {
   EXPECT_EQ(d.error_count(), 6u);
 }
 
+TEST(Config, CloudTargets) {
+  Diagnostics d;
+  auto cfg = load_config_text(R"(clouds:
+  - name: aws-pc
+    kind: slurm
+    partition: gpu
+    spot_partition: gpu-spot
+    instance: p4d.24xlarge
+    ssh: headnode
+    env: {SLURM_CONF: /opt/slurm/etc/slurm.conf}
+  - name: onprem
+    partition: batch
+)",
+                              "hylab.yaml", d);
+  ASSERT_TRUE(cfg.has_value()) << d.str();
+  ASSERT_EQ(cfg->clouds.size(), 2u);
+  const CloudTarget& t = cfg->clouds[0];
+  EXPECT_EQ(t.name, "aws-pc");
+  EXPECT_EQ(t.kind, "slurm");
+  EXPECT_EQ(t.partition, "gpu");
+  EXPECT_EQ(t.spot_partition, "gpu-spot");
+  EXPECT_EQ(t.instance, "p4d.24xlarge");
+  EXPECT_EQ(t.ssh, "headnode");
+  EXPECT_EQ(t.env.at("SLURM_CONF"), "/opt/slurm/etc/slurm.conf");
+  EXPECT_EQ(cfg->clouds[1].kind, "slurm");
+  EXPECT_TRUE(cfg->clouds[1].spot_partition.empty());
+}
+
+TEST(ConfigErrors, CloudTargetsNameFileLineAndKey) {
+  EXPECT_THAT(config_errors("clouds:\n  - {partition: gpu}\n"),
+              HasSubstr("hylab.yaml:2:5: error: clouds[0].name: is required"));
+  EXPECT_THAT(config_errors("clouds:\n  - {name: a}\n"),
+              HasSubstr("clouds[0].partition: is required"));
+  EXPECT_THAT(config_errors("clouds:\n  - {name: a, partition: p, kind: k8s}\n"),
+              HasSubstr("clouds[0].kind:"));
+  EXPECT_THAT(config_errors("clouds:\n  - {name: a, partition: p, instance: nope.large}\n"),
+              HasSubstr("clouds[0].instance: is not in the catalog: 'nope.large'"));
+  EXPECT_THAT(config_errors("clouds:\n  - {name: a, partition: p}\n  - {name: a, partition: q}\n"),
+              HasSubstr("clouds[1].name: repeats the name 'a'"));
+  EXPECT_THAT(config_errors("clouds:\n  - {name: a, partition: p, partiton: q}\n"),
+              HasSubstr("did you mean 'partition'?"));
+}
+
 }  // namespace
 }  // namespace hylab

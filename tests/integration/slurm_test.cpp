@@ -1,0 +1,195 @@
+// hylab's sbatch scripts on a real one-node Slurm cluster (tests/slurm/cluster.sh: munged,
+// slurmctld and slurmd as root on this machine, partitions cloud and cloud-spot, 8 fake
+// GPUs): resources and envs reach the job, setup runs before run, the exit code is the
+// job's, and a requeued spot job resumes from its checkpoint after a SIGTERM.
+#include <fmt/format.h>
+#include <gmock/gmock.h>
+#include <gtest/gtest.h>
+
+#include <filesystem>
+#include <fstream>
+
+#include "exec/slurm/batch.h"
+#include "process.h"
+#include "serve_harness.h"
+
+namespace hylab::testing {
+namespace {
+
+namespace fs = std::filesystem;
+using ::testing::HasSubstr;
+using ::testing::Not;
+
+const std::string kSource = HYLAB_SOURCE_DIR;
+
+std::string read_all(const std::string& path) {
+  std::ifstream in(path, std::ios::binary);
+  return std::string(std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>());
+}
+
+class SlurmTest : public ::testing::Test {
+ protected:
+  static void SetUpTestSuite() {
+    dir_ = new fs::path(fs::temp_directory_path() / fmt::format("hylab-slurm-{}", ::getpid()));
+    fs::remove_all(*dir_);
+    fs::create_directories(*dir_);
+    Ran r =
+        run_command({kSource + "/tests/slurm/cluster.sh", "start", (*dir_ / "cluster").string()},
+                    {}, dir_->string(), 60);
+    started_ = r.code == 0;
+    if (!started_) ADD_FAILURE() << "the test cluster did not start: " << r.out << r.err;
+    conf_ = new std::string((*dir_ / "cluster" / "slurm.conf").string());
+  }
+  static void TearDownTestSuite() {
+    run_command({kSource + "/tests/slurm/cluster.sh", "stop", (*dir_ / "cluster").string()}, {},
+                dir_->string(), 30);
+    std::error_code ec;
+    fs::remove_all(*dir_, ec);
+    delete dir_;
+    delete conf_;
+  }
+  void SetUp() override { ASSERT_TRUE(started_); }
+
+  Ran slurm(std::vector<std::string> argv) {
+    return run_command(std::move(argv), {"SLURM_CONF=" + *conf_}, dir_->string(), 30);
+  }
+  std::string path(const std::string& name) const { return (*dir_ / name).string(); }
+
+  // Submits a script; returns the Slurm job id.
+  std::string submit(const std::string& script, const std::string& name) {
+    std::ofstream(path(name + ".sbatch")) << script;
+    Ran r = slurm({"sbatch", "--parsable", path(name + ".sbatch")});
+    EXPECT_EQ(r.code, 0) << r.err;
+    std::string id = r.out.substr(0, r.out.find_first_of(";\n"));
+    return id;
+  }
+  // A field of `scontrol show job -o ID` ("JobState", "ExitCode", "Restarts").
+  std::string field(const std::string& id, const std::string& name) {
+    Ran r = slurm({"scontrol", "show", "job", "-o", id});
+    auto at = r.out.find(" " + name + "=");
+    if (at == std::string::npos) return "";
+    at += name.size() + 2;
+    return r.out.substr(at, r.out.find(' ', at) - at);
+  }
+  bool wait_state(const std::string& id, const std::string& state, double seconds = 60) {
+    return wait_until([&] { return field(id, "JobState") == state; }, seconds);
+  }
+
+  static fs::path* dir_;
+  static std::string* conf_;
+  static bool started_;
+};
+
+fs::path* SlurmTest::dir_ = nullptr;
+std::string* SlurmTest::conf_ = nullptr;
+bool SlurmTest::started_ = false;
+
+CloudTarget target() {
+  CloudTarget t;
+  t.name = "test-cluster";
+  t.partition = "cloud";
+  t.spot_partition = "cloud-spot";
+  return t;
+}
+
+TEST_F(SlurmTest, AJobGetsItsGpusEnvsAndSetupBeforeRun) {
+  JobSpec spec;
+  spec.name = "hello";
+  spec.accelerators = {{"A100-80GB", 2}};
+  spec.cpus = 1;
+  spec.hours = 0.1;
+  spec.envs = {{"GREETING", std::string("it's me")}};
+  spec.setup = "echo setup-ran > \"$HYLAB_CHECKPOINT_DIR/setup\"";
+  spec.run =
+      "cat \"$HYLAB_CHECKPOINT_DIR/setup\"; echo \"gpus=$CUDA_VISIBLE_DEVICES\"; "
+      "echo \"greeting=$GREETING job=$HYLAB_JOB_ID\"";
+  exec::slurm::BatchOptions o;
+  o.job_id = 7;
+  o.log_path = path("hello.log");
+  o.checkpoint_dir = path("ckpt-hello");
+  auto script = exec::slurm::batch_script(spec, target(), o);
+  ASSERT_TRUE(script) << script.error().message;
+  std::string id = submit(*script, "hello");
+  ASSERT_TRUE(wait_state(id, "COMPLETED")) << field(id, "JobState") << read_all(o.log_path);
+  std::string log = read_all(o.log_path);
+  EXPECT_THAT(log, HasSubstr("setup-ran\n"));
+  EXPECT_THAT(log, HasSubstr("gpus=0,1\n"));
+  EXPECT_THAT(log, HasSubstr("greeting=it's me job=7\n"));
+  EXPECT_EQ(field(id, "ExitCode"), "0:0");
+  EXPECT_EQ(field(id, "Partition"), "cloud");
+}
+
+TEST_F(SlurmTest, TheRunExitCodeIsTheJobs) {
+  JobSpec spec;
+  spec.name = "fails";
+  spec.run = "echo about to fail; exit 3";
+  exec::slurm::BatchOptions o;
+  o.job_id = 8;
+  o.log_path = path("fails.log");
+  auto script = exec::slurm::batch_script(spec, target(), o);
+  ASSERT_TRUE(script);
+  std::string id = submit(*script, "fails");
+  ASSERT_TRUE(wait_state(id, "FAILED")) << field(id, "JobState");
+  EXPECT_EQ(field(id, "ExitCode"), "3:0");
+  EXPECT_THAT(read_all(o.log_path), HasSubstr("about to fail"));
+  // A failing setup stops the job before run.
+  spec.setup = "exit 4";
+  spec.run = "echo should-not-run";
+  o.log_path = path("setup-fails.log");
+  script = exec::slurm::batch_script(spec, target(), o);
+  ASSERT_TRUE(script);
+  id = submit(*script, "setup-fails");
+  ASSERT_TRUE(wait_state(id, "FAILED"));
+  EXPECT_EQ(field(id, "ExitCode"), "4:0");
+  EXPECT_THAT(read_all(o.log_path), Not(HasSubstr("should-not-run")));
+  EXPECT_THAT(read_all(o.log_path), HasSubstr("hylab: setup failed (4)"));
+}
+
+TEST_F(SlurmTest, APreemptedSpotJobResumesFromItsCheckpoint) {
+  JobSpec spec;
+  spec.name = "spot";
+  // A training loop that saves its step on SIGTERM and resumes from it.
+  spec.run = R"(ck="$HYLAB_CHECKPOINT_DIR/step"
+step=$(cat "$ck" 2>/dev/null || echo 0)
+echo "resumed at $step restart=$HYLAB_RESTART_COUNT"
+trap 'echo "saved at $step"; echo $step > "$ck"; exit 143' TERM
+while [ "$step" -lt 40 ]; do
+  step=$((step + 1))
+  if [ "$HYLAB_RESTART_COUNT" = 0 ]; then echo $step > "$ck.live"; fi
+  sleep 0.05
+done
+echo "finished at $step")";
+  exec::slurm::BatchOptions o;
+  o.job_id = 9;
+  o.spot = true;
+  o.log_path = path("spot.log");
+  o.checkpoint_dir = path("ckpt-spot");
+  auto script = exec::slurm::batch_script(spec, target(), o);
+  ASSERT_TRUE(script);
+  std::string id = submit(*script, "spot");
+  // Preempt it (scontrol requeue, as a spot reclaim does) once it has made progress.
+  ASSERT_TRUE(wait_until(
+      [&] {
+        std::string live = read_all(path("ckpt-spot/step.live"));
+        return !live.empty() && std::stoi(live) >= 5;
+      },
+      60))
+      << read_all(o.log_path);
+  ASSERT_EQ(slurm({"scontrol", "requeue", id}).code, 0);
+  ASSERT_TRUE(wait_until(
+      [&] { return read_all(o.log_path).find("finished at 40") != std::string::npos; }, 90))
+      << read_all(o.log_path);
+  ASSERT_TRUE(wait_state(id, "COMPLETED"));
+  std::string log = read_all(o.log_path);
+  EXPECT_THAT(log, HasSubstr("resumed at 0 restart=0\n"));
+  EXPECT_THAT(log, HasSubstr("saved at "));  // SIGTERM reached the step
+  auto at = log.find("restart=1");
+  ASSERT_NE(at, std::string::npos) << log;
+  int resumed = std::stoi(log.substr(log.rfind("resumed at ", at) + 11));
+  EXPECT_GE(resumed, 5) << "resumed from zero, not from the checkpoint";
+  EXPECT_EQ(field(id, "Restarts"), "1");
+  EXPECT_EQ(field(id, "Partition"), "cloud-spot");
+}
+
+}  // namespace
+}  // namespace hylab::testing
