@@ -10,6 +10,7 @@
 #include <fstream>
 
 #include "exec/slurm/batch.h"
+#include "exec/slurm/client.h"
 #include "process.h"
 #include "serve_harness.h"
 
@@ -189,6 +190,63 @@ echo "finished at $step")";
   EXPECT_GE(resumed, 5) << "resumed from zero, not from the checkpoint";
   EXPECT_EQ(field(id, "Restarts"), "1");
   EXPECT_EQ(field(id, "Partition"), "cloud-spot");
+}
+
+TEST_F(SlurmTest, TheClientSubmitsFollowsAndCancels) {
+  CloudTarget t = target();
+  t.env["SLURM_CONF"] = *conf_;
+  exec::slurm::SlurmClient client(t);
+  JobSpec spec;
+  spec.name = "client";
+  spec.run = "echo one; exit 5";
+  exec::slurm::BatchOptions o;
+  o.job_id = 10;
+  o.log_path = path("client.log");
+  auto id = client.submit(*exec::slurm::batch_script(spec, t, o));
+  ASSERT_TRUE(id) << id.error().message;
+  std::optional<exec::slurm::SlurmJob> job;
+  ASSERT_TRUE(wait_until(
+      [&] {
+        auto q = client.query(*id);
+        if (q && *q) job = **q;
+        return job && job->ended();
+      },
+      60));
+  EXPECT_EQ(job->state, "FAILED");
+  EXPECT_EQ(job->exit_code, 5);
+  EXPECT_FALSE(job->signal);
+  EXPECT_EQ(job->name, "hylab-10-client");
+  EXPECT_EQ(job->partition, "cloud");
+  EXPECT_FALSE(job->start_time.empty());
+
+  spec.run = "sleep 60";
+  o.job_id = 11;
+  id = client.submit(*exec::slurm::batch_script(spec, t, o));
+  ASSERT_TRUE(id) << id.error().message;
+  ASSERT_TRUE(wait_until(
+      [&] {
+        auto q = client.query(*id);
+        return q && *q && (*q)->state == "RUNNING";
+      },
+      60));
+  ASSERT_TRUE(client.cancel(*id));
+  ASSERT_TRUE(wait_until(
+      [&] {
+        auto q = client.query(*id);
+        return q && *q && (*q)->state == "CANCELLED";
+      },
+      60));
+
+  auto gone = client.query("999999");  // a job Slurm does not know (or forgot)
+  ASSERT_TRUE(gone) << gone.error().message;
+  EXPECT_FALSE(*gone);
+  // A target whose cluster does not answer (sbatch without its config waits for one):
+  // an error naming the target and the command, within the deadline.
+  CloudTarget broken = t;
+  broken.env["SLURM_CONF"] = path("no-such.conf");
+  auto r = exec::slurm::SlurmClient(broken, 2).submit("#!/bin/bash\ntrue\n");
+  ASSERT_FALSE(r);
+  EXPECT_THAT(r.error().message, HasSubstr("cloud target test-cluster: sbatch "));
 }
 
 }  // namespace

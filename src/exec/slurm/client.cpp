@@ -1,0 +1,148 @@
+// The Slurm commands of one cloud target (see client.h).
+#include "exec/slurm/client.h"
+
+#include <fmt/format.h>
+
+#include "exec/command.h"
+#include "exec/slurm/batch.h"
+
+namespace hylab::exec::slurm {
+
+bool SlurmJob::ended() const {
+  return state == "COMPLETED" || state == "FAILED" || state == "CANCELLED" || state == "TIMEOUT" ||
+         state == "NODE_FAIL" || state == "OUT_OF_MEMORY" || state == "BOOT_FAIL" ||
+         state == "DEADLINE";
+}
+
+std::vector<SlurmJob> parse_scontrol(const std::string& text) {
+  std::vector<SlurmJob> jobs;
+  std::size_t pos = 0;
+  while (pos < text.size()) {
+    std::size_t eol = text.find('\n', pos);
+    std::string line = text.substr(pos, eol == std::string::npos ? std::string::npos : eol - pos);
+    pos = eol == std::string::npos ? text.size() : eol + 1;
+    if (line.find("JobId=") == std::string::npos) continue;
+    SlurmJob j;
+    // Fields are "Key=value" separated by spaces; a value runs to the next " Key=".
+    std::size_t i = 0;
+    while (i < line.size()) {
+      while (i < line.size() && line[i] == ' ') ++i;
+      std::size_t eq = line.find('=', i);
+      if (eq == std::string::npos) break;
+      std::string key = line.substr(i, eq - i);
+      std::size_t end = eq + 1;
+      for (;;) {
+        std::size_t sp = line.find(' ', end);
+        if (sp == std::string::npos) {
+          end = line.size();
+          break;
+        }
+        std::size_t next_eq = line.find('=', sp + 1);
+        std::size_t next_sp = line.find(' ', sp + 1);
+        if (next_eq != std::string::npos && (next_sp == std::string::npos || next_eq < next_sp)) {
+          end = sp;
+          break;
+        }
+        end = sp + 1;
+      }
+      std::string value = line.substr(eq + 1, end - eq - 1);
+      i = end;
+      auto none = [](const std::string& v) { return v == "Unknown" || v == "None" ? "" : v; };
+      if (key == "JobId")
+        j.id = value;
+      else if (key == "JobName")
+        j.name = value;
+      else if (key == "JobState")
+        j.state = value;
+      else if (key == "Reason")
+        j.reason = none(value);
+      else if (key == "Partition")
+        j.partition = value;
+      else if (key == "Restarts")
+        j.restarts = std::atoi(value.c_str());
+      else if (key == "StartTime")
+        j.start_time = none(value);
+      else if (key == "EndTime")
+        j.end_time = none(value);
+      else if (key == "ExitCode") {
+        auto colon = value.find(':');
+        if (colon != std::string::npos) {
+          int code = std::atoi(value.c_str());
+          int sig = std::atoi(value.c_str() + colon + 1);
+          if (sig != 0) j.signal = sig;
+          j.exit_code = code;
+        }
+      }
+    }
+    if (!j.ended()) {
+      j.exit_code.reset();
+      j.signal.reset();
+    }
+    if (!j.id.empty()) jobs.push_back(std::move(j));
+  }
+  return jobs;
+}
+
+Result<std::string> parse_sbatch(const std::string& out) {
+  std::string id = out.substr(0, out.find_first_of(";\n"));
+  if (id.empty() || id.find_first_not_of("0123456789_") != std::string::npos)
+    return Error{Errc::kIo, fmt::format("sbatch answered {:?}, not a job id", out.substr(0, 200))};
+  return id;
+}
+
+SlurmClient::SlurmClient(CloudTarget target, double timeout_seconds)
+    : target_(std::move(target)), timeout_(timeout_seconds) {}
+
+Result<std::string> SlurmClient::run(std::vector<std::string> argv, const std::string& input,
+                                     bool unknown_job_ok) {
+  CommandOptions o;
+  o.input = input;
+  o.timeout_seconds = timeout_;
+  std::vector<std::string> cmd;
+  if (target_.ssh.empty()) {
+    o.env = target_.env;
+    cmd = argv;
+  } else {  // the remote shell gets one quoted command line, env first
+    std::string line = "env";
+    for (const auto& [k, v] : target_.env) line += " " + shell_quote(k + "=" + v);
+    for (const auto& a : argv) line += " " + shell_quote(a);
+    cmd = {"ssh", "-o", "BatchMode=yes", target_.ssh, "--", line};
+  }
+  auto r = run_command(cmd, o);
+  if (!r) return r.error();
+  std::string where = target_.ssh.empty() ? "" : " on " + target_.ssh;
+  if (r->timed_out)
+    return Error{Errc::kIo, fmt::format("cloud target {}: {}{} did not answer within {} s",
+                                        target_.name, argv[0], where, timeout_)};
+  if (r->exit_code != 0) {
+    if (unknown_job_ok && r->err.find("Invalid job id") != std::string::npos) return std::string();
+    std::string msg = r->err.empty() ? r->out : r->err;
+    while (!msg.empty() && msg.back() == '\n') msg.pop_back();
+    return Error{Errc::kIo, fmt::format("cloud target {}: {}{} failed ({}): {}", target_.name,
+                                        argv[0], where, r->exit_code, msg.substr(0, 500))};
+  }
+  return r->out;
+}
+
+Result<std::string> SlurmClient::submit(const std::string& script) {
+  auto out = run({"sbatch", "--parsable"}, script);
+  if (!out) return out.error();
+  return parse_sbatch(*out);
+}
+
+Result<std::optional<SlurmJob>> SlurmClient::query(const std::string& id) {
+  auto out = run({"scontrol", "show", "job", "-o", id}, "", true);
+  if (!out) return out.error();
+  auto jobs = parse_scontrol(*out);
+  for (auto& j : jobs)
+    if (j.id == id) return std::optional<SlurmJob>(std::move(j));
+  return std::optional<SlurmJob>();
+}
+
+Result<bool> SlurmClient::cancel(const std::string& id) {
+  auto out = run({"scancel", id}, "");
+  if (!out) return out.error();
+  return true;
+}
+
+}  // namespace hylab::exec::slurm
