@@ -23,6 +23,7 @@
 #include "storage/object_store.h"
 #include "storage/policy.h"
 #include "storage/transfer.h"
+#include "telemetry/metrics.h"
 
 namespace hylab::cli {
 
@@ -136,11 +137,7 @@ bool is_remote_uri(const std::string& s) {
   return s.rfind("s3://", 0) == 0 || s.rfind("file://", 0) == 0;
 }
 
-std::string cache_dir_of(const StorageConfig& st) {
-  if (!st.cache_dir.empty()) return st.cache_dir;
-  if (auto x = env("XDG_CACHE_HOME"); !x.empty()) return x + "/hylab";
-  return env("HOME") + "/.cache/hylab";
-}
+std::string cache_dir_of(const StorageConfig& st) { return default_cache_dir(st.cache_dir); }
 
 Result<std::unique_ptr<Cache>> open_cache(const StorageConfig& st) {
   CacheOptions co;
@@ -529,26 +526,9 @@ int DataCommand::run(const Config& cfg, bool json_out, std::ostream& out, std::o
   if (stats_->parsed()) {
     CacheStats s = cache.stats();
     if (stats_format_ == "prometheus") {
-      out << "# HELP hylab_storage_cache_bytes Bytes held by the local object cache.\n"
-             "# TYPE hylab_storage_cache_bytes gauge\n"
-          << "hylab_storage_cache_bytes " << s.bytes << "\n"
-          << "# HELP hylab_storage_cache_max_bytes The cache's bound (storage.cache_max_size).\n"
-             "# TYPE hylab_storage_cache_max_bytes gauge\n"
-          << "hylab_storage_cache_max_bytes " << s.max_bytes << "\n"
-          << "# HELP hylab_storage_cache_entries Objects in the cache.\n"
-             "# TYPE hylab_storage_cache_entries gauge\n"
-          << "hylab_storage_cache_entries " << s.entries << "\n"
-          << "# HELP hylab_storage_cache_requests_total Cache reads by result.\n"
-             "# TYPE hylab_storage_cache_requests_total counter\n"
-          << "hylab_storage_cache_requests_total{result=\"hit\"} " << s.hits << "\n"
-          << "hylab_storage_cache_requests_total{result=\"revalidated\"} " << s.revalidated << "\n"
-          << "hylab_storage_cache_requests_total{result=\"miss\"} " << s.misses << "\n"
-          << "# HELP hylab_storage_cache_evictions_total Entries evicted to keep the bound.\n"
-             "# TYPE hylab_storage_cache_evictions_total counter\n"
-          << "hylab_storage_cache_evictions_total " << s.evictions << "\n"
-          << "# HELP hylab_storage_refused_uploads_total Uploads refused as sensitive.\n"
-             "# TYPE hylab_storage_refused_uploads_total counter\n"
-          << "hylab_storage_refused_uploads_total " << s.refused_uploads << "\n";
+      out << telemetry::storage_metrics_text({s.bytes, s.max_bytes, s.entries, s.hits,
+                                              s.revalidated, s.misses, s.evictions,
+                                              s.refused_uploads});
       return kExitOk;
     }
     if (c.json) {

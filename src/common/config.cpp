@@ -551,6 +551,10 @@ std::optional<Config> load_config_text(std::string_view text, const std::string&
     auto slash = file.rfind('/');
     cfg.storage.base_dir = slash == std::string::npos ? "." : file.substr(0, slash);
     if (cfg.storage.base_dir.empty()) cfg.storage.base_dir = "/";
+    // A relative cache folder is relative to the config file, as the sensitive paths are.
+    const std::string& dir = cfg.storage.cache_dir;
+    if (!dir.empty() && dir.front() != '/' && dir.front() != '~')
+      cfg.storage.cache_dir = cfg.storage.base_dir + "/" + dir;
   }
   top.finish();
   if (diag.error_count() > errors_before) return std::nullopt;

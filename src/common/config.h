@@ -133,7 +133,8 @@ struct StorageConfig {
   std::string region;               // empty: $AWS_REGION, $AWS_DEFAULT_REGION, else us-east-1
   std::string addressing = "path";  // "path" or "virtual"
   std::string profile;              // credentials profile; empty: $AWS_PROFILE or default
-  std::string cache_dir;            // empty: $XDG_CACHE_HOME/hylab, else ~/.cache/hylab
+  std::string
+      cache_dir;  // relative: to the config file; empty: $XDG_CACHE_HOME/hylab or ~/.cache/hylab
   std::uint64_t cache_max_size = 50ULL << 30;
   double cache_max_age_seconds = 0;  // 0: no maximum age
   double revalidate_after_seconds = 60;

@@ -14,6 +14,7 @@
 #include "common/text.h"
 #include "placement/engine.h"
 #include "placement/json.h"
+#include "storage/cache.h"
 
 namespace hylab::server {
 
@@ -505,6 +506,12 @@ HttpResponse Api::metrics() {
   HttpResponse r;
   r.content_type = "text/plain; version=0.0.4; charset=utf-8";
   r.body = metrics_.render();
+  // The storage cache's figures, as `hylab data` last left them: one view of the lab.
+  if (auto s = storage::saved_cache_stats(storage::default_cache_dir(cfg_.storage.cache_dir))) {
+    r.body += telemetry::storage_metrics_text({s->bytes, s->max_bytes, s->entries, s->hits,
+                                               s->revalidated, s->misses, s->evictions,
+                                               s->refused_uploads});
+  }
   return r;
 }
 

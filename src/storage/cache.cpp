@@ -186,6 +186,9 @@ struct Cache::Impl {
     o["evictions"] = counters.evictions;
     o["repaired"] = counters.repaired;
     o["refused_uploads"] = counters.refused_uploads;
+    o["bytes"] = used;
+    o["entries"] = entries.size();
+    o["max_bytes"] = opt.max_bytes;
     (void)write_file_atomic(opt.dir + "/stats.json", json::serialize(o));
   }
 
@@ -572,6 +575,38 @@ struct Cache::Impl {
     return true;
   }
 };
+
+std::string default_cache_dir(const std::string& configured) {
+  if (!configured.empty()) return configured;
+  const char* xdg = std::getenv("XDG_CACHE_HOME");
+  if (xdg && *xdg) return std::string(xdg) + "/hylab";
+  const char* home = std::getenv("HOME");
+  return std::string(home ? home : "") + "/.cache/hylab";
+}
+
+std::optional<CacheStats> saved_cache_stats(const std::string& dir) {
+  auto text = read_small_file(dir + "/stats.json", 1 << 16);
+  if (!text) return std::nullopt;
+  boost::system::error_code ec;
+  auto v = json::parse(*text, ec);
+  if (ec || !v.is_object()) return std::nullopt;
+  const auto& o = v.as_object();
+  auto get = [&](const char* k) -> std::uint64_t {
+    const auto* p = o.if_contains(k);
+    return p && p->is_number() ? p->to_number<std::uint64_t>() : 0;
+  };
+  CacheStats s;
+  s.bytes = get("bytes");
+  s.entries = get("entries");
+  s.max_bytes = get("max_bytes");
+  s.hits = get("hits");
+  s.misses = get("misses");
+  s.revalidated = get("revalidated");
+  s.evictions = get("evictions");
+  s.repaired = get("repaired");
+  s.refused_uploads = get("refused_uploads");
+  return s;
+}
 
 Cache::Cache(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
 Cache::~Cache() = default;

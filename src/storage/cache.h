@@ -14,6 +14,7 @@
 #include <cstdint>
 #include <functional>
 #include <memory>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -64,6 +65,12 @@ struct Fetched {
   // The data, open: read through this, not entry.path (an eviction may unlink the path).
   std::shared_ptr<FileHandle> file;
 };
+
+// The cache folder: `configured`, else $XDG_CACHE_HOME/hylab, else ~/.cache/hylab.
+std::string default_cache_dir(const std::string& configured);
+// The figures the last process that had the cache open left in its stats.json (nothing if
+// none has): for /metrics, without taking the cache's lock.
+std::optional<CacheStats> saved_cache_stats(const std::string& dir);
 
 class Cache {
  public:

@@ -1,5 +1,6 @@
 #include "telemetry/metrics.h"
 
+#include <fmt/format.h>
 #include <prometheus/counter.h>
 #include <prometheus/gauge.h>
 #include <prometheus/histogram.h>
@@ -35,6 +36,29 @@ struct ServerMetrics::Impl {
                                                     .Help("Lab GPUs by status (free, used)")
                                                     .Register(*registry);
 };
+
+std::string storage_metrics_text(const StorageMetrics& m) {
+  std::string s;
+  auto metric = [&](const char* name, const char* type, const char* help, const std::string& rows) {
+    s += fmt::format("# HELP {} {}\n# TYPE {} {}\n{}", name, help, name, type, rows);
+  };
+  metric("hylab_storage_cache_bytes", "gauge", "Bytes held by the local object cache.",
+         fmt::format("hylab_storage_cache_bytes {}\n", m.bytes));
+  metric("hylab_storage_cache_max_bytes", "gauge", "The cache's bound (storage.cache_max_size).",
+         fmt::format("hylab_storage_cache_max_bytes {}\n", m.max_bytes));
+  metric("hylab_storage_cache_entries", "gauge", "Objects in the cache.",
+         fmt::format("hylab_storage_cache_entries {}\n", m.entries));
+  metric("hylab_storage_cache_requests_total", "counter", "Cache reads by result.",
+         fmt::format("hylab_storage_cache_requests_total{{result=\"hit\"}} {}\n"
+                     "hylab_storage_cache_requests_total{{result=\"revalidated\"}} {}\n"
+                     "hylab_storage_cache_requests_total{{result=\"miss\"}} {}\n",
+                     m.hits, m.revalidated, m.misses));
+  metric("hylab_storage_cache_evictions_total", "counter", "Entries evicted to keep the bound.",
+         fmt::format("hylab_storage_cache_evictions_total {}\n", m.evictions));
+  metric("hylab_storage_refused_uploads_total", "counter", "Uploads refused as sensitive.",
+         fmt::format("hylab_storage_refused_uploads_total {}\n", m.refused_uploads));
+  return s;
+}
 
 ServerMetrics::ServerMetrics() : impl_(std::make_unique<Impl>()) {
   for (const char* s : kStates) {

@@ -18,6 +18,14 @@ struct JobCount {
   std::int64_t count = 0;
 };
 
+// The storage cache's figures as `hylab data` last left them (stats.json in the cache folder).
+struct StorageMetrics {
+  std::uint64_t bytes = 0, max_bytes = 0, entries = 0;
+  std::uint64_t hits = 0, revalidated = 0, misses = 0, evictions = 0, refused_uploads = 0;
+};
+// Their text exposition (hylab_storage_*), for /metrics and `hylab data cache stats`.
+std::string storage_metrics_text(const StorageMetrics& m);
+
 class ServerMetrics {
  public:
   ServerMetrics();

@@ -6,6 +6,7 @@
 #include <sys/socket.h>
 
 #include <atomic>
+#include <fstream>
 #include <mutex>
 #include <set>
 #include <thread>
@@ -17,6 +18,7 @@ namespace hylab::testing {
 namespace {
 
 using ::testing::HasSubstr;
+using ::testing::Not;
 
 // A job that waits until the test creates `file`.
 std::string waiting_job(const std::string& name, const std::string& gpus, const std::string& file,
@@ -357,6 +359,24 @@ TEST(ServeConcurrency, ParallelSubmissionsLoseAndDuplicateNothing) {
   }
   EXPECT_EQ(names.size(), static_cast<std::size_t>(kClients * kEach));
   for (std::int64_t id : ids) EXPECT_TRUE(s.wait_state(id, "succeeded")) << id;
+}
+
+// One view: the storage cache's figures (as `hylab data` left them) on the server's /metrics.
+TEST(ServeApi, MetricsIncludeTheStorageCache) {
+  ServeHarness s("storage:\n  cache_dir: cache\n  sensitive: [private]\n");
+  s.start();
+  auto metrics = s.request("GET", "/metrics");
+  EXPECT_THAT(metrics.body, Not(HasSubstr("hylab_storage_")));  // no cache used yet
+  std::filesystem::create_directories(s.path("private"));
+  std::ofstream(s.path("private/notes.txt")) << "not for the cloud";
+  // Relative paths in the config (cache_dir, sensitive) are relative to the config's folder.
+  std::string cmd =
+      fmt::format("{} --config {} data put {} file://{} > {} 2>&1", HYLAB_BINARY, s.config(),
+                  s.path("private/notes.txt"), s.path("up/notes.txt"), s.path("put.log"));
+  EXPECT_NE(std::system(cmd.c_str()), 0);
+  metrics = s.request("GET", "/metrics");
+  EXPECT_THAT(metrics.body, HasSubstr("hylab_storage_refused_uploads_total 1\n"));
+  EXPECT_THAT(metrics.body, HasSubstr("hylab_storage_cache_max_bytes 53687091200\n"));
 }
 
 TEST(ServeApi, MetricsInventoryPlaceAndFilters) {
