@@ -43,7 +43,7 @@ bool is_terminal(JobState s) {
 namespace {
 
 // Each entry moves the schema one version up; never edit one that has shipped.
-constexpr std::array<const char*, 1> kMigrations = {
+constexpr std::array<const char*, 2> kMigrations = {
     R"sql(
 CREATE TABLE jobs (
   id INTEGER PRIMARY KEY AUTOINCREMENT,
@@ -72,6 +72,14 @@ CREATE TABLE jobs (
   workdir TEXT NOT NULL DEFAULT ''
 );
 CREATE INDEX jobs_by_state ON jobs(state, environment, id);
+)sql",
+    // 2: jobs handed to a cloud target (Slurm): which target, the engine's job id, how often
+    // it was preempted and restarted, and what it cost.
+    R"sql(
+ALTER TABLE jobs ADD COLUMN target TEXT NOT NULL DEFAULT '';
+ALTER TABLE jobs ADD COLUMN remote_id TEXT NOT NULL DEFAULT '';
+ALTER TABLE jobs ADD COLUMN restarts INTEGER NOT NULL DEFAULT 0;
+ALTER TABLE jobs ADD COLUMN cost_usd REAL;
 )sql",
 };
 
@@ -132,7 +140,7 @@ std::optional<double> opt_real(sqlite3_stmt* s, int col) {
 constexpr const char* kColumns =
     "id, name, spec, spec_file, state, environment, rule, spot, decision, reason, priority, gpus, "
     "pid, pid_start, pgid, exit_code, signal, cancel_requested, created_at, queued_at, started_at, "
-    "ended_at, job_dir, workdir";
+    "ended_at, job_dir, workdir, target, remote_id, restarts, cost_usd";
 
 JobRecord read_row(sqlite3_stmt* s) {
   JobRecord j;
@@ -160,6 +168,10 @@ JobRecord read_row(sqlite3_stmt* s) {
   j.ended_at = opt_real(s, 21);
   j.job_dir = text(s, 22);
   j.workdir = text(s, 23);
+  j.target = text(s, 24);
+  j.remote_id = text(s, 25);
+  j.restarts = sqlite3_column_int(s, 26);
+  j.cost_usd = opt_real(s, 27);
   return j;
 }
 
@@ -287,7 +299,8 @@ Result<bool> Store::update_job(const JobRecord& j) {
   Stmt st(db_,
           "UPDATE jobs SET state=?, reason=?, gpus=?, pid=?, pid_start=?, pgid=?, exit_code=?, "
           "signal=?, "
-          "cancel_requested=?, queued_at=?, started_at=?, ended_at=?, job_dir=? WHERE id=?");
+          "cancel_requested=?, queued_at=?, started_at=?, ended_at=?, job_dir=?, target=?, "
+          "remote_id=?, restarts=?, cost_usd=? WHERE id=?");
   if (!st.ok()) return db_error(db_, "update job");
   st.bind(1, std::string(to_string(j.state)));
   st.bind(2, j.reason);
@@ -302,7 +315,11 @@ Result<bool> Store::update_job(const JobRecord& j) {
   st.bind(11, j.started_at);
   st.bind(12, j.ended_at);
   st.bind(13, j.job_dir);
-  st.bind(14, j.id);
+  st.bind(14, j.target);
+  st.bind(15, j.remote_id);
+  st.bind(16, static_cast<std::int64_t>(j.restarts));
+  st.bind(17, j.cost_usd);
+  st.bind(18, j.id);
   if (st.step() != SQLITE_DONE) return db_error(db_, "update job");
   if (sqlite3_changes(db_) == 0)
     return Error{Errc::kNotFound, fmt::format("no job with id {}", j.id)};

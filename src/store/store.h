@@ -46,6 +46,11 @@ struct JobRecord {
   std::optional<double> ended_at;
   std::string job_dir;
   std::string workdir;  // absolute; empty: the job's own directory
+  // Jobs on a cloud target (clouds: in hylab.yaml).
+  std::string target;     // the target's name
+  std::string remote_id;  // the engine's job id (Slurm's)
+  int restarts = 0;       // preemptions the job resumed from
+  std::optional<double> cost_usd;
 };
 
 struct JobFilter {

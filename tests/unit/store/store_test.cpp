@@ -40,13 +40,54 @@ TEST_F(StoreTest, MigratesAFreshDatabaseAndReopens) {
   {
     auto s = Store::open(path_);
     ASSERT_TRUE(s) << s.error().message;
-    EXPECT_EQ((*s)->schema_version(), 1);
+    EXPECT_EQ((*s)->schema_version(), 2);
     ASSERT_TRUE((*s)->insert_job(job("a")));
   }
   auto again = Store::open(path_);
   ASSERT_TRUE(again);
-  EXPECT_EQ((*again)->schema_version(), 1);
+  EXPECT_EQ((*again)->schema_version(), 2);
   EXPECT_EQ((*again)->get_job(1)->name, "a");
+}
+
+// A state database written by the first schema (before cloud targets) keeps its jobs and
+// gains the cloud columns.
+TEST_F(StoreTest, MigratesAVersionOneDatabase) {
+  {
+    sqlite3* db = nullptr;
+    ASSERT_EQ(sqlite3_open(path_.c_str(), &db), SQLITE_OK);
+    const char* v1 =
+        "CREATE TABLE jobs (id INTEGER PRIMARY KEY AUTOINCREMENT, name TEXT NOT NULL, spec TEXT "
+        "NOT NULL, spec_file TEXT NOT NULL DEFAULT '', state TEXT NOT NULL, environment TEXT NOT "
+        "NULL, rule TEXT NOT NULL, spot INTEGER NOT NULL DEFAULT 0, decision TEXT NOT NULL, "
+        "reason TEXT NOT NULL DEFAULT '', priority INTEGER NOT NULL DEFAULT 0, gpus TEXT NOT NULL "
+        "DEFAULT '[]', pid INTEGER, pid_start INTEGER, pgid INTEGER, exit_code INTEGER, signal "
+        "INTEGER, cancel_requested INTEGER NOT NULL DEFAULT 0, created_at REAL NOT NULL, "
+        "queued_at REAL, started_at REAL, ended_at REAL, job_dir TEXT NOT NULL DEFAULT '', workdir "
+        "TEXT NOT NULL DEFAULT ''); CREATE INDEX jobs_by_state ON jobs(state, environment, id); "
+        "INSERT INTO jobs (name, spec, state, environment, rule, decision, created_at) VALUES "
+        "('old', 'run: x', 'succeeded', 'local', 'r', '{}', 5); PRAGMA user_version=1;";
+    ASSERT_EQ(sqlite3_exec(db, v1, nullptr, nullptr, nullptr), SQLITE_OK);
+    sqlite3_close(db);
+  }
+  auto s = Store::open(path_);
+  ASSERT_TRUE(s) << s.error().message;
+  EXPECT_EQ((*s)->schema_version(), 2);
+  auto old = (*s)->get_job(1);
+  ASSERT_TRUE(old);
+  EXPECT_EQ(old->name, "old");
+  EXPECT_EQ(old->target, "");
+  EXPECT_EQ(old->restarts, 0);
+  EXPECT_FALSE(old->cost_usd);
+  old->target = "aws-pc";
+  old->remote_id = "1234";
+  old->restarts = 2;
+  old->cost_usd = 12.5;
+  ASSERT_TRUE((*s)->update_job(*old));
+  auto back = (*s)->get_job(1);
+  EXPECT_EQ(back->target, "aws-pc");
+  EXPECT_EQ(back->remote_id, "1234");
+  EXPECT_EQ(back->restarts, 2);
+  EXPECT_EQ(back->cost_usd, 12.5);
 }
 
 TEST_F(StoreTest, RefusesADatabaseFromANewerHylab) {
@@ -57,7 +98,7 @@ TEST_F(StoreTest, RefusesADatabaseFromANewerHylab) {
   sqlite3_close(db);
   auto s = Store::open(path_);
   ASSERT_FALSE(s);
-  EXPECT_NE(s.error().message.find("schema version 99, newer than this hylab knows (1)"),
+  EXPECT_NE(s.error().message.find("schema version 99, newer than this hylab knows (2)"),
             std::string::npos);
 }
 
