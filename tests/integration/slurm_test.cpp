@@ -6,13 +6,16 @@
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
 
+#include <boost/asio/io_context.hpp>
 #include <filesystem>
 #include <fstream>
 
 #include "exec/slurm/batch.h"
 #include "exec/slurm/client.h"
+#include "exec/slurm/executor.h"
 #include "process.h"
 #include "serve_harness.h"
+#include "store/store.h"
 
 namespace hylab::testing {
 namespace {
@@ -247,6 +250,76 @@ TEST_F(SlurmTest, TheClientSubmitsFollowsAndCancels) {
   auto r = exec::slurm::SlurmClient(broken, 2).submit("#!/bin/bash\ntrue\n");
   ASSERT_FALSE(r);
   EXPECT_THAT(r.error().message, HasSubstr("cloud target test-cluster: sbatch "));
+}
+
+// The executor on the real cluster, with a real store: a job handed to the target is followed
+// to its end and recorded (exit code, log, cost from the catalog instance), a failing one too,
+// a sensitive one is refused by the executor itself, and cancel reaches Slurm.
+TEST_F(SlurmTest, TheExecutorFollowsJobsToTheirEndInTheStore) {
+  Config cfg;
+  CloudTarget t = target();
+  t.instance = "p4d.24xlarge";
+  t.env["SLURM_CONF"] = *conf_;
+  cfg.clouds.push_back(t);
+  auto store = store::Store::open(path("executor.db"));
+  ASSERT_TRUE(store) << store.error().message;
+  boost::asio::io_context ioc;
+  exec::slurm::Options opts;
+  opts.jobs_dir = path("jobs");
+  opts.poll_interval_seconds = 0.2;
+  exec::slurm::SlurmExecutor executor(ioc, **store, cfg, opts);
+  executor.recover();
+  auto add = [&](const std::string& spec, bool spot = false) {
+    store::JobRecord j;
+    j.name = "t";
+    j.spec = spec;
+    j.environment = "cloud";
+    j.rule = "test";
+    j.decision = "{}";
+    j.spot = spot;
+    j.created_at = 1;
+    auto id = (*store)->insert_job(j);
+    EXPECT_TRUE(id) << id.error().message;
+    EXPECT_TRUE(executor.submit(*id));
+    return *id;
+  };
+  auto state = [&](std::int64_t id) {
+    return std::string(store::to_string((*store)->get_job(id)->state));
+  };
+  auto settle = [&](std::int64_t id, const std::string& want) {
+    return wait_until(
+        [&] {
+          ioc.restart();  // run_for stops the context whenever it runs out of work
+          ioc.run_for(std::chrono::milliseconds(50));
+          return state(id) == want;
+        },
+        60);
+  };
+  std::int64_t ok = add("name: ok\nrun: echo hello-from-slurm\n");
+  EXPECT_EQ(state(ok), "queued");
+  EXPECT_FALSE((*store)->get_job(ok)->remote_id.empty());
+  std::int64_t bad = add("name: bad\nrun: exit 7\n", true);
+  std::int64_t secret = add("name: s\ndata: {sensitivity: sensitive}\nrun: cat secrets\n");
+  ASSERT_TRUE(settle(ok, "succeeded")) << state(ok) << " " << (*store)->get_job(ok)->reason;
+  auto done = (*store)->get_job(ok);
+  EXPECT_EQ(done->exit_code, 0);
+  EXPECT_EQ(done->target, "test-cluster");
+  ASSERT_TRUE(done->cost_usd.has_value());
+  EXPECT_GE(*done->cost_usd, 0);
+  EXPECT_THAT(read_all(done->job_dir + "/output.log"), HasSubstr("hello-from-slurm"));
+  ASSERT_TRUE(settle(bad, "failed"));
+  EXPECT_EQ((*store)->get_job(bad)->exit_code, 7);
+  EXPECT_EQ(state(secret), "failed");
+  EXPECT_THAT((*store)->get_job(secret)->reason, HasSubstr("never goes to the cloud target"));
+  EXPECT_TRUE((*store)->get_job(secret)->remote_id.empty());  // nothing reached the cluster
+
+  std::int64_t slow = add("name: slow\nrun: sleep 60\n");
+  ASSERT_TRUE(settle(slow, "running"));
+  auto cancelled = executor.cancel(slow);
+  ASSERT_TRUE(cancelled) << cancelled.error().message;
+  ASSERT_TRUE(settle(slow, "cancelled"));
+  Ran r = slurm({"scontrol", "show", "job", "-o", (*store)->get_job(slow)->remote_id});
+  EXPECT_THAT(r.out, HasSubstr("JobState=CANCELLED"));
 }
 
 }  // namespace
