@@ -92,6 +92,12 @@ json::object job_json(const JobRecord& j) {
   o["workdir"] = j.workdir;
   o["output_dir"] = j.job_dir.empty() ? json::value(nullptr) : json::value(j.job_dir + "/outputs");
   o["decision"] = parse_or_null(j.decision);
+  if (!j.target.empty()) {  // on a cloud target
+    o["target"] = j.target;
+    o["remote_id"] = j.remote_id;
+    o["restarts"] = j.restarts;
+    o["cost_usd"] = j.cost_usd ? json::value(*j.cost_usd) : json::value(nullptr);
+  }
   return o;
 }
 
@@ -345,16 +351,10 @@ HttpResponse Api::submit(const HttpRequest& req) {
   job.priority = priority;
   job.created_at = now_seconds();
   job.workdir = workdir;
-  if (d.environment == placement::Environment::kCloud) {
-    job.reason =
-        "placed in the cloud; no cloud target is configured yet, so it waits (cloud executors "
-        "come with the Slurm integration)";
-  }
   auto id = store_.insert_job(job);
   if (!id) return error(500, id.error().message);
-  if (d.environment != placement::Environment::kCloud) {
-    if (auto s = executor_.submit(*id); !s) return error(500, s.error().message);
-  }
+  // Cloud jobs go to the cloud target (clouds: in hylab.yaml); without one they wait, saying so.
+  if (auto s = executor_.submit(*id); !s) return error(500, s.error().message);
   auto stored = store_.get_job(*id);
   if (!stored) return error(500, stored.error().message);
   json::object o = job_json(*stored);

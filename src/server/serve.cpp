@@ -14,6 +14,8 @@
 #include <fstream>
 
 #include "exec/local/executor.h"
+#include "exec/router.h"
+#include "exec/slurm/executor.h"
 #include "server/api.h"
 #include "server/http_server.h"
 #include "store/store.h"
@@ -119,7 +121,11 @@ int run_serve(const Config& cfg, const ServeOptions& opts, std::ostream& out, st
   eopts.log_max_bytes = cfg.server.log_max_bytes;
   eopts.cancel_grace_seconds = cfg.server.cancel_grace_seconds;
   eopts.use_nvml = opts.use_nvml;
-  exec::local::LocalExecutor executor(ioc, **store, cfg, eopts);
+  exec::local::LocalExecutor local(ioc, **store, cfg, eopts);
+  exec::slurm::Options sopts;
+  sopts.jobs_dir = dir + "/jobs";
+  exec::slurm::SlurmExecutor cloud(ioc, **store, cfg, sopts);
+  exec::Router executor(**store, local, cloud);
   executor.recover();
 
   Api api(cfg, **store, executor, *token, token_path(dir));

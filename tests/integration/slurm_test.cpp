@@ -322,5 +322,33 @@ TEST_F(SlurmTest, TheExecutorFollowsJobsToTheirEndInTheStore) {
   EXPECT_THAT(r.out, HasSubstr("JobState=CANCELLED"));
 }
 
+// Through `hylab serve`: a job placed in the cloud runs on the target, its log comes through
+// the same API, and a server killed while the job runs picks it up again after a restart.
+TEST_F(SlurmTest, ServeRunsCloudJobsOnTheTargetAcrossARestart) {
+  ServeHarness s(fmt::format(
+      "clouds:\n  - {{name: test-cluster, partition: cloud, spot_partition: cloud-spot, instance: "
+      "p4d.24xlarge, env: {{SLURM_CONF: {}}}}}\n",
+      *conf_));
+  s.start();
+  const std::string big = "category: training\nresources: {accelerators: H100:8}\n";
+  std::int64_t id = s.submit(big + "run: echo on-the-cluster\n");
+  ASSERT_TRUE(s.wait_state(id, "succeeded", 60)) << s.job(id);
+  auto job = s.job(id);
+  EXPECT_EQ(job.at("environment").as_string(), "cloud");
+  EXPECT_EQ(job.at("target").as_string(), "test-cluster");
+  EXPECT_FALSE(job.at("remote_id").as_string().empty());
+  EXPECT_TRUE(job.at("cost_usd").is_number());
+  EXPECT_THAT(s.request("GET", fmt::format("/v1/jobs/{}/logs", id)).body,
+              HasSubstr("on-the-cluster"));
+
+  std::int64_t slow = s.submit(big + "run: sleep 3; echo done-after-the-restart\n");
+  ASSERT_TRUE(s.wait_state(slow, "running", 60)) << s.job(slow);
+  s.stop(SIGKILL);
+  s.start();
+  ASSERT_TRUE(s.wait_state(slow, "succeeded", 60)) << s.job(slow);
+  EXPECT_THAT(s.request("GET", fmt::format("/v1/jobs/{}/logs", slow)).body,
+              HasSubstr("done-after-the-restart"));
+}
+
 }  // namespace
 }  // namespace hylab::testing

@@ -79,6 +79,7 @@ class LocalExecutor::Impl {
     auto running = store_.jobs_in_state(JobState::kRunning);
     if (running) {
       for (auto& job : *running) {
+        if (job.environment == "cloud") continue;  // the cloud executor's
         for (std::size_t i : gpus_of(job)) inv_.gpus[i].job = job.id;
         pid_t pid = static_cast<pid_t>(job.pid.value_or(0));
         if (pid <= 0 && !job.job_dir.empty()) {
@@ -226,6 +227,7 @@ class LocalExecutor::Impl {
     auto queued = store_.jobs_in_state(JobState::kQueued);
     if (!queued) return;
     for (auto& job : *queued) {
+      if (job.environment == "cloud") continue;  // queued on a cloud target, not here
       Diagnostics diag;
       auto spec = load_job_spec_text(job.spec, job.spec_file.empty() ? "job" : job.spec_file,
                                      cfg_.catalog, diag);

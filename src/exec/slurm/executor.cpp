@@ -56,6 +56,11 @@ class SlurmExecutor::Impl {
       for (const auto& j : *jobs)
         if (!j.remote_id.empty()) watched_[j.id] = true;
     }
+    // Cloud jobs recorded but not handed over (a stop in between, or no target until now).
+    if (auto pending = store_.jobs_in_state(store::JobState::kPending)) {
+      for (const auto& j : *pending)
+        if (j.environment == "cloud") (void)submit(j.id);
+    }
     schedule();
   }
 
