@@ -9,7 +9,21 @@ set -euo pipefail
 cmd=${1:?usage: cluster.sh start|stop DIR}
 dir=$(realpath -m "${2:?usage: cluster.sh start|stop DIR}")
 
+# This cluster's job steps (slurmstepd processes with its SLURM_CONF).
+steps() {
+  for pid in $(pgrep -x slurmstepd || true); do
+    { tr '\0' '\n' < "/proc/$pid/environ"; } 2>/dev/null | grep -qx "SLURM_CONF=$dir/slurm.conf" && echo "$pid"
+  done
+  return 0
+}
+
 stop() {
+  # Jobs first, while the daemons can still end them properly.
+  if [[ -f $dir/slurm.conf && -f $dir/slurmctld.pid ]]; then
+    ids=$(SLURM_CONF=$dir/slurm.conf timeout 5 squeue -h -o %i 2>/dev/null || true)
+    [[ -n $ids ]] && SLURM_CONF=$dir/slurm.conf timeout 5 scancel $ids 2>/dev/null || true
+    for _ in $(seq 1 100); do [[ -z $(steps) ]] && break; sleep 0.05; done
+  fi
   for name in slurmd slurmctld munged; do
     [[ -f $dir/$name.pid ]] && kill "$(cat "$dir/$name.pid")" 2>/dev/null || true
   done
@@ -21,13 +35,23 @@ stop() {
       rm -f "$dir/$name.pid"
     fi
   done
+  # Steps whose slurmd is gone linger, trying to report: end them and what they ran.
+  for pid in $(steps); do
+    pkill -9 -P "$pid" 2>/dev/null || true
+    kill -9 "$pid" 2>/dev/null || true
+  done
 }
 
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 
+[[ $cmd == start || $cmd == stop ]] || { echo "usage: cluster.sh start|stop DIR" >&2; exit 2; }
+# The daemons run as root: through sudo (without a password) when this user is not root.
+if [[ $(id -u) -ne 0 ]]; then
+  command -v sudo >/dev/null && exec sudo -n -E "$0" "$cmd" "$dir"
+  echo "error: the test cluster runs its daemons as root (no root, no sudo)" >&2
+  exit 1
+fi
 if [[ $cmd == stop ]]; then stop; exit 0; fi
-[[ $cmd == start ]] || { echo "usage: cluster.sh start|stop DIR" >&2; exit 2; }
-[[ $(id -u) -eq 0 ]] || { echo "error: the test cluster runs its daemons as root" >&2; exit 1; }
 for tool in munged slurmctld slurmd; do
   command -v $tool >/dev/null || [[ -x /usr/sbin/$tool ]] || { echo "error: $tool is missing (scripts/install-deps.sh test)" >&2; exit 1; }
 done
