@@ -8,7 +8,7 @@ build_pkgs=(cmake ninja-build g++ pkg-config ccache
   libyaml-cpp-dev libcli11-dev libfmt-dev libboost1.81-dev libboost-json1.81-dev
   libsqlite3-dev libssl-dev prometheus-cpp-dev libcurl4-openssl-dev)
 test_pkgs=(clang clang-format clang-tidy libclang-rt-14-dev libgtest-dev libgmock-dev git python3 openssl
-  nginx-light python3-boto3 python3-botocore slurm-wlm munge)
+  nginx-light python3-boto3 python3-botocore slurm-wlm munge procps)
 bench_pkgs=(libbenchmark-dev wrk python3 haproxy nginx-light util-linux rclone curl)
 
 want=("${build_pkgs[@]}")

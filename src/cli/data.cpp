@@ -1,7 +1,6 @@
 // `hylab data` (see data.h).
 #include "cli/data.h"
 
-#include <fcntl.h>
 #include <fmt/format.h>
 #include <signal.h>
 #include <unistd.h>
@@ -329,32 +328,16 @@ int DataCommand::run(const Config& cfg, bool json_out, std::ostream& out, std::o
       FetchOptions fo;
       fo.progress = to.progress;
       fo.parallel = c.parallel;
-      auto head = (*store)->head(key);
-      if (!head) return fail(c, head.error());
-      progress.set_total(head->size, 1);
-      fo.known = &*head;
+      // No HEAD here: within revalidate_after a cached copy is served without asking the
+      // store; the cache says the size once it knows it.
+      fo.on_size = [&](std::uint64_t size) { progress.set_total(size, 1); };
       progress.start();
       auto f = (*cache)->fetch(**store, key, fo);
       progress.stop();
       if (!f) return fail(c, f.error());
       fetched = std::move(*f);
       out.flush();
-      if (dest == "-") {
-        auto n = copy_fd(fetched->file->fd(), STDOUT_FILENO, "standard output");
-        if (!n) return fail(c, n.error());
-      } else {
-        std::error_code ec;
-        if (auto parent = fs::path(dest).parent_path(); !parent.empty())
-          fs::create_directories(parent, ec);
-        std::string tmp = dest + ".hylab-part";
-        FileHandle outf(::open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644));
-        if (outf.fd() < 0) return fail(c, Error{Errc::kIo, tmp + ": " + errno_text(errno)});
-        auto n = copy_fd(fetched->file->fd(), outf.fd(), dest);
-        if (!n || ::rename(tmp.c_str(), dest.c_str()) != 0) {
-          ::unlink(tmp.c_str());
-          return fail(c, n ? Error{Errc::kIo, dest + ": " + errno_text(errno)} : n.error());
-        }
-      }
+      if (auto d = deliver(fetched->file->fd(), dest); !d) return fail(c, d.error());
     } else {
       progress.start();
       auto r = get_file(**store, nullptr, key, dest, to);

@@ -448,6 +448,7 @@ struct Cache::Impl {
         info = *h;
       }
     }
+    if (fo.on_size) fo.on_size(info->size);
     lk.lock();
     auto room = reserve(lk, info->size, what);
     if (!room) {

@@ -51,7 +51,8 @@ struct CacheStats {
 };
 
 struct FetchOptions {
-  const ObjectInfo* known = nullptr;  // size and ETag from a listing: no HEAD first
+  const ObjectInfo* known = nullptr;                // size and ETag from a listing: no HEAD first
+  std::function<void(std::uint64_t size)> on_size;  // before a download starts
   ProgressFn progress;
   int parallel = 4;
   bool pin = false;

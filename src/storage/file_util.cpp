@@ -13,6 +13,8 @@
 #include <cstring>
 #include <vector>
 
+#include "storage/sigv4.h"
+
 namespace hylab::storage {
 
 std::string errno_text(int err) { return std::strerror(err); }
@@ -33,16 +35,6 @@ Error io_error(const std::string& path, int err) {
   if (err == ENOSPC || err == EDQUOT)
     return Error{Errc::kIo, fmt::format("{}: the disk is full ({})", path, errno_text(err))};
   return Error{Errc::kIo, fmt::format("{}: {}", path, errno_text(err))};
-}
-
-std::string hex_of(const unsigned char* p, unsigned n) {
-  static constexpr char kDigits[] = "0123456789abcdef";
-  std::string s(static_cast<std::size_t>(n) * 2, '0');
-  for (unsigned i = 0; i < n; ++i) {
-    s[2 * i] = kDigits[p[i] >> 4];
-    s[2 * i + 1] = kDigits[p[i] & 15];
-  }
-  return s;
 }
 
 }  // namespace
@@ -215,11 +207,11 @@ void Hasher::finish() {
   unsigned n = 0;
   if (impl_->sha) {
     EVP_DigestFinal_ex(impl_->sha, out, &n);
-    sha256_ = hex_of(out, n);
+    sha256_ = hex(std::string_view(reinterpret_cast<const char*>(out), n));
   }
   if (impl_->md5) {
     EVP_DigestFinal_ex(impl_->md5, out, &n);
-    md5_ = hex_of(out, n);
+    md5_ = hex(std::string_view(reinterpret_cast<const char*>(out), n));
   }
 }
 

@@ -60,29 +60,6 @@ Result<std::string> differs(ObjectStore& store, const ObjectInfo& remote, const 
   return hasher.md5() == remote.etag ? std::string() : std::string("MD5 differs");
 }
 
-// Writes the cached copy to `dest` through a temporary file and a rename (or to stdout).
-Result<bool> deliver(int fd, const std::string& dest) {
-  if (dest == "-") {
-    auto n = copy_fd(fd, STDOUT_FILENO, "standard output");
-    if (!n) return n.error();
-    return true;
-  }
-  std::error_code ec;
-  fs::create_directories(fs::path(dest).parent_path(), ec);
-  std::string tmp = temp_name(dest);
-  int out = ::open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
-  if (out < 0) return Error{Errc::kIo, fmt::format("{}: {}", tmp, errno_text(errno))};
-  auto n = copy_fd(fd, out, dest);
-  ::close(out);
-  if (!n || ::rename(tmp.c_str(), dest.c_str()) != 0) {
-    int e = errno;
-    ::unlink(tmp.c_str());
-    if (!n) return n.error();
-    return Error{Errc::kIo, fmt::format("{}: {}", dest, errno_text(e))};
-  }
-  return true;
-}
-
 Result<ObjectInfo> download(ObjectStore& store, Cache* cache, const ObjectInfo* known,
                             const std::string& key, const std::string& dest,
                             const TransferOptions& opt) {
@@ -159,6 +136,28 @@ void tally(TransferReport& r) {
 }
 
 }  // namespace
+
+Result<bool> deliver(int fd, const std::string& dest) {
+  if (dest == "-") {
+    auto n = copy_fd(fd, STDOUT_FILENO, "standard output");
+    if (!n) return n.error();
+    return true;
+  }
+  std::error_code ec;
+  fs::create_directories(fs::path(dest).parent_path(), ec);
+  std::string tmp = temp_name(dest);
+  int out = ::open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+  if (out < 0) return Error{Errc::kIo, fmt::format("{}: {}", tmp, errno_text(errno))};
+  auto n = copy_fd(fd, out, dest);
+  ::close(out);
+  if (!n || ::rename(tmp.c_str(), dest.c_str()) != 0) {
+    int e = errno;
+    ::unlink(tmp.c_str());
+    if (!n) return n.error();
+    return Error{Errc::kIo, fmt::format("{}: {}", dest, errno_text(e))};
+  }
+  return true;
+}
 
 std::string_view action_name(Action a) {
   switch (a) {

@@ -44,6 +44,10 @@ struct TransferReport {
   bool ok() const { return failed == 0 && refused == 0; }
 };
 
+// Writes an open file (a cached copy) to `dest` through a temporary file and a rename, or
+// to standard output for "-".
+Result<bool> deliver(int fd, const std::string& dest);
+
 // Uploads one file; sensitive files are refused (and counted) before any byte leaves.
 Result<ObjectInfo> put_file(ObjectStore& store, const SensitivityRules& rules,
                             const std::string& local, const std::string& key,

@@ -57,6 +57,12 @@ class Process {
   pid_t pid_ = -1;
 };
 
+// A whole file ("" when it cannot be read).
+inline std::string read_file(const std::string& path) {
+  std::ifstream in(path, std::ios::binary);
+  return std::string(std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>());
+}
+
 // What a command printed and how it ended.
 struct Ran {
   int code = -1;  // exit code; -1 when killed (or past the deadline)
@@ -103,12 +109,8 @@ inline Ran run_command(std::vector<std::string> argv, const std::vector<std::str
     std::this_thread::sleep_for(std::chrono::milliseconds(5));
   }
   r.code = WIFEXITED(status) ? WEXITSTATUS(status) : -1;
-  auto slurp_file = [](const std::string& path) {
-    std::ifstream in(path, std::ios::binary);
-    return std::string(std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>());
-  };
-  r.out = slurp_file(out);
-  r.err = slurp_file(err);
+  r.out = read_file(out);
+  r.err = read_file(err);
   ::unlink(out.c_str());
   ::unlink(err.c_str());
   return r;

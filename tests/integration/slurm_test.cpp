@@ -26,11 +26,6 @@ using ::testing::Not;
 
 const std::string kSource = HYLAB_SOURCE_DIR;
 
-std::string read_all(const std::string& path) {
-  std::ifstream in(path, std::ios::binary);
-  return std::string(std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>());
-}
-
 class SlurmTest : public ::testing::Test {
  protected:
   static void SetUpTestSuite() {
@@ -114,8 +109,8 @@ TEST_F(SlurmTest, AJobGetsItsGpusEnvsAndSetupBeforeRun) {
   auto script = exec::slurm::batch_script(spec, target(), o);
   ASSERT_TRUE(script) << script.error().message;
   std::string id = submit(*script, "hello");
-  ASSERT_TRUE(wait_state(id, "COMPLETED")) << field(id, "JobState") << read_all(o.log_path);
-  std::string log = read_all(o.log_path);
+  ASSERT_TRUE(wait_state(id, "COMPLETED")) << field(id, "JobState") << read_file(o.log_path);
+  std::string log = read_file(o.log_path);
   EXPECT_THAT(log, HasSubstr("setup-ran\n"));
   EXPECT_THAT(log, HasSubstr("gpus=0,1\n"));
   EXPECT_THAT(log, HasSubstr("greeting=it's me job=7\n"));
@@ -135,7 +130,7 @@ TEST_F(SlurmTest, TheRunExitCodeIsTheJobs) {
   std::string id = submit(*script, "fails");
   ASSERT_TRUE(wait_state(id, "FAILED")) << field(id, "JobState");
   EXPECT_EQ(field(id, "ExitCode"), "3:0");
-  EXPECT_THAT(read_all(o.log_path), HasSubstr("about to fail"));
+  EXPECT_THAT(read_file(o.log_path), HasSubstr("about to fail"));
   // A failing setup stops the job before run.
   spec.setup = "exit 4";
   spec.run = "echo should-not-run";
@@ -145,8 +140,8 @@ TEST_F(SlurmTest, TheRunExitCodeIsTheJobs) {
   id = submit(*script, "setup-fails");
   ASSERT_TRUE(wait_state(id, "FAILED"));
   EXPECT_EQ(field(id, "ExitCode"), "4:0");
-  EXPECT_THAT(read_all(o.log_path), Not(HasSubstr("should-not-run")));
-  EXPECT_THAT(read_all(o.log_path), HasSubstr("hylab: setup failed (4)"));
+  EXPECT_THAT(read_file(o.log_path), Not(HasSubstr("should-not-run")));
+  EXPECT_THAT(read_file(o.log_path), HasSubstr("hylab: setup failed (4)"));
 }
 
 TEST_F(SlurmTest, APreemptedSpotJobResumesFromItsCheckpoint) {
@@ -174,17 +169,17 @@ echo "finished at $step")";
   // Preempt it (scontrol requeue, as a spot reclaim does) once it has made progress.
   ASSERT_TRUE(wait_until(
       [&] {
-        std::string live = read_all(path("ckpt-spot/step.live"));
+        std::string live = read_file(path("ckpt-spot/step.live"));
         return !live.empty() && std::stoi(live) >= 5;
       },
       60))
-      << read_all(o.log_path);
+      << read_file(o.log_path);
   ASSERT_EQ(slurm({"scontrol", "requeue", id}).code, 0);
   ASSERT_TRUE(wait_until(
-      [&] { return read_all(o.log_path).find("finished at 40") != std::string::npos; }, 90))
-      << read_all(o.log_path);
+      [&] { return read_file(o.log_path).find("finished at 40") != std::string::npos; }, 90))
+      << read_file(o.log_path);
   ASSERT_TRUE(wait_state(id, "COMPLETED"));
-  std::string log = read_all(o.log_path);
+  std::string log = read_file(o.log_path);
   EXPECT_THAT(log, HasSubstr("resumed at 0 restart=0\n"));
   EXPECT_THAT(log, HasSubstr("saved at "));  // SIGTERM reached the step
   auto at = log.find("restart=1");
@@ -306,7 +301,7 @@ TEST_F(SlurmTest, TheExecutorFollowsJobsToTheirEndInTheStore) {
   EXPECT_EQ(done->target, "test-cluster");
   ASSERT_TRUE(done->cost_usd.has_value());
   EXPECT_GE(*done->cost_usd, 0);
-  EXPECT_THAT(read_all(done->job_dir + "/output.log"), HasSubstr("hello-from-slurm"));
+  EXPECT_THAT(read_file(done->job_dir + "/output.log"), HasSubstr("hello-from-slurm"));
   ASSERT_TRUE(settle(bad, "failed"));
   EXPECT_EQ((*store)->get_job(bad)->exit_code, 7);
   EXPECT_EQ(state(secret), "failed");

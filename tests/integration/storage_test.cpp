@@ -26,11 +26,6 @@ using ::testing::Not;
 
 const std::string kSource = HYLAB_SOURCE_DIR;
 
-std::string read_all(const std::string& path) {
-  std::ifstream in(path, std::ios::binary);
-  return std::string(std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>());
-}
-
 void write_file(const std::string& path, const std::string& data) {
   fs::create_directories(fs::path(path).parent_path());
   std::ofstream(path, std::ios::binary) << data;
@@ -81,13 +76,13 @@ class S3rver {
     proc_.start(argv, log, {"NODE_OPTIONS=--openssl-legacy-provider"});
     // It prints "S3rver listening on 127.0.0.1:PORT" once it accepts connections.
     bool up = wait_until([&] {
-      std::string text = read_all(log);
+      std::string text = read_file(log);
       auto at = text.find("127.0.0.1:");
       if (at == std::string::npos) return false;
       port_ = std::atoi(text.c_str() + at + 10);
       return port_ > 0;
     });
-    if (!up) ADD_FAILURE() << "s3rver did not start: " << read_all(log);
+    if (!up) ADD_FAILURE() << "s3rver did not start: " << read_file(log);
   }
   std::string endpoint() const {
     return fmt::format("{}://127.0.0.1:{}", https_ ? "https" : "http", port_);
@@ -179,10 +174,10 @@ TEST_F(StorageTest, WhatHylabWritesBoto3ReadsAndTheOtherWayRound) {
 
   r = peer({"get", bucket_, odd, path("small.boto3")});
   ASSERT_EQ(r.code, 0) << r.err;
-  EXPECT_EQ(read_all(path("small.boto3")), small);
+  EXPECT_EQ(read_file(path("small.boto3")), small);
   r = peer({"get", bucket_, "models/big.bin", path("big.boto3")});
   ASSERT_EQ(r.code, 0) << r.err;
-  EXPECT_TRUE(read_all(path("big.boto3")) == big);
+  EXPECT_TRUE(read_file(path("big.boto3")) == big);
   // hylab stores the sha256 with each object, for readers to check.
   r = peer({"head", bucket_, "models/big.bin"});
   ASSERT_EQ(r.code, 0) << r.err;
@@ -194,7 +189,7 @@ TEST_F(StorageTest, WhatHylabWritesBoto3ReadsAndTheOtherWayRound) {
   r = hylab({"data", "get", uri("in/from boto3.bin"), path("got.bin"), "-o", "json"});
   ASSERT_EQ(r.code, 0) << r.err;
   EXPECT_EQ(json_of(r).at("cache").as_string(), "downloaded");
-  EXPECT_TRUE(read_all(path("got.bin")) == big.substr(0, 7 << 20));
+  EXPECT_TRUE(read_file(path("got.bin")) == big.substr(0, 7 << 20));
   r = hylab({"data", "get", uri(odd), "-"});  // standard output
   ASSERT_EQ(r.code, 0) << r.err;
   EXPECT_EQ(r.out, small);
@@ -248,21 +243,21 @@ TEST_F(StorageTest, SyncBothWaysComparesBySizeAndHashAndPaginates) {
   EXPECT_EQ(json_of(r).at("deleted").as_int64(), 1);
   EXPECT_EQ(std::stoi(peer({"count", bucket_, "ds/"}).out), 1004);
   ASSERT_EQ(peer({"get", bucket_, "ds/d3/f3.txt", path("f3")}).code, 0);
-  EXPECT_EQ(read_all(path("f3")), "file X\n");
+  EXPECT_EQ(read_file(path("f3")), "file X\n");
 
   // Down: every file, then only what differs; --delete removes local extras.
   r = hylab({"data", "sync", uri("ds/"), path("copy"), "--parallel", "16", "-o", "json"});
   ASSERT_EQ(r.code, 0) << r.err;
   EXPECT_EQ(json_of(r).at("downloaded").as_int64(), 1004);
-  EXPECT_EQ(read_all(path("copy/d3/f3.txt")), "file X\n");
-  EXPECT_EQ(read_all(path("copy/d5/f5.txt")), "file 5\n");
+  EXPECT_EQ(read_file(path("copy/d3/f3.txt")), "file X\n");
+  EXPECT_EQ(read_file(path("copy/d5/f5.txt")), "file 5\n");
   write_file(path("copy/d5/f5.txt"), "file Y\n");
   write_file(path("copy/extra.txt"), "not in the bucket\n");
   r = hylab({"data", "sync", uri("ds/"), path("copy"), "--delete", "-o", "json"});
   ASSERT_EQ(r.code, 0) << r.err;
   EXPECT_EQ(json_of(r).at("downloaded").as_int64(), 1);
   EXPECT_EQ(json_of(r).at("deleted").as_int64(), 1);
-  EXPECT_EQ(read_all(path("copy/d5/f5.txt")), "file 5\n");
+  EXPECT_EQ(read_file(path("copy/d5/f5.txt")), "file 5\n");
   EXPECT_FALSE(fs::exists(path("copy/extra.txt")));
 }
 
@@ -311,10 +306,10 @@ TEST_F(StorageTest, AChangedObjectIsNeverServedStale) {
   };
   EXPECT_EQ(get(), "downloaded");
   EXPECT_EQ(get(), "revalidated");  // If-None-Match: 304, the cached bytes are current
-  EXPECT_EQ(read_all(path("out.txt")), "version one\n");
+  EXPECT_EQ(read_file(path("out.txt")), "version one\n");
   ASSERT_EQ(peer({"put", bucket_, "cfg.txt", path("v2")}).code, 0);
   EXPECT_EQ(get(), "downloaded");
-  EXPECT_EQ(read_all(path("out.txt")), "version two, longer\n");
+  EXPECT_EQ(read_file(path("out.txt")), "version two, longer\n");
   // Within revalidate_after the cache answers alone.
   configure("  revalidate_after: 1h\n");
   EXPECT_EQ(get(), "hit");
@@ -338,7 +333,7 @@ TEST_F(StorageTest, TheCacheStaysUnderItsBoundUnderConcurrentLoad) {
   EXPECT_LE(most, 1u << 20) << "the cache went over its bound";
   EXPECT_GT(most, 0u);
   for (int i = 0; i < 40; ++i)
-    EXPECT_TRUE(read_all(path(fmt::format("out/o{:02}", i))) == random_bytes(100 << 10, 10 + i))
+    EXPECT_TRUE(read_file(path(fmt::format("out/o{:02}", i))) == random_bytes(100 << 10, 10 + i))
         << i;
   r = hylab({"data", "cache", "stats", "-o", "json"});
   ASSERT_EQ(r.code, 0) << r.err;
@@ -360,7 +355,7 @@ TEST_F(StorageTest, AKilledDownloadIsNeverServedHalfDone) {
   // Kill it once part of the object is on disk.
   bool partial = wait_until([&] { return cache_bytes(path("cache")) > (1u << 20); }, 60);
   get.stop(SIGKILL);
-  ASSERT_TRUE(partial) << read_all(path("get.log"));
+  ASSERT_TRUE(partial) << read_file(path("get.log"));
   EXPECT_LT(cache_bytes(path("cache")), big.size()) << "the download finished before the kill";
   EXPECT_FALSE(fs::exists(path("got.bin")));
 
@@ -371,7 +366,7 @@ TEST_F(StorageTest, AKilledDownloadIsNeverServedHalfDone) {
   r = hylab({"data", "get", uri("big.bin"), path("got.bin"), "-o", "json"});
   ASSERT_EQ(r.code, 0) << r.err;
   EXPECT_EQ(json_of(r).at("cache").as_string(), "downloaded");
-  EXPECT_TRUE(read_all(path("got.bin")) == big);
+  EXPECT_TRUE(read_file(path("got.bin")) == big);
 }
 
 TEST_F(StorageTest, PinnedObjectsSurviveEvictionAndClear) {
@@ -424,7 +419,7 @@ TEST_F(StorageTest, HttpsEndpointsAreVerifiedWithTheAwsCaBundle) {
       "openssl req -x509 -newkey rsa:2048 -nodes -keyout {} -out {} -days 1 -subj /CN=127.0.0.1 "
       "-addext subjectAltName=IP:127.0.0.1 > {} 2>&1",
       key, cert, path("openssl.log"));
-  ASSERT_EQ(std::system(cmd.c_str()), 0) << read_all(path("openssl.log"));
+  ASSERT_EQ(std::system(cmd.c_str()), 0) << read_file(path("openssl.log"));
   S3rver tls(dir_ / "tls", {"--cert", cert, "--key", key, "--configure-bucket", "secure"});
   write_file(path("hylab.yaml"), fmt::format("storage:\n  endpoint_url: {}\n  cache_dir: {}\n",
                                              tls.endpoint(), path("cache")));
@@ -456,11 +451,11 @@ TEST_F(StorageTest, ServerErrorsAreRetriedWithBackOffAndOthersAreNot) {
     EXPECT_TRUE(wait_until([&] { return fs::exists(path(name + ".port")); }));
     write_file(path("hylab.yaml"),
                fmt::format("storage:\n  endpoint_url: http://127.0.0.1:{}\n  cache_dir: {}\n",
-                           read_all(path(name + ".port")), path("cache")));
+                           read_file(path(name + ".port")), path("cache")));
     return p;
   };
   auto requests = [&](int status) {
-    std::string rec = read_all(path(fmt::format("s{}.rec", status)));
+    std::string rec = read_file(path(fmt::format("s{}.rec", status)));
     return std::count(rec.begin(), rec.end(), '\n');
   };
   {
@@ -470,10 +465,10 @@ TEST_F(StorageTest, ServerErrorsAreRetriedWithBackOffAndOthersAreNot) {
     EXPECT_THAT(r.err, HasSubstr("answered 503"));
     EXPECT_EQ(requests(503), 5);  // 5 attempts, then the error
   }
-  {
-    auto p = serve(500);
+  for (int status : {500, 429}) {  // a server error; throttling
+    auto p = serve(status);
     EXPECT_EQ(hylab({"data", "ls", uri("")}).code, 1);
-    EXPECT_EQ(requests(500), 5);
+    EXPECT_EQ(requests(status), 5) << status;
   }
   {
     auto p = serve(403);  // a refusal is final
