@@ -157,6 +157,8 @@ void read_policy(const yaml::Where& w, const YAML::Node& node, Policy& policy) {
   if (auto v = m.number("breakeven_limit_months", 0, true)) policy.breakeven_limit_months = *v;
   if (auto v = m.bytes("large_data_threshold", kGB)) policy.large_data_bytes = *v;
   if (auto v = m.hours("max_local_wait")) policy.max_local_wait_hours = *v;
+  if (auto v = m.integer("max_preemptions", 0)) policy.max_preemptions = static_cast<int>(*v);
+  if (auto v = m.number("monthly_cloud_budget_usd", 0)) policy.monthly_cloud_budget_usd = *v;
   if (auto n = m.take("large_job_hours")) {
     if (auto v = yaml::as_hours(w, *n, "policy.large_job_hours")) {
       if (*v <= 0) {

@@ -44,6 +44,8 @@ struct Policy {
   std::uint64_t large_data_bytes = 100 * kGB;  // the data matrix's "100 GB"
   double max_local_wait_hours = 4;             // longest a job should queue for lab GPUs
   double large_job_hours = 24;                 // a one-time job longer than this locally is "large"
+  int max_preemptions = 3;                     // a spot job preempted more often goes on-demand
+  double monthly_cloud_budget_usd = 0;         // past it new cloud jobs wait; 0: no budget
 };
 
 // The control plane (`hylab serve`) and how clients reach it.

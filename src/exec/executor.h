@@ -8,6 +8,7 @@
 #include <string>
 #include <string_view>
 
+#include "common/job_spec.h"
 #include "common/result.h"
 #include "store/store.h"
 
@@ -26,6 +27,14 @@ struct Inventory {
   std::vector<Gpu> gpus;
 };
 
+// How long a job would queue for the lab's GPUs: the running jobs' remaining hours and
+// those of the jobs queued ahead of it, from their specs' `hours`.
+struct WaitEstimate {
+  double hours = 0;    // 0: it would start now
+  bool known = true;   // false: a job ahead gave no hours, so the wait cannot be told
+  std::string detail;  // what it waits for, or why the wait is unknown
+};
+
 class Executor {
  public:
   virtual ~Executor() = default;
@@ -38,6 +47,11 @@ class Executor {
   // Queued: cancelled now. Running: SIGTERM, then SIGKILL after the grace period.
   virtual Result<store::JobRecord> cancel(std::int64_t job_id) = 0;
   virtual Inventory inventory() const = 0;
+  // The wait of a job not yet submitted, behind everything queued now (lab executors).
+  virtual WaitEstimate local_wait(const JobSpec& spec) const {
+    (void)spec;
+    return {};
+  }
 };
 
 }  // namespace hylab::exec

@@ -28,6 +28,7 @@ class Router : public Executor {
     return of(*job).cancel(job_id);
   }
   Inventory inventory() const override { return local_.inventory(); }  // the lab's GPUs
+  WaitEstimate local_wait(const JobSpec& spec) const override { return local_.local_wait(spec); }
 
  private:
   Executor& of(const store::JobRecord& job) { return job.environment == "cloud" ? cloud_ : local_; }

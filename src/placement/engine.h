@@ -32,6 +32,7 @@ inline constexpr std::string_view kProductionInference = "production-inference";
 inline constexpr std::string_view kContinuous = "continuous";
 inline constexpr std::string_view kGlobalReach = "global-reach";
 inline constexpr std::string_view kDefaultLocal = "default-local";
+inline constexpr std::string_view kBurst = "burst";  // the control plane's, not decide()'s
 }  // namespace rule
 
 // One question of the tree as it was asked of this job.

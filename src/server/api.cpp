@@ -12,6 +12,8 @@
 
 #include "common/job_spec.h"
 #include "common/text.h"
+#include "exec/spend.h"
+#include "placement/burst.h"
 #include "placement/engine.h"
 #include "placement/json.h"
 #include "storage/cache.h"
@@ -97,6 +99,10 @@ json::object job_json(const JobRecord& j) {
     o["remote_id"] = j.remote_id;
     o["restarts"] = j.restarts;
     o["cost_usd"] = j.cost_usd ? json::value(*j.cost_usd) : json::value(nullptr);
+  }
+  if (j.outputs_bytes) {  // brought back from the cloud target
+    o["outputs_bytes"] = *j.outputs_bytes;
+    o["outputs_files"] = j.outputs_files.value_or(0);
   }
   return o;
 }
@@ -232,6 +238,10 @@ HttpResponse Api::route(const HttpRequest& req, std::string& label) {
     label = "/v1/inventory";
     return req.method == "GET" ? inventory() : method_not_allowed("GET");
   }
+  if (p == "/v1/cost") {
+    label = "/v1/cost";
+    return req.method == "GET" ? cost(req) : method_not_allowed("GET");
+  }
   if (p == "/v1/status") {
     label = "/v1/status";
     return req.method == "GET" ? status() : method_not_allowed("GET");
@@ -331,6 +341,12 @@ HttpResponse Api::submit(const HttpRequest& req) {
     }
   }
   auto d = placement::decide(*p.spec, cfg_);
+  if (d.placeable && d.environment == placement::Environment::kLocal) {
+    // Burst: a job that would queue on the lab longer than the policy allows runs in the
+    // cloud now, unless the monthly cloud budget is spent.
+    exec::WaitEstimate w = executor_.local_wait(*p.spec);
+    placement::burst(d, *p.spec, {w.hours, w.known, w.detail}, cloud_budget_left(), cfg_);
+  }
   json::object decision = placement::decision_json(d);
   if (!d.placeable) {
     std::string why = "cannot place";
@@ -362,6 +378,77 @@ HttpResponse Api::submit(const HttpRequest& req) {
   HttpResponse r = json_response(201, o);
   r.headers.emplace_back("Location", fmt::format("/v1/jobs/{}", *id));
   return r;
+}
+
+// GET /v1/cost?since=2026-11-01|7d: spend by day, environment and job since then (default:
+// the start of this month), and the monthly cloud budget.
+HttpResponse Api::cost(const HttpRequest& req) {
+  double now = now_seconds();
+  double since = exec::month_start(now);
+  if (auto it = req.query.find("since"); it != req.query.end() && !it->second.empty()) {
+    const std::string& v = it->second;
+    std::tm tm{};
+    const char* end = v.size() == 10 ? strptime(v.c_str(), "%Y-%m-%d", &tm) : nullptr;
+    if (end && *end == 0) {
+      tm.tm_isdst = -1;
+      since = static_cast<double>(std::mktime(&tm));
+    } else if (auto h = parse_duration_hours(v);
+               h && v.find_first_not_of("0123456789.") != std::string::npos) {
+      since = now - *h * 3600;
+    } else {
+      return error(400, fmt::format("since must be a date (2026-11-01) or a duration back from "
+                                    "now (7d, 12h), got '{}'",
+                                    v));
+    }
+  }
+  auto jobs = store_.jobs_active_since(since);
+  if (!jobs) return error(500, jobs.error().message);
+  exec::SpendReport rep = exec::spend_report(*jobs, since, now);
+  auto cents = [](double usd) { return std::round(usd * 10000) / 10000; };
+  auto by_env = [&](const std::map<std::string, double>& m) {
+    json::object o;
+    for (const auto& [env, usd] : m) o[env] = cents(usd);
+    return o;
+  };
+  json::array days, job_rows;
+  for (const auto& d : rep.days) {
+    double total = 0;
+    for (const auto& [e, usd] : d.usd_by_environment) total += usd;
+    days.emplace_back(json::object{
+        {"day", d.day}, {"usd", cents(total)}, {"by_environment", by_env(d.usd_by_environment)}});
+  }
+  for (const auto& j : rep.jobs) {
+    json::object o{{"id", j.id},       {"name", j.name},          {"environment", j.environment},
+                   {"state", j.state}, {"hours", cents(j.hours)}, {"usd", cents(j.usd)}};
+    if (!j.target.empty()) {
+      o["target"] = j.target;
+      o["spot"] = j.spot;
+      o["restarts"] = j.restarts;
+    }
+    job_rows.emplace_back(std::move(o));
+  }
+  double month = now;
+  auto month_jobs = store_.jobs_active_since(exec::month_start(now));
+  double month_cloud = month_jobs ? exec::cloud_spend_this_month(*month_jobs, month) : 0;
+  json::object budget{{"month_cloud_usd", cents(month_cloud)}};
+  budget["monthly_cloud_budget_usd"] = cfg_.policy.monthly_cloud_budget_usd > 0
+                                           ? json::value(cfg_.policy.monthly_cloud_budget_usd)
+                                           : json::value(nullptr);
+  return json_response(200, json::object{{"since", time_json(since)},
+                                         {"until", time_json(now)},
+                                         {"total_usd", cents(rep.total_usd)},
+                                         {"by_environment", by_env(rep.usd_by_environment)},
+                                         {"days", std::move(days)},
+                                         {"jobs", std::move(job_rows)},
+                                         {"budget", std::move(budget)}});
+}
+
+bool Api::cloud_budget_left() const {
+  double budget = cfg_.policy.monthly_cloud_budget_usd;
+  if (budget <= 0) return true;
+  double now = now_seconds();
+  auto jobs = store_.jobs_active_since(exec::month_start(now));
+  return !jobs || exec::cloud_spend_this_month(*jobs, now) < budget;
 }
 
 HttpResponse Api::list(const HttpRequest& req) {
@@ -503,6 +590,20 @@ HttpResponse Api::metrics() {
   std::int64_t used = 0;
   for (const auto& g : inv.gpus) used += g.job != 0;
   metrics_.set_gpus(static_cast<std::int64_t>(inv.gpus.size()) - used, used, inv.source);
+  double now = now_seconds();
+  if (auto jobs = store_.jobs_active_since(exec::month_start(now))) {
+    exec::SpendReport rep = exec::spend_report(*jobs, exec::month_start(now), now);
+    telemetry::Spend sp;
+    sp.month_by_environment = rep.usd_by_environment;
+    sp.monthly_cloud_budget_usd = cfg_.policy.monthly_cloud_budget_usd;
+    for (const auto& t : cfg_.clouds) sp.month_by_target[t.name] = 0;
+    for (const auto& j : rep.jobs) {
+      if (j.target.empty()) continue;
+      sp.month_by_target[j.target] += j.usd;
+      sp.preemptions_by_target[j.target] += j.restarts;
+    }
+    metrics_.set_spend(sp);
+  }
   HttpResponse r;
   r.content_type = "text/plain; version=0.0.4; charset=utf-8";
   r.body = metrics_.render();

@@ -32,6 +32,8 @@ class Api {
   HttpResponse inventory();
   HttpResponse status();
   HttpResponse metrics();
+  HttpResponse cost(const HttpRequest& req);
+  bool cloud_budget_left() const;
 
   const Config& cfg_;
   store::Store& store_;

@@ -43,7 +43,7 @@ bool is_terminal(JobState s) {
 namespace {
 
 // Each entry moves the schema one version up; never edit one that has shipped.
-constexpr std::array<const char*, 2> kMigrations = {
+constexpr std::array<const char*, 3> kMigrations = {
     R"sql(
 CREATE TABLE jobs (
   id INTEGER PRIMARY KEY AUTOINCREMENT,
@@ -80,6 +80,15 @@ ALTER TABLE jobs ADD COLUMN target TEXT NOT NULL DEFAULT '';
 ALTER TABLE jobs ADD COLUMN remote_id TEXT NOT NULL DEFAULT '';
 ALTER TABLE jobs ADD COLUMN restarts INTEGER NOT NULL DEFAULT 0;
 ALTER TABLE jobs ADD COLUMN cost_usd REAL;
+)sql",
+    // 3: spend across preemptions (the cost of the runs before the current one, and when the
+    // current one started) and the outputs brought back from a cloud job.
+    R"sql(
+ALTER TABLE jobs ADD COLUMN cost_prior_usd REAL NOT NULL DEFAULT 0;
+ALTER TABLE jobs ADD COLUMN segment_start REAL;
+ALTER TABLE jobs ADD COLUMN outputs_bytes INTEGER;
+ALTER TABLE jobs ADD COLUMN outputs_files INTEGER;
+CREATE INDEX jobs_by_end ON jobs(ended_at);
 )sql",
 };
 
@@ -140,7 +149,8 @@ std::optional<double> opt_real(sqlite3_stmt* s, int col) {
 constexpr const char* kColumns =
     "id, name, spec, spec_file, state, environment, rule, spot, decision, reason, priority, gpus, "
     "pid, pid_start, pgid, exit_code, signal, cancel_requested, created_at, queued_at, started_at, "
-    "ended_at, job_dir, workdir, target, remote_id, restarts, cost_usd";
+    "ended_at, job_dir, workdir, target, remote_id, restarts, cost_usd, cost_prior_usd, "
+    "segment_start, outputs_bytes, outputs_files";
 
 JobRecord read_row(sqlite3_stmt* s) {
   JobRecord j;
@@ -172,6 +182,10 @@ JobRecord read_row(sqlite3_stmt* s) {
   j.remote_id = text(s, 25);
   j.restarts = sqlite3_column_int(s, 26);
   j.cost_usd = opt_real(s, 27);
+  j.cost_prior_usd = sqlite3_column_double(s, 28);
+  j.segment_start = opt_real(s, 29);
+  j.outputs_bytes = opt_int(s, 30);
+  if (auto v = opt_int(s, 31)) j.outputs_files = *v;
   return j;
 }
 
@@ -295,12 +309,23 @@ Result<std::vector<JobRecord>> Store::jobs_in_state(JobState state) const {
   return collect(st, db_);
 }
 
+Result<std::vector<JobRecord>> Store::jobs_active_since(double since) const {
+  Stmt st(db_, fmt::format("SELECT {} FROM jobs WHERE started_at IS NOT NULL AND (ended_at IS "
+                           "NULL OR ended_at >= ?) ORDER BY id",
+                           kColumns)
+                   .c_str());
+  if (!st.ok()) return db_error(db_, "list jobs");
+  st.bind(1, since);
+  return collect(st, db_);
+}
+
 Result<bool> Store::update_job(const JobRecord& j) {
   Stmt st(db_,
           "UPDATE jobs SET state=?, reason=?, gpus=?, pid=?, pid_start=?, pgid=?, exit_code=?, "
           "signal=?, "
           "cancel_requested=?, queued_at=?, started_at=?, ended_at=?, job_dir=?, target=?, "
-          "remote_id=?, restarts=?, cost_usd=? WHERE id=?");
+          "remote_id=?, restarts=?, cost_usd=?, spot=?, cost_prior_usd=?, segment_start=?, "
+          "outputs_bytes=?, outputs_files=? WHERE id=?");
   if (!st.ok()) return db_error(db_, "update job");
   st.bind(1, std::string(to_string(j.state)));
   st.bind(2, j.reason);
@@ -319,7 +344,12 @@ Result<bool> Store::update_job(const JobRecord& j) {
   st.bind(15, j.remote_id);
   st.bind(16, static_cast<std::int64_t>(j.restarts));
   st.bind(17, j.cost_usd);
-  st.bind(18, j.id);
+  st.bind(18, static_cast<std::int64_t>(j.spot));
+  st.bind(19, j.cost_prior_usd);
+  st.bind(20, j.segment_start);
+  st.bind(21, j.outputs_bytes);
+  st.bind(22, j.outputs_files);
+  st.bind(23, j.id);
   if (st.step() != SQLITE_DONE) return db_error(db_, "update job");
   if (sqlite3_changes(db_) == 0)
     return Error{Errc::kNotFound, fmt::format("no job with id {}", j.id)};

@@ -47,10 +47,14 @@ struct JobRecord {
   std::string job_dir;
   std::string workdir;  // absolute; empty: the job's own directory
   // Jobs on a cloud target (clouds: in hylab.yaml).
-  std::string target;     // the target's name
-  std::string remote_id;  // the engine's job id (Slurm's)
-  int restarts = 0;       // preemptions the job resumed from
-  std::optional<double> cost_usd;
+  std::string target;                         // the target's name
+  std::string remote_id;                      // the engine's job id (Slurm's)
+  int restarts = 0;                           // preemptions the job resumed from
+  std::optional<double> cost_usd;             // so far: cost_prior_usd + the current run's
+  double cost_prior_usd = 0;                  // the runs before a preemption
+  std::optional<double> segment_start;        // when the current run started (Slurm's StartTime)
+  std::optional<std::int64_t> outputs_bytes;  // the outputs brought back, once it ended
+  std::optional<std::int64_t> outputs_files;
 };
 
 struct JobFilter {
@@ -81,6 +85,9 @@ class Store {
   Result<std::vector<JobRecord>> list_jobs(const JobFilter& filter) const;
   // Jobs in one state, in queue order (priority, then id).
   Result<std::vector<JobRecord>> jobs_in_state(JobState state) const;
+  // Jobs that ran at some time at or after `since` (Unix seconds): started, and running
+  // or ended since then. For spend reports.
+  Result<std::vector<JobRecord>> jobs_active_since(double since) const;
   // Writes every mutable field of the job (state, process, times, reason, gpus).
   Result<bool> update_job(const JobRecord& job);
   Result<std::vector<StateCount>> count_by_state() const;

@@ -35,6 +35,28 @@ struct ServerMetrics::Impl {
                                                     .Name("hylab_gpus")
                                                     .Help("Lab GPUs by status (free, used)")
                                                     .Register(*registry);
+  prometheus::Family<prometheus::Gauge>& spend =
+      prometheus::BuildGauge()
+          .Name("hylab_spend_month_usd")
+          .Help(
+              "Spend this calendar month by environment (cloud: the targets' instance prices; "
+              "local: the lab's running cost)")
+          .Register(*registry);
+  prometheus::Family<prometheus::Gauge>& target_spend =
+      prometheus::BuildGauge()
+          .Name("hylab_cloud_spend_month_usd")
+          .Help("Cloud spend this calendar month by cloud target")
+          .Register(*registry);
+  prometheus::Family<prometheus::Gauge>& budget =
+      prometheus::BuildGauge()
+          .Name("hylab_cloud_budget_month_usd")
+          .Help("The policy's monthly cloud budget (0: none)")
+          .Register(*registry);
+  prometheus::Family<prometheus::Gauge>& preemptions =
+      prometheus::BuildGauge()
+          .Name("hylab_cloud_preemptions_month")
+          .Help("Preemptions (restarts) of this month's cloud jobs by target")
+          .Register(*registry);
 };
 
 std::string storage_metrics_text(const StorageMetrics& m) {
@@ -92,6 +114,16 @@ void ServerMetrics::set_gpus(std::int64_t free, std::int64_t used, std::string_v
   std::string src(source);
   impl_->gpus.Add({{"status", "free"}, {"source", src}}).Set(static_cast<double>(free));
   impl_->gpus.Add({{"status", "used"}, {"source", src}}).Set(static_cast<double>(used));
+}
+
+void ServerMetrics::set_spend(const Spend& s) {
+  for (const char* e : kEnvironments) {
+    auto it = s.month_by_environment.find(e);
+    impl_->spend.Add({{"environment", e}}).Set(it == s.month_by_environment.end() ? 0 : it->second);
+  }
+  for (const auto& [t, usd] : s.month_by_target) impl_->target_spend.Add({{"target", t}}).Set(usd);
+  for (const auto& [t, n] : s.preemptions_by_target) impl_->preemptions.Add({{"target", t}}).Set(n);
+  impl_->budget.Add({}).Set(s.monthly_cloud_budget_usd);
 }
 
 std::string ServerMetrics::render() const {

@@ -291,8 +291,15 @@ TEST_F(SlurmTest, TheExecutorFollowsJobsToTheirEndInTheStore) {
         60);
   };
   std::int64_t ok = add("name: ok\nrun: echo hello-from-slurm\n");
-  EXPECT_EQ(state(ok), "queued");
-  EXPECT_FALSE((*store)->get_job(ok)->remote_id.empty());
+  EXPECT_EQ(state(ok), "pending");  // sbatch runs off the event loop
+  EXPECT_THAT((*store)->get_job(ok)->reason, HasSubstr("submitting to test-cluster"));
+  ASSERT_TRUE(wait_until(
+      [&] {
+        ioc.restart();
+        ioc.run_for(std::chrono::milliseconds(20));
+        return !(*store)->get_job(ok)->remote_id.empty();
+      },
+      30));
   std::int64_t bad = add("name: bad\nrun: exit 7\n", true);
   std::int64_t secret = add("name: s\ndata: {sensitivity: sensitive}\nrun: cat secrets\n");
   ASSERT_TRUE(settle(ok, "succeeded")) << state(ok) << " " << (*store)->get_job(ok)->reason;
@@ -322,7 +329,7 @@ TEST_F(SlurmTest, TheExecutorFollowsJobsToTheirEndInTheStore) {
 TEST_F(SlurmTest, ServeRunsCloudJobsOnTheTargetAcrossARestart) {
   ServeHarness s(fmt::format(
       "clouds:\n  - {{name: test-cluster, partition: cloud, spot_partition: cloud-spot, instance: "
-      "p4d.24xlarge, env: {{SLURM_CONF: {}}}}}\n",
+      "p5.48xlarge, env: {{SLURM_CONF: {}}}}}\n",
       *conf_));
   s.start();
   const std::string big = "category: training\nresources: {accelerators: H100:8}\n";

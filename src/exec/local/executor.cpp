@@ -13,7 +13,9 @@
 #include <boost/asio/steady_timer.hpp>
 #include <boost/json.hpp>
 #include <chrono>
+#include <cmath>
 #include <filesystem>
+#include <limits>
 #include <map>
 
 #include "common/gpu.h"
@@ -154,6 +156,80 @@ class LocalExecutor::Impl {
 
   Inventory inventory() const { return inv_; }
 
+  // Plays the queue forward: each running job frees its GPUs when its `hours` are up, each
+  // queued job (in order: none starts before the one ahead of it) takes the GPUs that free
+  // first, then the new job does. Jobs without hours make the wait unknown.
+  WaitEstimate local_wait(const JobSpec& spec) const {
+    constexpr double kUnknown = std::numeric_limits<double>::infinity();
+    const double now = now_seconds();
+    std::vector<double> free_at(inv_.gpus.size(), 0);  // hours from now
+    std::vector<std::int64_t> holder(inv_.gpus.size(), 0);
+    std::map<std::int64_t, std::string> no_hours;  // job -> name
+    for (std::size_t i = 0; i < inv_.gpus.size(); ++i) {
+      std::int64_t id = inv_.gpus[i].job;
+      if (id == 0) continue;
+      holder[i] = id;
+      auto job = store_.get_job(id);
+      std::optional<double> hours;
+      if (job) hours = spec_hours(*job);
+      if (job && hours && job->started_at) {
+        free_at[i] = std::max(0.0, *job->started_at + *hours * 3600 - now) / 3600;
+      } else {
+        free_at[i] = kUnknown;
+        no_hours[id] = job ? job->name : "";
+      }
+    }
+    double last_start = 0;
+    int ahead = 0;
+    if (auto queued = store_.jobs_in_state(JobState::kQueued)) {
+      for (const auto& job : *queued) {
+        if (job.environment == "cloud") continue;
+        Diagnostics diag;
+        auto s = load_job_spec_text(job.spec, "job", cfg_.catalog, diag);
+        if (!s) continue;
+        auto gpus = earliest(*s, free_at);
+        if (!gpus) continue;  // the lab can never hold it: it will fail, not wait
+        ++ahead;
+        double start = std::max(last_start, gpus->first);
+        last_start = start;
+        for (std::size_t i : gpus->second) {
+          if (s->hours) {
+            free_at[i] = start + *s->hours;
+          } else {
+            free_at[i] = kUnknown;
+            no_hours[job.id] = job.name;
+          }
+          holder[i] = job.id;
+        }
+      }
+    }
+    WaitEstimate w;
+    auto mine = earliest(spec, free_at);
+    if (!mine) return w;  // needs no GPUs, or more than the lab has: not a matter of waiting
+    w.hours = std::max(last_start, mine->first);
+    std::map<std::int64_t, std::string> blocking;
+    for (std::size_t i : mine->second) {
+      if (holder[i] != 0) blocking[holder[i]] = "";
+    }
+    std::string jobs;
+    for (const auto& [id, n] : blocking) jobs += (jobs.empty() ? "" : ", ") + std::to_string(id);
+    if (std::isinf(w.hours)) {
+      w.known = false;
+      std::string which;
+      for (const auto& [id, name] : no_hours)
+        which += fmt::format("{}job {}{}", which.empty() ? "" : ", ", id,
+                             name.empty() ? "" : " (" + name + ")");
+      w.detail = fmt::format(
+          "the lab's GPUs it needs are held by jobs without `hours` ({}), so its wait cannot be "
+          "estimated",
+          which);
+    } else if (w.hours > 0) {
+      w.detail = fmt::format("the GPUs it needs free in ~{:.1f} h (held by job {}{})", w.hours,
+                             jobs, ahead > 0 ? fmt::format("; {} queued ahead of it", ahead) : "");
+    }
+    return w;
+  }
+
  private:
   std::vector<std::size_t> gpus_of(const JobRecord& job) const {
     std::vector<std::size_t> out;
@@ -168,6 +244,48 @@ class LocalExecutor::Impl {
       }
     }
     return out;
+  }
+
+  std::optional<double> spec_hours(const JobRecord& job) const {
+    Diagnostics diag;
+    auto s = load_job_spec_text(job.spec, "job", cfg_.catalog, diag);
+    return s ? s->hours : std::nullopt;
+  }
+
+  // The lab GPUs that could hold one accelerator request: the model itself first, then
+  // any with at least its memory (as allocate() chooses).
+  std::vector<std::size_t> eligible(const GpuModel& want) const {
+    std::vector<std::size_t> out;
+    for (int exact = 1; exact >= 0; --exact) {
+      for (std::size_t i = 0; i < inv_.gpus.size(); ++i) {
+        const auto& g = inv_.gpus[i];
+        bool is_exact = g.model == want.name;
+        if ((exact && is_exact) || (!exact && !is_exact && g.memory_bytes >= want.memory_bytes))
+          out.push_back(i);
+      }
+    }
+    return out;
+  }
+
+  // When (hours from now) the job could start given when each GPU frees, and on which
+  // GPUs; nothing when it needs no GPUs or more than the lab has.
+  std::optional<std::pair<double, std::vector<std::size_t>>> earliest(
+      const JobSpec& spec, const std::vector<double>& free_at) const {
+    std::optional<std::pair<double, std::vector<std::size_t>>> best;
+    for (const auto& req : spec.accelerators) {
+      const GpuModel* want = cfg_.catalog.find_gpu(req.model);
+      if (!want) continue;
+      std::size_t need =
+          static_cast<std::size_t>(req.count) * static_cast<std::size_t>(spec.num_nodes);
+      auto e = eligible(*want);
+      if (need == 0 || e.size() < need) continue;
+      std::stable_sort(e.begin(), e.end(),
+                       [&](std::size_t a, std::size_t b) { return free_at[a] < free_at[b]; });
+      e.resize(need);
+      double start = free_at[e.back()];
+      if (!best || start < best->first) best.emplace(start, std::move(e));
+    }
+    return best;
   }
 
   void release(std::int64_t id) {
@@ -189,17 +307,7 @@ class LocalExecutor::Impl {
       if (!want) continue;
       std::size_t need =
           static_cast<std::size_t>(req.count) * static_cast<std::size_t>(spec.num_nodes);
-      std::vector<std::size_t> eligible;
-      for (int exact = 1; exact >= 0; --exact) {
-        for (std::size_t i = 0; i < inv_.gpus.size(); ++i) {
-          const auto& g = inv_.gpus[i];
-          bool is_exact = g.model == want->name;
-          if ((exact && is_exact) ||
-              (!exact && !is_exact && g.memory_bytes >= want->memory_bytes)) {
-            eligible.push_back(i);
-          }
-        }
-      }
+      std::vector<std::size_t> eligible = this->eligible(*want);
       if (eligible.size() < need) {
         nevers.push_back(
             fmt::format("{}x {} (the lab has {} such GPUs)", need, want->name, eligible.size()));
@@ -422,5 +530,8 @@ void LocalExecutor::recover() { impl_->recover(); }
 Result<bool> LocalExecutor::submit(std::int64_t id) { return impl_->submit(id); }
 Result<store::JobRecord> LocalExecutor::cancel(std::int64_t id) { return impl_->cancel(id); }
 Inventory LocalExecutor::inventory() const { return impl_->inventory(); }
+WaitEstimate LocalExecutor::local_wait(const JobSpec& spec) const {
+  return impl_->local_wait(spec);
+}
 
 }  // namespace hylab::exec::local

@@ -34,6 +34,7 @@ class LocalExecutor : public Executor {
   Result<bool> submit(std::int64_t job_id) override;
   Result<store::JobRecord> cancel(std::int64_t job_id) override;
   Inventory inventory() const override;
+  WaitEstimate local_wait(const JobSpec& spec) const override;
 
  private:
   class Impl;

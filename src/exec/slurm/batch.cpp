@@ -102,6 +102,10 @@ Result<std::string> batch_script(const JobSpec& spec, const CloudTarget& target,
     s += "export HYLAB_CHECKPOINT_DIR=" + shell_quote(opt.checkpoint_dir) + "\n";
     s += "mkdir -p \"$HYLAB_CHECKPOINT_DIR\"\n";
   }
+  if (!opt.output_dir.empty()) {
+    s += "export HYLAB_OUTPUT_DIR=" + shell_quote(opt.output_dir) + "\n";
+    s += "mkdir -p \"$HYLAB_OUTPUT_DIR\"\n";
+  }
   for (const auto& [name, value] : spec.envs) {
     if (!valid_env_name(name))
       return invalid_input(fmt::format("envs: {} is not a variable name", quote(name)));

@@ -3,6 +3,8 @@
 
 #include <fmt/format.h>
 
+#include <filesystem>
+
 #include "exec/command.h"
 #include "exec/slurm/batch.h"
 
@@ -139,10 +141,81 @@ Result<std::optional<SlurmJob>> SlurmClient::query(const std::string& id) {
   return std::optional<SlurmJob>();
 }
 
+Result<std::vector<SlurmJob>> SlurmClient::query_all() {
+  auto out = run({"scontrol", "show", "job", "-o"}, "");
+  if (!out) return out.error();
+  return parse_scontrol(*out);
+}
+
 Result<bool> SlurmClient::cancel(const std::string& id) {
   auto out = run({"scancel", id}, "");
   if (!out) return out.error();
   return true;
+}
+
+Result<bool> SlurmClient::move_to_partition(const std::string& id, const std::string& partition) {
+  auto out = run({"scontrol", "update", "JobId=" + id, "Partition=" + partition}, "");
+  if (!out) return out.error();
+  return true;
+}
+
+Result<std::vector<std::string>> SlurmClient::fetch(const std::string& remote_dir,
+                                                    const std::vector<std::string>& paths,
+                                                    const std::string& dest,
+                                                    double timeout_seconds) {
+  namespace fs = std::filesystem;
+  std::vector<std::string> missing, present;
+  std::error_code ec;
+  fs::create_directories(dest, ec);
+  if (ec) return Error{Errc::kIo, fmt::format("cannot create {}: {}", dest, ec.message())};
+  for (const auto& p : paths) {
+    std::string rel = p;
+    while (!rel.empty() && rel.back() == '/') rel.pop_back();
+    fs::path rp(rel);
+    bool escapes = rel.empty() || rp.is_absolute();
+    for (const auto& part : rp) escapes = escapes || part == "..";
+    if (escapes) {
+      missing.push_back(p + " (outputs are paths inside the job's folder)");
+      continue;
+    }
+    if (target_.ssh.empty()) {
+      fs::path from = fs::path(remote_dir) / rp, to = fs::path(dest) / rp;
+      if (!fs::exists(from, ec)) {
+        missing.push_back(p);
+        continue;
+      }
+      fs::create_directories(to.parent_path(), ec);
+      fs::copy(from, to,
+               fs::copy_options::recursive | fs::copy_options::overwrite_existing |
+                   fs::copy_options::copy_symlinks,
+               ec);
+      if (ec)
+        return Error{Errc::kIo, fmt::format("cannot copy {}: {}", from.string(), ec.message())};
+    } else {
+      present.push_back(rel);
+    }
+  }
+  if (present.empty()) return missing;
+  // One tar stream through ssh; paths missing there are reported by tar and skipped.
+  std::string remote = "cd " + shell_quote(remote_dir) + " && for p in";
+  for (const auto& p : present) remote += " " + shell_quote(p);
+  remote += "; do [ -e \"$p\" ] && printf '%s\\0' \"$p\"; done | tar --null -T - -cf -";
+  std::string line = "ssh -o BatchMode=yes " + shell_quote(target_.ssh) + " -- " +
+                     shell_quote(remote) + " | tar -C " + shell_quote(dest) + " -xf -";
+  CommandOptions o;
+  o.timeout_seconds = timeout_seconds;
+  auto r = run_command({"/bin/bash", "-c", "set -o pipefail; " + line}, o);
+  if (!r) return r.error();
+  if (r->timed_out || r->exit_code != 0) {
+    return Error{Errc::kIo,
+                 fmt::format("cloud target {}: copying the outputs from {} failed: {}",
+                             target_.name, target_.ssh,
+                             r->timed_out ? "no end within the deadline" : r->err.substr(0, 500))};
+  }
+  for (const auto& p : present) {
+    if (!fs::exists(fs::path(dest) / p, ec)) missing.push_back(p);
+  }
+  return missing;
 }
 
 }  // namespace hylab::exec::slurm

@@ -37,7 +37,17 @@ class SlurmClient {
   Result<std::string> submit(const std::string& script);
   // Nothing when Slurm no longer knows the job (past MinJobAge).
   Result<std::optional<SlurmJob>> query(const std::string& id);
+  // Every job Slurm knows now (one `scontrol show job -o` for all).
+  Result<std::vector<SlurmJob>> query_all();
   Result<bool> cancel(const std::string& id);
+  // Moves a pending job to another partition (a spot job falling back to on-demand).
+  Result<bool> move_to_partition(const std::string& id, const std::string& partition);
+  // Brings `paths` (relative to `remote_dir`, files or folders) into `dest`: copied on this
+  // host, or streamed with `ssh HOST tar` for a target reached through ssh. Returns the
+  // paths that were not there.
+  Result<std::vector<std::string>> fetch(const std::string& remote_dir,
+                                         const std::vector<std::string>& paths,
+                                         const std::string& dest, double timeout_seconds);
   const CloudTarget& target() const { return target_; }
 
  private:

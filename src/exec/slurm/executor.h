@@ -1,10 +1,15 @@
-// The Slurm executor: jobs placed in the cloud go to a `clouds:` target as sbatch scripts
-// (batch.h); their state is followed with `scontrol show job` every poll interval and
-// recorded in the store (queued, running, restarts after preemption, exit code, elapsed
-// time and cost), also once Slurm has forgotten the job; cancel is scancel. Logs go to
-// JOB_DIR/output.log (appended across restarts), read by the same /v1/jobs/{id}/logs.
-// Not yet wired into `hylab serve` (that routes cloud jobs here next). The Slurm commands
-// block the event loop for at most their deadline. Event-loop thread only.
+// The Slurm executor: jobs placed in the cloud go to the `clouds:` target that holds them
+// most cheaply (placement/burst.h) as sbatch scripts (batch.h), unless the policy's monthly
+// cloud budget is spent (then they wait and try again each poll). Their state is followed
+// with one `scontrol show job` per target every poll interval (more often right after a
+// submission) and recorded in the store: queued, running, restarts after preemption, exit
+// code, spend (elapsed x the instance's price, the spot price while on spot, summed across
+// preemptions), also once Slurm has forgotten the job. A spot job preempted more often than
+// policy.max_preemptions moves to the on-demand partition. When a job ends its `outputs`
+// come back to JOB_DIR/outputs (copied, or through ssh) before it is recorded as ended.
+// Cancel is scancel. Logs go to JOB_DIR/output.log (appended across restarts), read by the
+// same /v1/jobs/{id}/logs. The cluster commands run on a small thread pool, never on the
+// event loop; their results are applied on it. Event-loop thread only.
 #pragma once
 
 #include <memory>
@@ -25,6 +30,7 @@ struct Options {
   double poll_interval_seconds = 2;
   int grace_seconds = 120;  // SIGTERM before a spot preemption
   double command_timeout_seconds = 30;
+  double fetch_timeout_seconds = 3600;  // bringing a job's outputs back
 };
 
 class SlurmExecutor : public Executor {

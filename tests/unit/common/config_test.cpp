@@ -43,6 +43,15 @@ TEST(Config, ExampleConfigLoads) {
 TEST(Config, PolicyDefaults) {
   Config cfg = testing::config_from("lab: {gpus: [{model: RTX3090}]}");
   EXPECT_DOUBLE_EQ(cfg.policy.breakeven_limit_months, 6);
+  EXPECT_EQ(cfg.policy.max_preemptions, 3);
+  EXPECT_DOUBLE_EQ(cfg.policy.monthly_cloud_budget_usd, 0);
+  Config set = testing::config_from(
+      "lab: {gpus: [{model: RTX3090}]}\npolicy: {max_preemptions: 1, monthly_cloud_budget_usd: "
+      "250}\n");
+  EXPECT_EQ(set.policy.max_preemptions, 1);
+  EXPECT_DOUBLE_EQ(set.policy.monthly_cloud_budget_usd, 250);
+  EXPECT_THAT(config_errors("policy:\n  monthly_cloud_budget_usd: -5\n"),
+              HasSubstr("hylab.yaml:2:29: error: policy.monthly_cloud_budget_usd"));
   EXPECT_EQ(cfg.policy.large_data_bytes, 100 * kGB);
   EXPECT_EQ(cfg.lab.gpu_count(), 1);
   // Price and power default to the cards'.

@@ -40,17 +40,17 @@ TEST_F(StoreTest, MigratesAFreshDatabaseAndReopens) {
   {
     auto s = Store::open(path_);
     ASSERT_TRUE(s) << s.error().message;
-    EXPECT_EQ((*s)->schema_version(), 2);
+    EXPECT_EQ((*s)->schema_version(), 3);
     ASSERT_TRUE((*s)->insert_job(job("a")));
   }
   auto again = Store::open(path_);
   ASSERT_TRUE(again);
-  EXPECT_EQ((*again)->schema_version(), 2);
+  EXPECT_EQ((*again)->schema_version(), 3);
   EXPECT_EQ((*again)->get_job(1)->name, "a");
 }
 
 // A state database written by the first schema (before cloud targets) keeps its jobs and
-// gains the cloud columns.
+// gains the cloud columns (schemas 2 and 3).
 TEST_F(StoreTest, MigratesAVersionOneDatabase) {
   {
     sqlite3* db = nullptr;
@@ -71,7 +71,7 @@ TEST_F(StoreTest, MigratesAVersionOneDatabase) {
   }
   auto s = Store::open(path_);
   ASSERT_TRUE(s) << s.error().message;
-  EXPECT_EQ((*s)->schema_version(), 2);
+  EXPECT_EQ((*s)->schema_version(), 3);
   auto old = (*s)->get_job(1);
   ASSERT_TRUE(old);
   EXPECT_EQ(old->name, "old");
@@ -88,6 +88,23 @@ TEST_F(StoreTest, MigratesAVersionOneDatabase) {
   EXPECT_EQ(back->remote_id, "1234");
   EXPECT_EQ(back->restarts, 2);
   EXPECT_EQ(back->cost_usd, 12.5);
+  EXPECT_FALSE(back->outputs_bytes);
+  back->spot = true;  // a spot job falling back to on-demand changes this
+  back->cost_prior_usd = 2.25;
+  back->segment_start = 1700000000;
+  back->outputs_bytes = 4096;
+  back->outputs_files = 3;
+  back->started_at = 100;
+  back->ended_at = 200;
+  ASSERT_TRUE((*s)->update_job(*back));
+  auto again = (*s)->get_job(1);
+  EXPECT_TRUE(again->spot);
+  EXPECT_EQ(again->cost_prior_usd, 2.25);
+  EXPECT_EQ(again->segment_start, 1700000000);
+  EXPECT_EQ(again->outputs_bytes, 4096);
+  EXPECT_EQ(again->outputs_files, 3);
+  EXPECT_EQ((*s)->jobs_active_since(150)->size(), 1U);
+  EXPECT_EQ((*s)->jobs_active_since(201)->size(), 0U);
 }
 
 TEST_F(StoreTest, RefusesADatabaseFromANewerHylab) {
@@ -98,7 +115,7 @@ TEST_F(StoreTest, RefusesADatabaseFromANewerHylab) {
   sqlite3_close(db);
   auto s = Store::open(path_);
   ASSERT_FALSE(s);
-  EXPECT_NE(s.error().message.find("schema version 99, newer than this hylab knows (2)"),
+  EXPECT_NE(s.error().message.find("schema version 99, newer than this hylab knows (3)"),
             std::string::npos);
 }
 
