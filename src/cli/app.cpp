@@ -350,7 +350,7 @@ int run(const std::vector<std::string>& args, std::ostream& out, std::ostream& e
   place_cmd->add_option("jobs", place.files, "job spec files (YAML)")->required();
   place_cmd->add_flag("--explain", place.explain, "print the path through the decision tree");
 
-  auto* cost_cmd = app.add_subcommand("cost", "cost model: break-even and per-job estimates");
+  auto* cost_cmd = app.add_subcommand("cost", "cost model: break-even, per-job estimates and the spend report");
   cost_cmd->require_subcommand(1);
   BreakevenOptions be;
   auto* be_cmd =
@@ -373,6 +373,12 @@ int run(const std::vector<std::string>& args, std::ostream& out, std::ostream& e
   std::string estimate_file;
   auto* est_cmd = cost_cmd->add_subcommand("estimate", "both sides' cost of one job");
   est_cmd->add_option("job", estimate_file, "job spec file (YAML)")->required();
+  std::string report_since;
+  auto* report_cmd = cost_cmd->add_subcommand(
+      "report", "spend by day, environment and job, from the control plane");
+  report_cmd->add_option("--since", report_since,
+                         "a date (2026-11-01) or a duration back from now (7d, 12h); default: "
+                         "the start of this month");
 
   ClientOptions client;
   app.add_option("--url", client.url,
@@ -468,6 +474,7 @@ int run(const std::vector<std::string>& args, std::ostream& out, std::ostream& e
     if (logs_cmd->parsed()) return cmd_logs(*cfg, client, logs_id, logs_follow, out, err);
     if (cancel_cmd->parsed()) return cmd_cancel(*cfg, client, cancel_id, out, err);
     if (status_cmd->parsed()) return cmd_status(*cfg, client, out, err);
+    if (report_cmd->parsed()) return cmd_cost_report(*cfg, client, report_since, out, err);
   } catch (const std::exception& e) {
     err << "error: " << e.what() << "\n";
     return kExitFailure;

@@ -313,6 +313,61 @@ int cmd_cancel(const Config& cfg, const ClientOptions& c, const std::string& id_
   return kExitOk;
 }
 
+int cmd_cost_report(const Config& cfg, const ClientOptions& c, const std::string& since,
+                    std::ostream& out, std::ostream& err) {
+  auto t = server_or_report(cfg, c, err);
+  if (!t) return kExitFailure;
+  int code = kExitOk;
+  std::string path = "/v1/cost";
+  if (!since.empty()) path += "?since=" + url_encode(since);
+  auto r = call(*t, "GET", path, "", err, &code);
+  if (!r) return code;
+  if (r->status != 200) return report_error(*r, err);
+  json::value v = json::parse(r->body);
+  if (c.json) {
+    out << pretty_json(v);
+    return kExitOk;
+  }
+  auto usd = [](const json::value& x) {
+    return x.is_number() ? fmt::format("${:.2f}", x.to_number<double>()) : std::string("-");
+  };
+  auto env_usd = [&](const json::object& by, const char* env) {
+    auto* x = by.if_contains(env);
+    return x ? usd(*x) : std::string("$0.00");
+  };
+  out << fmt::format("spend from {} to {}: {}\n\n", ago(v.at("since")), ago(v.at("until")),
+                     usd(v.at("total_usd")));
+  std::vector<std::vector<std::string>> days{{"DAY", "LOCAL", "CLOUD", "TOTAL"}};
+  for (const auto& d : v.at("days").as_array()) {
+    const auto& by = d.at("by_environment").as_object();
+    days.push_back(
+        {str(d.at("day")), env_usd(by, "local"), env_usd(by, "cloud"), usd(d.at("usd"))});
+  }
+  const auto& env = v.at("by_environment").as_object();
+  days.push_back({"all", env_usd(env, "local"), env_usd(env, "cloud"), usd(v.at("total_usd"))});
+  out << columns(days) << "\n";
+  std::vector<std::vector<std::string>> jobs{
+      {"ID", "NAME", "ENV", "TARGET", "STATE", "HOURS", "RESTARTS", "COST"}};
+  for (const auto& jv : v.at("jobs").as_array()) {
+    const auto& j = jv.as_object();
+    std::string target = j.contains("target") ? str(j.at("target")) : "-";
+    if (j.contains("spot") && j.at("spot").as_bool()) target += " (spot)";
+    jobs.push_back({str(j.at("id")), str(j.at("name")), str(j.at("environment")), target,
+                    str(j.at("state")), fmt::format("{:.2f}", j.at("hours").to_number<double>()),
+                    j.contains("restarts") ? str(j.at("restarts")) : "-", usd(j.at("usd"))});
+  }
+  out << columns(jobs);
+  const auto& b = v.at("budget").as_object();
+  if (!b.at("monthly_cloud_budget_usd").is_null()) {
+    out << fmt::format("\ncloud this month: {} of a {} monthly budget\n",
+                       usd(b.at("month_cloud_usd")), usd(b.at("monthly_cloud_budget_usd")));
+  } else {
+    out << fmt::format("\ncloud this month: {} (no monthly budget set)\n",
+                       usd(b.at("month_cloud_usd")));
+  }
+  return kExitOk;
+}
+
 int cmd_status(const Config& cfg, const ClientOptions& c, std::ostream& out, std::ostream& err) {
   auto t = server_or_report(cfg, c, err);
   if (!t) return kExitFailure;

@@ -1,7 +1,7 @@
 // The CLI's side of the control plane's API: finds the server (--url, $HYLAB_URL, the
 // running server's STATE_DIR/server.json, the config's server.listen) and its token
 // ($HYLAB_TOKEN, STATE_DIR/token), and runs the client subcommands: run, jobs, logs,
-// cancel, status.
+// cancel, status, cost report.
 #pragma once
 
 #include <optional>
@@ -38,6 +38,9 @@ int cmd_logs(const Config& cfg, const ClientOptions& c, const std::string& id, b
 int cmd_cancel(const Config& cfg, const ClientOptions& c, const std::string& id, std::ostream& out,
                std::ostream& err);
 int cmd_status(const Config& cfg, const ClientOptions& c, std::ostream& out, std::ostream& err);
+// `hylab cost report [--since DATE|7d]`: spend by day, environment and job.
+int cmd_cost_report(const Config& cfg, const ClientOptions& c, const std::string& since,
+                    std::ostream& out, std::ostream& err);
 // `hylab gateway stats`: the gateway's /metrics as a table (or JSON).
 int cmd_gateway_stats(const Config& cfg, const std::optional<std::string>& admin, bool json,
                       std::ostream& out, std::ostream& err);
