@@ -350,7 +350,8 @@ int run(const std::vector<std::string>& args, std::ostream& out, std::ostream& e
   place_cmd->add_option("jobs", place.files, "job spec files (YAML)")->required();
   place_cmd->add_flag("--explain", place.explain, "print the path through the decision tree");
 
-  auto* cost_cmd = app.add_subcommand("cost", "cost model: break-even, per-job estimates and the spend report");
+  auto* cost_cmd =
+      app.add_subcommand("cost", "cost model: break-even, per-job estimates and the spend report");
   cost_cmd->require_subcommand(1);
   BreakevenOptions be;
   auto* be_cmd =

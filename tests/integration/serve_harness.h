@@ -146,6 +146,9 @@ class ServeHarness {
     return wait_until([&] { return state(id) == want; }, seconds);
   }
 
+  const std::string& config_path() const { return config_; }
+  std::string dir() const { return dir_.string(); }
+
   std::string log(std::int64_t id) const {
     return request("GET", "/v1/jobs/" + std::to_string(id) + "/logs").body;
   }

@@ -9,6 +9,7 @@
 #include <boost/asio/io_context.hpp>
 #include <filesystem>
 #include <fstream>
+#include <functional>
 
 #include "exec/slurm/batch.h"
 #include "exec/slurm/client.h"
@@ -247,6 +248,53 @@ TEST_F(SlurmTest, TheClientSubmitsFollowsAndCancels) {
   EXPECT_THAT(r.error().message, HasSubstr("cloud target test-cluster: sbatch "));
 }
 
+// The Slurm executor on the real cluster with a real store, driven by its own event loop.
+struct Rig {
+  Rig(Config c, const std::string& db, const std::string& jobs) : cfg(std::move(c)) {
+    auto s = store::Store::open(db);
+    EXPECT_TRUE(s) << s.error().message;
+    store = std::move(*s);
+    exec::slurm::Options opts;
+    opts.jobs_dir = jobs;
+    opts.poll_interval_seconds = 0.2;
+    executor = std::make_unique<exec::slurm::SlurmExecutor>(ioc, *store, cfg, opts);
+    executor->recover();
+  }
+  std::int64_t add(const std::string& spec, bool spot = false) {
+    store::JobRecord j;
+    j.name = "t";
+    j.spec = spec;
+    j.environment = "cloud";
+    j.rule = "test";
+    j.decision = "{}";
+    j.spot = spot;
+    j.created_at = 1;
+    auto id = store->insert_job(j);
+    EXPECT_TRUE(id) << id.error().message;
+    EXPECT_TRUE(executor->submit(*id));
+    return *id;
+  }
+  store::JobRecord job(std::int64_t id) { return *store->get_job(id); }
+  std::string state(std::int64_t id) { return std::string(store::to_string(job(id).state)); }
+  // Runs the event loop until `cond` holds.
+  bool until(const std::function<bool()>& cond, double seconds = 60) {
+    return wait_until(
+        [&] {
+          ioc.restart();  // run_for stops the context whenever it runs out of work
+          ioc.run_for(std::chrono::milliseconds(20));
+          return cond();
+        },
+        seconds);
+  }
+  bool settle(std::int64_t id, const std::string& want, double seconds = 60) {
+    return until([&] { return state(id) == want; }, seconds);
+  }
+  Config cfg;
+  boost::asio::io_context ioc;
+  std::unique_ptr<store::Store> store;
+  std::unique_ptr<exec::slurm::SlurmExecutor> executor;
+};
+
 // The executor on the real cluster, with a real store: a job handed to the target is followed
 // to its end and recorded (exit code, log, cost from the catalog instance), a failing one too,
 // a sensitive one is refused by the executor itself, and cancel reaches Slurm.
@@ -256,72 +304,129 @@ TEST_F(SlurmTest, TheExecutorFollowsJobsToTheirEndInTheStore) {
   t.instance = "p4d.24xlarge";
   t.env["SLURM_CONF"] = *conf_;
   cfg.clouds.push_back(t);
-  auto store = store::Store::open(path("executor.db"));
-  ASSERT_TRUE(store) << store.error().message;
-  boost::asio::io_context ioc;
-  exec::slurm::Options opts;
-  opts.jobs_dir = path("jobs");
-  opts.poll_interval_seconds = 0.2;
-  exec::slurm::SlurmExecutor executor(ioc, **store, cfg, opts);
-  executor.recover();
-  auto add = [&](const std::string& spec, bool spot = false) {
-    store::JobRecord j;
-    j.name = "t";
-    j.spec = spec;
-    j.environment = "cloud";
-    j.rule = "test";
-    j.decision = "{}";
-    j.spot = spot;
-    j.created_at = 1;
-    auto id = (*store)->insert_job(j);
-    EXPECT_TRUE(id) << id.error().message;
-    EXPECT_TRUE(executor.submit(*id));
-    return *id;
-  };
-  auto state = [&](std::int64_t id) {
-    return std::string(store::to_string((*store)->get_job(id)->state));
-  };
-  auto settle = [&](std::int64_t id, const std::string& want) {
-    return wait_until(
-        [&] {
-          ioc.restart();  // run_for stops the context whenever it runs out of work
-          ioc.run_for(std::chrono::milliseconds(50));
-          return state(id) == want;
-        },
-        60);
-  };
-  std::int64_t ok = add("name: ok\nrun: echo hello-from-slurm\n");
-  EXPECT_EQ(state(ok), "pending");  // sbatch runs off the event loop
-  EXPECT_THAT((*store)->get_job(ok)->reason, HasSubstr("submitting to test-cluster"));
-  ASSERT_TRUE(wait_until(
-      [&] {
-        ioc.restart();
-        ioc.run_for(std::chrono::milliseconds(20));
-        return !(*store)->get_job(ok)->remote_id.empty();
-      },
-      30));
-  std::int64_t bad = add("name: bad\nrun: exit 7\n", true);
-  std::int64_t secret = add("name: s\ndata: {sensitivity: sensitive}\nrun: cat secrets\n");
-  ASSERT_TRUE(settle(ok, "succeeded")) << state(ok) << " " << (*store)->get_job(ok)->reason;
-  auto done = (*store)->get_job(ok);
-  EXPECT_EQ(done->exit_code, 0);
-  EXPECT_EQ(done->target, "test-cluster");
-  ASSERT_TRUE(done->cost_usd.has_value());
-  EXPECT_GE(*done->cost_usd, 0);
-  EXPECT_THAT(read_file(done->job_dir + "/output.log"), HasSubstr("hello-from-slurm"));
-  ASSERT_TRUE(settle(bad, "failed"));
-  EXPECT_EQ((*store)->get_job(bad)->exit_code, 7);
-  EXPECT_EQ(state(secret), "failed");
-  EXPECT_THAT((*store)->get_job(secret)->reason, HasSubstr("never goes to the cloud target"));
-  EXPECT_TRUE((*store)->get_job(secret)->remote_id.empty());  // nothing reached the cluster
+  Rig rig(cfg, path("executor.db"), path("jobs"));
+  std::int64_t ok = rig.add("name: ok\nrun: echo hello-from-slurm\n");
+  EXPECT_EQ(rig.state(ok), "pending");  // sbatch runs off the event loop
+  EXPECT_THAT(rig.job(ok).reason, HasSubstr("submitting to test-cluster"));
+  ASSERT_TRUE(rig.until([&] { return !rig.job(ok).remote_id.empty(); }));
+  std::int64_t bad = rig.add("name: bad\nrun: exit 7\n", true);
+  std::int64_t secret = rig.add("name: s\ndata: {sensitivity: sensitive}\nrun: cat secrets\n");
+  ASSERT_TRUE(rig.settle(ok, "succeeded")) << rig.state(ok) << " " << rig.job(ok).reason;
+  auto done = rig.job(ok);
+  EXPECT_EQ(done.exit_code, 0);
+  EXPECT_EQ(done.target, "test-cluster");
+  ASSERT_TRUE(done.cost_usd.has_value());
+  EXPECT_GE(*done.cost_usd, 0);
+  EXPECT_THAT(read_file(done.job_dir + "/output.log"), HasSubstr("hello-from-slurm"));
+  ASSERT_TRUE(rig.settle(bad, "failed"));
+  EXPECT_EQ(rig.job(bad).exit_code, 7);
+  EXPECT_EQ(rig.state(secret), "failed");
+  EXPECT_THAT(rig.job(secret).reason, HasSubstr("never goes to the cloud target"));
+  EXPECT_TRUE(rig.job(secret).remote_id.empty());  // nothing reached the cluster
 
-  std::int64_t slow = add("name: slow\nrun: sleep 60\n");
-  ASSERT_TRUE(settle(slow, "running"));
-  auto cancelled = executor.cancel(slow);
+  std::int64_t slow = rig.add("name: slow\nrun: sleep 60\n");
+  ASSERT_TRUE(rig.settle(slow, "running"));
+  auto cancelled = rig.executor->cancel(slow);
   ASSERT_TRUE(cancelled) << cancelled.error().message;
-  ASSERT_TRUE(settle(slow, "cancelled"));
-  Ran r = slurm({"scontrol", "show", "job", "-o", (*store)->get_job(slow)->remote_id});
+  ASSERT_TRUE(rig.settle(slow, "cancelled"));
+  Ran r = slurm({"scontrol", "show", "job", "-o", rig.job(slow).remote_id});
   EXPECT_THAT(r.out, HasSubstr("JobState=CANCELLED"));
+}
+
+// Managed spot: each preemption is counted and the job resumes from its checkpoint; once
+// preempted more often than policy.max_preemptions it moves to the on-demand partition,
+// and its spend covers every run, at the spot price while on spot.
+TEST_F(SlurmTest, ASpotJobPreemptedTooOftenFallsBackToOnDemand) {
+  Config cfg;
+  CloudTarget t = target();
+  t.instance = "p4d.24xlarge";
+  t.env["SLURM_CONF"] = *conf_;
+  cfg.clouds.push_back(t);
+  cfg.policy.max_preemptions = 1;
+  Rig rig(cfg, path("fallback.db"), path("fallback-jobs"));
+  std::int64_t id = rig.add(R"(name: spotty
+run: |
+  ck="$HYLAB_CHECKPOINT_DIR/step"
+  step=$(cat "$ck" 2>/dev/null || echo 0)
+  echo "resumed at $step restart=$HYLAB_RESTART_COUNT"
+  trap 'echo $step > "$ck"; exit 143' TERM
+  while [ "$step" -lt 30 ]; do step=$((step + 1)); echo $step > "$ck.live"; sleep 0.1; done
+  echo "finished at $step"
+)",
+                            true);
+  auto progressed = [&](int at_least) {
+    std::string live =
+        read_file(path("fallback-jobs/" + std::to_string(id) + "/checkpoint/step.live"));
+    return !live.empty() && std::stoi(live) >= at_least;
+  };
+  // Two preemptions, each once the job has run a while (and been seen running).
+  for (int n = 1; n <= 2; ++n) {
+    ASSERT_TRUE(rig.until([&] {
+      return rig.state(id) == "running" && rig.job(id).restarts == n - 1 && progressed(3 * n);
+    })) << rig.state(id)
+        << " " << rig.job(id).reason;
+    ASSERT_EQ(slurm({"scontrol", "requeue", rig.job(id).remote_id}).code, 0);
+  }
+  ASSERT_TRUE(rig.settle(id, "succeeded", 120)) << rig.job(id).reason;
+  auto job = rig.job(id);
+  EXPECT_EQ(job.restarts, 2);
+  EXPECT_FALSE(job.spot);  // on-demand now
+  EXPECT_EQ(field(job.remote_id, "Partition"), "cloud");
+  std::string log = read_file(job.job_dir + "/output.log");
+  EXPECT_THAT(log, HasSubstr("restart=2"));
+  EXPECT_THAT(log, Not(HasSubstr("resumed at 0 restart=2")));  // from the checkpoint
+  ASSERT_TRUE(job.cost_usd);
+  ASSERT_TRUE(job.started_at && job.ended_at);
+  // Every run counts: more than the last run's time at the on-demand price alone, and no
+  // more than the whole span at the on-demand price.
+  const Instance* p4d = cfg.catalog.find_instance("p4d.24xlarge");
+  double last_run = (*job.ended_at - *job.segment_start) / 3600;
+  EXPECT_GT(*job.cost_usd, last_run * p4d->usd_per_hour);
+  EXPECT_LE(*job.cost_usd, (*job.ended_at - *job.started_at + 2) / 3600 * p4d->usd_per_hour);
+  EXPECT_GT(job.cost_prior_usd, 0);
+}
+
+// Pattern 1, step 6: a job's `outputs` (paths in its folder) and what it wrote to
+// $HYLAB_OUTPUT_DIR come back to the job's output directory, with size and file count
+// recorded; a missing one is named. The monthly budget: once the month's cloud spend
+// reaches it, a new cloud job waits, saying why, and never reaches Slurm.
+TEST_F(SlurmTest, OutputsComeBackAndTheMonthlyBudgetHoldsNewJobs) {
+  Config cfg;
+  CloudTarget t = target();
+  t.instance = "p4d.24xlarge";
+  t.env["SLURM_CONF"] = *conf_;
+  cfg.clouds.push_back(t);
+  cfg.policy.monthly_cloud_budget_usd = 0.000001;  // the first job spends it
+  Rig rig(cfg, path("outputs.db"), path("outputs-jobs"));
+  std::int64_t id = rig.add(R"(name: train
+outputs: [models/ft/, metrics.json, missing.txt]
+run: |
+  mkdir -p models/ft && head -c 3000 /dev/zero > models/ft/weights.bin && echo x > models/ft/cfg
+  echo '{"loss": 0.1}' > metrics.json
+  echo direct > "$HYLAB_OUTPUT_DIR/direct.txt"
+  sleep 1
+)");
+  ASSERT_TRUE(rig.settle(id, "succeeded")) << rig.job(id).reason;
+  auto job = rig.job(id);
+  std::string out = job.job_dir + "/outputs";
+  EXPECT_EQ(read_file(out + "/models/ft/weights.bin").size(), 3000U);
+  EXPECT_EQ(read_file(out + "/metrics.json"), "{\"loss\": 0.1}\n");
+  EXPECT_EQ(read_file(out + "/direct.txt"), "direct\n");
+  EXPECT_EQ(job.outputs_files, 4);
+  EXPECT_EQ(job.outputs_bytes, 3000 + 2 + 14 + 7);
+  EXPECT_THAT(job.reason, HasSubstr("outputs not found: missing.txt"));
+  ASSERT_TRUE(job.cost_usd);
+  EXPECT_GT(*job.cost_usd, 0);
+
+  std::int64_t next = rig.add("name: next\nrun: echo should-not-run\n");
+  EXPECT_EQ(rig.state(next), "pending");
+  EXPECT_THAT(rig.job(next).reason, HasSubstr("monthly cloud budget ($0.00"));
+  EXPECT_THAT(rig.job(next).reason, HasSubstr("is spent"));
+  rig.until([] { return false; }, 1);  // a few polls: it stays held
+  EXPECT_EQ(rig.state(next), "pending");
+  EXPECT_TRUE(rig.job(next).remote_id.empty());
+  ASSERT_TRUE(rig.executor->cancel(next));
+  EXPECT_EQ(rig.state(next), "cancelled");
 }
 
 // Through `hylab serve`: a job placed in the cloud runs on the target, its log comes through
@@ -350,6 +455,77 @@ TEST_F(SlurmTest, ServeRunsCloudJobsOnTheTargetAcrossARestart) {
   ASSERT_TRUE(s.wait_state(slow, "succeeded", 60)) << s.job(slow);
   EXPECT_THAT(s.request("GET", fmt::format("/v1/jobs/{}/logs", slow)).body,
               HasSubstr("done-after-the-restart"));
+}
+
+// Burst through `hylab serve`: with the lab's GPUs held for hours, a job that would wait
+// past policy.max_local_wait runs on the cluster now, its reasons giving both costs; a
+// sensitive one waits for the lab instead. `hylab logs -f` follows the cloud job to its
+// end, and its spend shows in `hylab cost report` and on /metrics.
+TEST_F(SlurmTest, ABusyLabBurstsToTheCloudAndItsSpendIsReported) {
+  ServeHarness s(fmt::format(
+      "policy: {{max_local_wait: 1h}}\n"
+      "clouds:\n  - {{name: test-cluster, partition: cloud, spot_partition: cloud-spot, instance: "
+      "p4d.24xlarge, env: {{SLURM_CONF: {}}}}}\n",
+      *conf_));
+  s.start();
+  const std::string two = "resources: {accelerators: RTX4090:2}\n";
+  std::int64_t blocker = s.submit("name: blocker\n" + two + "hours: 5\nrun: sleep 120\n");
+  ASSERT_TRUE(s.wait_state(blocker, "running")) << s.job(blocker);
+  std::int64_t id = s.submit("name: burst\n" + two +
+                             "hours: 0.5\nrun: for i in 1 2 3; do echo tick $i; sleep 0.5; done\n");
+  auto job = s.job(id);
+  EXPECT_EQ(job.at("environment").as_string(), "cloud") << job;
+  EXPECT_EQ(job.at("rule").as_string(), "burst");
+  std::string why = json::serialize(job.at("decision").at("reasons"));
+  EXPECT_THAT(why, HasSubstr("longer than the policy's max_local_wait (1 h)"));
+  EXPECT_THAT(why, HasSubstr("held by job " + std::to_string(blocker)));
+  EXPECT_THAT(why, HasSubstr("runs now on cloud target test-cluster for $16.39"));  // 32.77 x 0.5
+  EXPECT_THAT(why, HasSubstr("on the lab after the wait"));
+
+  Ran logs =
+      run_command({HYLAB_BINARY, "--config", s.config_path(), "logs", "-f", std::to_string(id)}, {},
+                  s.dir(), 90);
+  EXPECT_EQ(logs.code, 0) << logs.err;
+  EXPECT_THAT(logs.out, HasSubstr("tick 1\ntick 2\ntick 3\n"));
+  ASSERT_TRUE(s.wait_state(id, "succeeded", 30)) << s.job(id);
+  double cost = s.job(id).at("cost_usd").to_number<double>();
+  EXPECT_GT(cost, 0);
+
+  std::int64_t secret =
+      s.submit("name: secret\n" + two + "data: {sensitivity: sensitive}\nhours: 1\nrun: cat x\n");
+  EXPECT_EQ(s.job(secret).at("environment").as_string(), "local");
+  EXPECT_EQ(s.state(secret), "queued");
+
+  Ran report = run_command(
+      {HYLAB_BINARY, "--config", s.config_path(), "cost", "report", "-o", "json"}, {}, s.dir(), 30);
+  ASSERT_EQ(report.code, 0) << report.err;
+  json::value r = json::parse(report.out);
+  EXPECT_GT(r.at("by_environment").at("cloud").to_number<double>(), 0);
+  EXPECT_GT(r.at("by_environment").at("local").to_number<double>(), 0);  // the blocker so far
+  bool listed = false;
+  for (const auto& j : r.at("jobs").as_array()) {
+    if (j.at("id").as_int64() != id) continue;
+    listed = true;
+    EXPECT_EQ(j.at("target").as_string(), "test-cluster");
+    EXPECT_NEAR(j.at("usd").to_number<double>(), cost, 1e-4);
+  }
+  EXPECT_TRUE(listed) << report.out;
+  Ran table =
+      run_command({HYLAB_BINARY, "--config", s.config_path(), "cost", "report", "--since", "1d"},
+                  {}, s.dir(), 30);
+  ASSERT_EQ(table.code, 0) << table.err;
+  EXPECT_THAT(table.out, HasSubstr("test-cluster"));
+  EXPECT_THAT(table.out, HasSubstr("cloud this month: $"));
+  Ran bad = run_command(
+      {HYLAB_BINARY, "--config", s.config_path(), "cost", "report", "--since", "last tuesday"}, {},
+      s.dir(), 30);
+  EXPECT_EQ(bad.code, 2);
+  EXPECT_THAT(bad.err, HasSubstr("since must be a date (2026-11-01) or a duration"));
+
+  std::string metrics = s.request("GET", "/metrics").body;
+  EXPECT_THAT(metrics, HasSubstr("hylab_cloud_spend_month_usd{target=\"test-cluster\"} 0."));
+  EXPECT_THAT(metrics, HasSubstr("hylab_spend_month_usd{environment=\"cloud\"} 0."));
+  EXPECT_THAT(metrics, HasSubstr("hylab_cloud_preemptions_month{target=\"test-cluster\"} 0"));
 }
 
 }  // namespace

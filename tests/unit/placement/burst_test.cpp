@@ -47,12 +47,13 @@ TEST(ChooseTarget, CheapestTargetThatHoldsTheJob) {
   EXPECT_FALSE(t.target);
   EXPECT_THAT(t.why, HasSubstr("no cloud target can hold it: big (p4d.24xlarge has 8x A100"));
   // A provider the job names.
-  t = choose_target(testing::spec_from("resources: {accelerators: L4:1, cloud: gcp}\nrun: x\n", cfg),
-                    false, cfg);
+  t = choose_target(
+      testing::spec_from("resources: {accelerators: L4:1, cloud: gcp}\nrun: x\n", cfg), false, cfg);
   EXPECT_FALSE(t.target);
   EXPECT_THAT(t.why, HasSubstr("on aws, the job asks for gcp"));
   Config none = testing::config_from(testing::kTwoGpuLab);
-  EXPECT_THAT(choose_target(JobSpec{}, false, none).why, HasSubstr("no cloud target is configured"));
+  EXPECT_THAT(choose_target(JobSpec{}, false, none).why,
+              HasSubstr("no cloud target is configured"));
 }
 
 TEST(Burst, ALongWaitSendsTheJobToTheCloudWithBothCosts) {
