@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Runs the benchmarks built by `make bench`: placement decisions per second (Google
-# Benchmark), then the control plane's (bench/serve_bench.py). See bench/RESULTS.md.
+# Benchmark), the control plane (bench/serve_bench.py), the gateway, storage and Slurm
+# dispatch (bench/*/). See bench/RESULTS.md.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bin=build/bench/bench/placement_bench
@@ -13,3 +14,6 @@ bench/gateway/run.sh build/bench/src/cli/hylab
 
 echo
 bench/storage/run.sh build/bench/src/cli/hylab
+
+echo
+bench/slurm/bench.py build/bench/src/cli/hylab

@@ -5,7 +5,6 @@ requests per second with wrk, and `hylab jobs` with 10,000 jobs in the store.
 Usage: bench/serve_bench.py [HYLAB_BINARY]   (default build/bench/src/cli/hylab; `make bench`)
 Starts its own `hylab serve` on 127.0.0.1 with a throw-away state directory and stops it.
 """
-import http.client
 import json
 import os
 import shutil
@@ -16,17 +15,10 @@ import sys
 import tempfile
 import time
 
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from serve_client import connect, wait_for  # noqa: E402
+
 HYLAB = os.path.abspath(sys.argv[1] if len(sys.argv) > 1 else "build/bench/src/cli/hylab")
-
-
-def wait_for(cond, seconds=30):
-    deadline = time.time() + seconds
-    while time.time() < deadline:
-        v = cond()
-        if v:
-            return v
-        time.sleep(0.005)
-    raise SystemExit("timed out")
 
 
 def main():
@@ -38,25 +30,7 @@ def main():
     log = open(os.path.join(tmp, "serve.log"), "w")
     serve = subprocess.Popen([HYLAB, "serve", "--config", cfg, "--no-nvml"], stdout=log, stderr=log)
     try:
-        info_path = os.path.join(tmp, "state", "server.json")
-
-        def info():
-            try:
-                with open(info_path) as f:
-                    return json.load(f)
-            except (OSError, ValueError):
-                return None
-
-        url = wait_for(info)["url"]
-        host, port = url.split("//")[1].split(":")
-        token = open(os.path.join(tmp, "state", "token")).read().strip()
-        auth = {"Authorization": "Bearer " + token}
-        conn = http.client.HTTPConnection(host, int(port))
-
-        def call(method, path, body=None):
-            conn.request(method, path, body=body, headers=auth)
-            r = conn.getresponse()
-            return r.status, r.read()
+        url, token, call = connect(os.path.join(tmp, "state"))
 
         # 1. Submit-to-process-start: the job's first command writes a timestamp.
         latencies = []

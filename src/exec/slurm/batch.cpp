@@ -66,8 +66,12 @@ Result<std::string> batch_script(const JobSpec& spec, const CloudTarget& target,
       opt.spot && !target.spot_partition.empty() ? target.spot_partition : target.partition;
   std::string s = "#!/bin/bash\n";
   auto opt_line = [&](const std::string& o) { s += "#SBATCH " + o + "\n"; };
-  opt_line(fmt::format("--job-name=hylab-{}{}", opt.job_id,
-                       spec.name.empty() ? "" : "-" + plain(spec.name)));
+  std::string name = fmt::format("--job-name=hylab-{}", opt.job_id);
+  if (!spec.name.empty()) {  // += rather than "-" + ...: gcc 12's false -Wrestrict
+    name += '-';
+    name += plain(spec.name);
+  }
+  opt_line(name);
   opt_line("--partition=" + partition);
   opt_line(fmt::format("--nodes={}", std::max(1, spec.num_nodes)));
   opt_line("--ntasks-per-node=1");
