@@ -8,7 +8,7 @@ build_pkgs=(cmake ninja-build g++ pkg-config ccache
   libyaml-cpp-dev libcli11-dev libfmt-dev libboost1.81-dev libboost-json1.81-dev
   libsqlite3-dev libssl-dev prometheus-cpp-dev libcurl4-openssl-dev)
 test_pkgs=(clang clang-format clang-tidy libclang-rt-14-dev libgtest-dev libgmock-dev git python3 openssl
-  nginx-light python3-boto3 python3-botocore slurm-wlm munge procps)
+  nginx-light python3-boto3 python3-botocore slurm-wlm munge procps openssh-client openssh-server)
 bench_pkgs=(libbenchmark-dev wrk python3 haproxy nginx-light util-linux rclone curl)
 
 want=("${build_pkgs[@]}")
@@ -41,6 +41,11 @@ if ((${#missing[@]} > 0)); then
   # Refresh the package lists only when an install fails for want of them.
   "${sudo[@]}" apt-get install -y --no-install-recommends "${missing[@]}" ||
     { "${sudo[@]}" apt-get update && "${sudo[@]}" apt-get install -y --no-install-recommends "${missing[@]}"; }
+  # openssh-server is here for the tests' own sshd on a loopback port: the system's ssh
+  # service that the package starts is turned off again, not left listening on port 22.
+  if [[ " ${missing[*]} " == *" openssh-server "* ]] && command -v systemctl >/dev/null; then
+    "${sudo[@]}" systemctl disable --now ssh.service ssh.socket >/dev/null 2>&1 || true
+  fi
 fi
 
 if [[ ${1:-build} != build && ! -f tests/s3rver/node_modules/s3rver/bin/s3rver.js ]]; then

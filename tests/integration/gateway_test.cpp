@@ -676,15 +676,8 @@ TEST_F(GatewayTest, NginxAsAPlainUpstream) {
   for (std::size_t i = 0; i < big.size(); i += 4096) big[i] = static_cast<char>('a' + i % 26);
   std::ofstream(root + "/big.bin") << big;
   std::ofstream(root + "/small.txt") << "hello from nginx\n";
-  int s = ::socket(AF_INET, SOCK_STREAM, 0);
-  sockaddr_in a{};
-  a.sin_family = AF_INET;
-  a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  ASSERT_EQ(::bind(s, reinterpret_cast<sockaddr*>(&a), sizeof a), 0);
-  socklen_t len = sizeof a;
-  ::getsockname(s, reinterpret_cast<sockaddr*>(&a), &len);
-  int port = ntohs(a.sin_port);
-  ::close(s);
+  int port = free_loopback_port();
+  ASSERT_GT(port, 0);
   std::string d = dir_.string();
   std::ofstream(path("nginx.conf")) << fmt::format(
       "daemon off; worker_processes 1; pid {0}/nginx.pid; error_log {0}/nginx.err;\n"

@@ -248,6 +248,85 @@ TEST_F(SlurmTest, TheClientSubmitsFollowsAndCancels) {
   EXPECT_THAT(r.error().message, HasSubstr("cloud target test-cluster: sbatch "));
 }
 
+// A target reached through `ssh HOST`: a real sshd (OpenSSH) on 127.0.0.1 with its own host
+// key, and the user's OpenSSH config standing in as `ssh -F` (an `ssh` first on PATH that adds
+// it). sbatch and scontrol run on the far side with the target's env, and the job's outputs
+// come back as one tar stream.
+TEST_F(SlurmTest, ATargetReachedThroughSshSubmitsFollowsAndBringsOutputsBack) {
+  const std::string sshd_bin = "/usr/sbin/sshd";
+  ASSERT_TRUE(fs::exists(sshd_bin)) << "openssh-server is missing (scripts/install-deps.sh test)";
+  std::string d = path("ssh");
+  fs::create_directories(d + "/bin");
+  for (const char* key : {"host", "user"}) {
+    Ran k = run_command({"ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", d + "/" + key}, {}, d,
+                        30);
+    ASSERT_EQ(k.code, 0) << k.err;
+  }
+  fs::copy_file(d + "/user.pub", d + "/authorized_keys");
+  int port = free_loopback_port();
+  ASSERT_GT(port, 0);
+  std::ofstream(d + "/sshd_config") << fmt::format(
+      "Port {1}\nListenAddress 127.0.0.1\nHostKey {0}/host\nAuthorizedKeysFile "
+      "{0}/authorized_keys\nPasswordAuthentication no\nKbdInteractiveAuthentication no\nUsePAM "
+      "no\nStrictModes no\nPidFile {0}/sshd.pid\nPermitRootLogin prohibit-password\n",
+      d, port);
+  std::ofstream(d + "/ssh_config") << fmt::format(
+      "Host hylab-test-head\n  HostName 127.0.0.1\n  Port {1}\n  IdentityFile {0}/user\n  "
+      "IdentitiesOnly yes\n  StrictHostKeyChecking no\n  UserKnownHostsFile /dev/null\n  "
+      "LogLevel ERROR\n",
+      d, port);
+  std::ofstream(d + "/bin/ssh") << "#!/bin/sh\nexec /usr/bin/ssh -F " << d
+                                << "/ssh_config \"$@\"\n";
+  fs::permissions(d + "/bin/ssh", fs::perms::owner_all);
+  if (::geteuid() == 0) fs::create_directories("/run/sshd");  // its privilege separation
+  Process sshd;
+  sshd.start({sshd_bin, "-D", "-e", "-f", d + "/sshd_config"}, d + "/sshd.log");
+  std::string old_path = std::getenv("PATH") ? std::getenv("PATH") : "/usr/bin:/bin";
+  ::setenv("PATH", (d + "/bin:" + old_path).c_str(), 1);
+  ASSERT_TRUE(wait_until(
+      [&] {
+        return run_command({"ssh", "hylab-test-head", "true"}, {}, d, 10).code == 0;
+      },
+      30))
+      << read_file(d + "/sshd.log");
+
+  CloudTarget t = target();
+  t.ssh = "hylab-test-head";
+  t.env["SLURM_CONF"] = *conf_;
+  exec::slurm::SlurmClient client(t);
+  std::string work = path("ssh-work");
+  fs::create_directories(work);
+  JobSpec spec;
+  spec.name = "over-ssh";
+  spec.run = "mkdir -p out/sub && echo model > out/sub/w.bin && echo \"conf=$SLURM_CONF\"";
+  exec::slurm::BatchOptions o;
+  o.job_id = 20;
+  o.log_path = path("ssh.log");
+  o.workdir = work;
+  auto id = client.submit(*exec::slurm::batch_script(spec, t, o));
+  ASSERT_TRUE(id) << id.error().message;
+  std::optional<exec::slurm::SlurmJob> job;
+  ASSERT_TRUE(wait_until(
+      [&] {
+        auto all = client.query_all();
+        if (!all) return false;
+        for (const auto& j : *all)
+          if (j.id == *id) job = j;
+        return job && job->ended();
+      },
+      60));
+  EXPECT_EQ(job->state, "COMPLETED");
+  EXPECT_THAT(read_file(o.log_path), HasSubstr("conf=" + *conf_));  // the target's env, there
+  auto missing = client.fetch(work, {"out/", "nope.txt"}, path("ssh-back"), 60);
+  ASSERT_TRUE(missing) << missing.error().message;
+  EXPECT_EQ(read_file(path("ssh-back/out/sub/w.bin")), "model\n");
+  EXPECT_EQ(*missing, std::vector<std::string>{"nope.txt"});
+  auto escape = client.fetch(work, {"../etc"}, path("ssh-back"), 60);
+  ASSERT_TRUE(escape);
+  EXPECT_THAT(escape->front(), HasSubstr("outputs are paths inside the job's folder"));
+  ::setenv("PATH", old_path.c_str(), 1);
+}
+
 // The Slurm executor on the real cluster with a real store, driven by its own event loop.
 struct Rig {
   Rig(Config c, const std::string& db, const std::string& jobs) : cfg(std::move(c)) {
