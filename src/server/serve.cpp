@@ -53,6 +53,24 @@ Result<std::string> load_or_create_token(const std::string& path) {
   return token;
 }
 
+// This state directory's mark on the jobs it hands to a cluster: made once, not a secret.
+std::string load_or_create_instance(const std::string& path) {
+  if (auto existing = read_text_file(path, 256)) {
+    std::string id = *existing;
+    while (!id.empty() && (id.back() == '\n' || id.back() == '\r')) id.pop_back();
+    if (!id.empty() && id.find_first_not_of("0123456789abcdef") == std::string::npos) return id;
+  }
+  std::string id = generate_token().substr(0, 12);
+  std::string tmp = path + ".tmp";
+  {
+    std::ofstream f(tmp);
+    f << id << "\n";
+  }
+  std::error_code ec;
+  std::filesystem::rename(tmp, path, ec);
+  return id;
+}
+
 void write_info(const std::string& path, const std::string& url) {
   std::string tmp = path + ".tmp";
   {
@@ -124,6 +142,7 @@ int run_serve(const Config& cfg, const ServeOptions& opts, std::ostream& out, st
   exec::local::LocalExecutor local(ioc, **store, cfg, eopts);
   exec::slurm::Options sopts;
   sopts.jobs_dir = dir + "/jobs";
+  sopts.instance = load_or_create_instance(dir + "/instance");
   exec::slurm::SlurmExecutor cloud(ioc, **store, cfg, sopts);
   exec::Router executor(**store, local, cloud);
   executor.recover();

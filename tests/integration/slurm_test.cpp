@@ -329,13 +329,15 @@ TEST_F(SlurmTest, ATargetReachedThroughSshSubmitsFollowsAndBringsOutputsBack) {
 
 // The Slurm executor on the real cluster with a real store, driven by its own event loop.
 struct Rig {
-  Rig(Config c, const std::string& db, const std::string& jobs) : cfg(std::move(c)) {
+  Rig(Config c, const std::string& db, const std::string& jobs, const std::string& instance = "")
+      : cfg(std::move(c)) {
     auto s = store::Store::open(db);
     EXPECT_TRUE(s) << s.error().message;
     store = std::move(*s);
     exec::slurm::Options opts;
     opts.jobs_dir = jobs;
     opts.poll_interval_seconds = 0.2;
+    opts.instance = instance;
     executor = std::make_unique<exec::slurm::SlurmExecutor>(ioc, *store, cfg, opts);
     executor->recover();
   }
@@ -410,6 +412,59 @@ TEST_F(SlurmTest, TheExecutorFollowsJobsToTheirEndInTheStore) {
   ASSERT_TRUE(rig.settle(slow, "cancelled"));
   Ran r = slurm({"scontrol", "show", "job", "-o", rig.job(slow).remote_id});
   EXPECT_THAT(r.out, HasSubstr("JobState=CANCELLED"));
+}
+
+// A stop of `hylab serve` right after sbatch, before the Slurm id was recorded: at the next
+// start the job is found on the cluster by hylab's mark (--comment) and followed, not
+// submitted a second time.
+TEST_F(SlurmTest, AJobSubmittedJustBeforeAStopIsFoundNotSubmittedTwice) {
+  Config cfg;
+  CloudTarget t = target();
+  t.env["SLURM_CONF"] = *conf_;
+  cfg.clouds.push_back(t);
+  const std::string spec_text = "name: adopt\nrun: echo adopted\n";
+  std::int64_t id = 0;
+  {
+    auto store = store::Store::open(path("adopt.db"));
+    ASSERT_TRUE(store);
+    store::JobRecord j;
+    j.name = "adopt";
+    j.spec = spec_text;
+    j.environment = "cloud";
+    j.rule = "test";
+    j.decision = "{}";
+    j.created_at = 1;
+    id = *(*store)->insert_job(j);
+    j = *(*store)->get_job(id);
+    j.target = "test-cluster";  // as submit() records it before running sbatch
+    j.job_dir = path("adopt-jobs/" + std::to_string(id));
+    j.reason = "submitting to test-cluster";
+    ASSERT_TRUE((*store)->update_job(j));
+  }
+  // What sbatch had been given when the server stopped.
+  JobSpec spec;
+  spec.name = "adopt";
+  spec.run = "echo adopted";
+  exec::slurm::BatchOptions o;
+  o.job_id = id;
+  o.log_path = path("adopt.log");
+  o.comment = fmt::format("hylab-inst1-{}", id);
+  auto script = exec::slurm::batch_script(spec, t, o);
+  ASSERT_TRUE(script);
+  EXPECT_THAT(*script, HasSubstr("#SBATCH --comment=hylab-inst1-" + std::to_string(id) + "\n"));
+  std::string slurm_id = submit(*script, "adopt");
+
+  Rig rig(cfg, path("adopt.db"), path("adopt-jobs"), "inst1");  // recover() runs
+  ASSERT_TRUE(rig.until([&] { return !rig.job(id).remote_id.empty(); }));
+  EXPECT_EQ(rig.job(id).remote_id, slurm_id);
+  EXPECT_THAT(rig.job(id).reason, HasSubstr("found by its mark"));
+  ASSERT_TRUE(rig.settle(id, "succeeded")) << rig.job(id).reason;
+  Ran all = slurm({"scontrol", "show", "job", "-o"});
+  std::string mark = "Comment=hylab-inst1-" + std::to_string(id) + " ";
+  std::size_t count = 0;
+  for (auto at = all.out.find(mark); at != std::string::npos; at = all.out.find(mark, at + 1))
+    ++count;
+  EXPECT_EQ(count, 1U) << all.out;
 }
 
 // Managed spot: each preemption is counted and the job resumes from its checkpoint; once
@@ -527,7 +582,9 @@ TEST_F(SlurmTest, ServeRunsCloudJobsOnTheTargetAcrossARestart) {
   EXPECT_THAT(s.request("GET", fmt::format("/v1/jobs/{}/logs", id)).body,
               HasSubstr("on-the-cluster"));
 
-  std::int64_t slow = s.submit(big + "run: sleep 3; echo done-after-the-restart\n");
+  // Long enough to be seen running even when this machine is loaded (a poll whose scontrol
+  // times out leaves the job as it was).
+  std::int64_t slow = s.submit(big + "run: sleep 8; echo done-after-the-restart\n");
   ASSERT_TRUE(s.wait_state(slow, "running", 60)) << s.job(slow);
   s.stop(SIGKILL);
   s.start();

@@ -73,6 +73,7 @@ Result<std::string> batch_script(const JobSpec& spec, const CloudTarget& target,
   }
   opt_line(name);
   opt_line("--partition=" + partition);
+  if (!opt.comment.empty()) opt_line("--comment=" + plain(opt.comment));
   opt_line(fmt::format("--nodes={}", std::max(1, spec.num_nodes)));
   opt_line("--ntasks-per-node=1");
   if (!spec.accelerators.empty() && spec.accelerators.front().count > 0)

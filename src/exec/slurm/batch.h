@@ -22,6 +22,7 @@ struct BatchOptions {
   std::string log_path;        // stdout and stderr, appended across restarts
   std::string checkpoint_dir;  // HYLAB_CHECKPOINT_DIR, on storage the job's nodes share
   std::string output_dir;      // HYLAB_OUTPUT_DIR, as for lab jobs
+  std::string comment;         // --comment: hylab's mark ("hylab-INSTANCE-ID"), plain characters
   std::string workdir;         // where setup and run start (the spec's workdir if empty)
   int grace_seconds = 120;     // SIGTERM this long before a preemption or the time limit
   double time_margin = 1.25;   // --time = hours x margin, at least hours + 15 minutes

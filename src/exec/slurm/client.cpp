@@ -48,12 +48,15 @@ std::vector<SlurmJob> parse_scontrol(const std::string& text) {
         end = sp + 1;
       }
       std::string value = line.substr(eq + 1, end - eq - 1);
+      while (!value.empty() && value.back() == ' ') value.pop_back();  // "Comment=x  StdErr="
       i = end;
       auto none = [](const std::string& v) { return v == "Unknown" || v == "None" ? "" : v; };
       if (key == "JobId")
         j.id = value;
       else if (key == "JobName")
         j.name = value;
+      else if (key == "Comment")
+        j.comment = none(value);
       else if (key == "JobState")
         j.state = value;
       else if (key == "Reason")

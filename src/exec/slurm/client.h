@@ -19,6 +19,7 @@ struct SlurmJob {
   std::string state;  // PENDING, RUNNING, COMPLETED, FAILED, CANCELLED, PREEMPTED, ...
   std::string reason;
   std::string partition;
+  std::string comment;  // hylab's "hylab-INSTANCE-ID", to find a job whose id was not recorded
   std::optional<int> exit_code;  // of the batch script, when it ended
   std::optional<int> signal;
   int restarts = 0;

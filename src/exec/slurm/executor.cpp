@@ -133,11 +133,35 @@ class SlurmExecutor::Impl {
     return spent;
   }
 
+  std::string mark(std::int64_t id) const {
+    return opts_.instance.empty() ? "" : fmt::format("hylab-{}-{}", opts_.instance, id);
+  }
+
   Result<bool> submit(std::int64_t id) {
     auto job = store_.get_job(id);
     if (!job) return job.error();
     if (job->state != JobState::kPending || submitting_.count(id)) return true;
     waiting_.erase(id);
+    // Handed to a target before but its Slurm id never recorded (a stop while sbatch ran):
+    // look for it by hylab's mark before submitting again.
+    if (const CloudTarget* t = target_named(job->target);
+        t && job->remote_id.empty() && !mark(id).empty() && !looked_up_.count(id)) {
+      submitting_.insert(id);
+      offload([c = client(*t)]() mutable { return c.query_all(); },
+              [this, id, name = t->name, want = mark(id)](Result<std::vector<SlurmJob>> all) {
+                submitting_.erase(id);
+                looked_up_.insert(id);
+                if (all) {
+                  for (const auto& s : *all) {
+                    if (s.comment != want) continue;
+                    submitted(id, name, "found by its mark after a restart", s.id);
+                    return;
+                  }
+                }
+                (void)submit(id);  // not there (or the target did not answer): submit it
+              });
+      return true;
+    }
     if (cfg_.clouds.empty()) {
       job->reason =
           "placed in the cloud; no cloud target is configured (clouds: in hylab.yaml), so it waits";
@@ -178,6 +202,7 @@ class SlurmExecutor::Impl {
     bo.output_dir = dir + "/outputs";
     bo.workdir = job->workdir.empty() ? dir : job->workdir;
     bo.grace_seconds = opts_.grace_seconds;
+    bo.comment = mark(id);
     auto script = batch_script(*spec, target, bo);
     if (!script) return fail(*job, script.error().message);  // sensitive: refused here too
     job->target = target.name;
@@ -460,6 +485,7 @@ class SlurmExecutor::Impl {
   std::set<std::int64_t> busy_;        // a command about them is running
   std::set<std::int64_t> waiting_;     // pending for the budget
   std::set<std::int64_t> submitting_;  // sbatch running
+  std::set<std::int64_t> looked_up_;   // searched for by mark since this start
   bool scheduled_ = false;
   std::chrono::steady_clock::time_point fast_until_{}, next_poll_{};
 };

@@ -31,6 +31,9 @@ struct Options {
   int grace_seconds = 120;  // SIGTERM before a spot preemption
   double command_timeout_seconds = 30;
   double fetch_timeout_seconds = 3600;  // bringing a job's outputs back
+  // This control plane's mark on its Slurm jobs (--comment=hylab-INSTANCE-ID): a job whose
+  // Slurm id was not recorded (a stop right after sbatch) is found by it, not submitted twice.
+  std::string instance;
 };
 
 class SlurmExecutor : public Executor {

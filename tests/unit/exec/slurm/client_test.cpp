@@ -17,7 +17,7 @@ TEST(SlurmParse, ScontrolOneLinePerJob) {
       "Requeue=0 Restarts=0 BatchFlag=1 Reboot=0 ExitCode=0:0 RunTime=00:00:01 "
       "TimeLimit=00:21:00 SubmitTime=2026-11-29T10:45:52 StartTime=2026-11-29T10:45:52 "
       "EndTime=2026-11-29T10:45:53 Partition=cloud NodeList=vm Command=/tmp/a b/job.sbatch "
-      "WorkDir=/tmp\n"
+      "WorkDir=/tmp Comment=hylab-ab12-7  StdErr=/tmp/x.log\n"
       "JobId=13 JobName=spot JobState=PENDING Reason=BeginTime Restarts=2 ExitCode=0:15 "
       "StartTime=Unknown EndTime=Unknown Partition=cloud-spot\n"
       "JobId=14 JobName=killed JobState=CANCELLED Reason=None Restarts=0 ExitCode=0:9 "
@@ -33,6 +33,7 @@ TEST(SlurmParse, ScontrolOneLinePerJob) {
   EXPECT_EQ(jobs[0].reason, "");
   EXPECT_EQ(jobs[0].start_time, "2026-11-29T10:45:52");
   EXPECT_EQ(jobs[0].partition, "cloud");
+  EXPECT_EQ(jobs[0].comment, "hylab-ab12-7");  // Slurm prints two spaces after it
   // A requeued job waiting again: no exit code yet, whatever the last run left.
   EXPECT_EQ(jobs[1].state, "PENDING");
   EXPECT_FALSE(jobs[1].ended());
