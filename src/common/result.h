@@ -14,6 +14,7 @@ enum class Errc {
   kNotFound,
   kIo,
   kCannotPlace,  // a valid workload that no allowed environment can take: exit code 3
+  kUnavailable,  // the other side did not answer in time: worth trying again later
   kInternal,
 };
 

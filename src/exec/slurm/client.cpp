@@ -117,8 +117,8 @@ Result<std::string> SlurmClient::run(std::vector<std::string> argv, const std::s
   if (!r) return r.error();
   std::string where = target_.ssh.empty() ? "" : " on " + target_.ssh;
   if (r->timed_out)
-    return Error{Errc::kIo, fmt::format("cloud target {}: {}{} did not answer within {} s",
-                                        target_.name, argv[0], where, timeout_)};
+    return Error{Errc::kUnavailable, fmt::format("cloud target {}: {}{} did not answer within {} s",
+                                                 target_.name, argv[0], where, timeout_)};
   if (r->exit_code != 0) {
     if (unknown_job_ok && r->err.find("Invalid job id") != std::string::npos) return std::string();
     std::string msg = r->err.empty() ? r->out : r->err;

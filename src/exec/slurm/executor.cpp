@@ -223,6 +223,16 @@ class SlurmExecutor::Impl {
                  Result<std::string> remote) {
     auto job = store_.get_job(id);
     if (!job) return;
+    if (!remote && remote.error().code == Errc::kUnavailable && !job->cancel_requested) {
+      // The controller did not answer: sbatch may still have taken the job, so the next try
+      // looks for it by its mark first.
+      job->reason = remote.error().message + "; trying again";
+      (void)store_.update_job(*job);
+      looked_up_.erase(id);
+      waiting_.insert(id);
+      schedule();
+      return;
+    }
     if (!remote) {
       (void)fail(*job, remote.error().message);
       return;
@@ -483,7 +493,7 @@ class SlurmExecutor::Impl {
   std::shared_ptr<bool> alive_ = std::make_shared<bool>(true);
   std::set<std::int64_t> watched_;     // handed to Slurm, followed until they end
   std::set<std::int64_t> busy_;        // a command about them is running
-  std::set<std::int64_t> waiting_;     // pending for the budget
+  std::set<std::int64_t> waiting_;     // pending: the budget, or a controller that did not answer
   std::set<std::int64_t> submitting_;  // sbatch running
   std::set<std::int64_t> looked_up_;   // searched for by mark since this start
   bool scheduled_ = false;
