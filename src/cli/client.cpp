@@ -255,8 +255,10 @@ int cmd_jobs(const Config& cfg, const ClientOptions& c, const JobsOptions& o, st
     const auto& j = jv.as_object();
     std::string gpus;
     if (j.at("gpus").is_array()) {
-      for (const auto& g : j.at("gpus").as_array())
-        gpus += (gpus.empty() ? "" : ",") + str(g.at("index"));
+      for (const auto& g : j.at("gpus").as_array()) {
+        if (!gpus.empty()) gpus += ',';
+        gpus += str(g.at("index"));  // not "," + ...: gcc 12's false -Wrestrict
+      }
     }
     rows.push_back({str(j.at("id")), str(j.at("name")), job_line_state(j), str(j.at("environment")),
                     str(j.at("rule")), gpus.empty() ? "-" : gpus, ago(j.at("created_at")),

@@ -20,6 +20,7 @@
 #include <deque>
 #include <fstream>
 #include <memory>
+#include <memory_resource>
 #include <thread>
 #include <tuple>
 #include <unordered_map>
@@ -51,6 +52,28 @@ constexpr auto kTuple = asio::as_tuple(asio::deferred);
 constexpr auto kAwaitTuple = asio::as_tuple(asio::use_awaitable_t<Executor>{});
 using Clock = std::chrono::steady_clock;
 using ReusePort = asio::detail::socket_option::boolean<SOL_SOCKET, SO_REUSEPORT>;
+
+// Header fields of a message come from an arena kept with its connection and emptied for
+// each message: no malloc per header field (Beast's default allocates every field).
+using Alloc = std::pmr::polymorphic_allocator<char>;
+using Fields = http::basic_fields<Alloc>;
+using Request = http::request<http::string_body, Fields>;
+using RequestParser = http::request_parser<http::string_body, Alloc>;
+using UpstreamResponse = http::response<http::buffer_body, Fields>;
+using ResponseParser = http::response_parser<http::buffer_body, Alloc>;
+
+struct Arena {
+  Arena() = default;
+  Arena(const Arena&) = delete;
+  Arena& operator=(const Arena&) = delete;
+  // Empties the arena: every message built on it must be gone.
+  Alloc fresh() {
+    res.release();
+    return Alloc(&res);
+  }
+  alignas(std::max_align_t) std::array<std::byte, 4096> buf;
+  std::pmr::monotonic_buffer_resource res{buf.data(), buf.size()};
+};
 
 namespace {
 
@@ -363,8 +386,7 @@ struct UpstreamTarget {
 // The request as an upstream gets it: HTTP/1.1 keep-alive, its Host, the endpoint's key
 // (replacing the client's), a Content-Length body (a chunked request was read whole), no
 // Expect (the body is here already).
-void request_head(const http::request<http::string_body>& req, const UpstreamTarget& to,
-                  std::string& out) {
+void request_head(const Request& req, const UpstreamTarget& to, std::string& out) {
   out.clear();
   out.append(req.method_string());
   out += ' ';
@@ -394,9 +416,8 @@ void request_head(const http::request<http::string_body>& req, const UpstreamTar
 }
 
 // The response head as the client gets it.
-void response_head(const http::response<http::buffer_body>& res, std::string& out,
-                   std::string_view route_prefix, std::string_view reason, bool keep_alive,
-                   bool http10, bool chunked) {
+void response_head(const UpstreamResponse& res, std::string& out, std::string_view route_prefix,
+                   std::string_view reason, bool keep_alive, bool http10, bool chunked) {
   out.clear();
   fmt::format_to(std::back_inserter(out), "HTTP/1.1 {} ", res.result_int());
   out.append(res.reason());
@@ -568,16 +589,18 @@ struct Peer {
   explicit Peer(Socket s) : sock(std::move(s)), wd(sock) {}
   Socket sock;
   Watchdog wd;
+  Arena arena;  // the current request's header fields
 };
 
 // A pooled upstream connection, plain or TLS, with its deadline.
 struct Conn {
   std::unique_ptr<Socket> plain;
   std::unique_ptr<ssl::stream<Socket>> tls;
-  beast::flat_buffer buffer;  // kept with the connection: no allocation per exchange
-  std::string head;           // the same for the request head we write
-  std::optional<http::response_parser<http::buffer_body>> parser;  // of the current exchange
-  std::unique_ptr<Watchdog> wd;  // last: destroyed first, before the socket it watches
+  beast::flat_buffer buffer;             // kept with the connection: no allocation per exchange
+  std::string head;                      // the same for the request head we write
+  std::optional<ResponseParser> parser;  // of the current exchange
+  Arena arena;                           // its header fields
+  std::unique_ptr<Watchdog> wd;          // last: destroyed first, before the socket it watches
   Socket& socket() { return tls ? tls->next_layer() : *plain; }
 };
 
@@ -713,7 +736,9 @@ class Worker {
     for (;;) {
       SnapshotPtr snap = snap_;  // limits for reading; routing takes the newest below
       const GatewayConfig& cfg = snap->cfg;
-      http::request_parser<http::string_body> parser;
+      // The previous request is gone: its fields' arena starts empty again.
+      RequestParser parser(std::piecewise_construct, std::make_tuple(),
+                           std::make_tuple(client.arena.fresh()));
       parser.header_limit(static_cast<std::uint32_t>(cfg.max_header_bytes));
       parser.body_limit(cfg.max_body_bytes);
       client.wd.set(from_seconds(first ? cfg.client_timeout_seconds : cfg.idle_timeout_seconds));
@@ -747,7 +772,7 @@ class Worker {
         co_await reply(client, res, false, cfg.client_timeout_seconds);
         break;
       }
-      http::request<http::string_body> req = parser.release();
+      Request req = parser.release();
       // The configuration current when the request arrived routes it to the end, whatever
       // a reload does meanwhile (a connection idle across a reload gets the new one).
       if (!co_await handle(snap_, req, client)) break;
@@ -756,7 +781,7 @@ class Worker {
     client.sock.shutdown(Socket::shutdown_send, sec);
   }
 
-  bool is_sensitive(const Snapshot& snap, const http::request<http::string_body>& req) const {
+  bool is_sensitive(const Snapshot& snap, const Request& req) const {
     std::string_view mark = req[snap.cfg.sensitive_header];
     if (iequals(mark, "sensitive") || iequals(mark, "regulated")) return true;
     std::string_view path = req.target();
@@ -833,7 +858,7 @@ class Worker {
 
   // The hybrid policy for one request; writes the answer. Returns whether the client
   // connection carries on.
-  awaitable<bool> handle(SnapshotPtr snap, http::request<http::string_body>& req, Peer& client) {
+  awaitable<bool> handle(SnapshotPtr snap, Request& req, Peer& client) {
     const GatewayConfig& cfg = snap->cfg;
     auto t0 = Clock::now();
     bool keep_alive = req.keep_alive();
@@ -1029,7 +1054,7 @@ class Worker {
   }
 
   // On the way to the cloud, a local model name becomes its cloud alias (gateway.models).
-  static void rewrite_model(const GatewayConfig& cfg, http::request<http::string_body>& req) {
+  static void rewrite_model(const GatewayConfig& cfg, Request& req) {
     if (cfg.models.empty()) return;
     boost::system::error_code ec;
     boost::json::value v = boost::json::parse(req.body(), ec);
@@ -1079,9 +1104,8 @@ class Worker {
 
   // One exchange with an endpoint: a pooled keep-alive connection (a stale one is
   // retried once on a fresh connection, as HAProxy does), then the response relayed.
-  awaitable<Attempt> attempt(const Snapshot& snap, const Endpoint& e,
-                             http::request<http::string_body>& req, const Call& call, Peer& client,
-                             std::string_view reason) {
+  awaitable<Attempt> attempt(const Snapshot& snap, const Endpoint& e, Request& req,
+                             const Call& call, Peer& client, std::string_view reason) {
     const GatewayConfig& cfg = snap.cfg;
     e.st->requests.fetch_add(1, std::memory_order_relaxed);
     auto& idle = pool_of(e);
@@ -1149,9 +1173,8 @@ class Worker {
 
   template <class Stream>
   awaitable<Attempt> relay(Stream& up, std::unique_ptr<Conn>& conn, bool reused,
-                           const Snapshot& snap, const Endpoint& e,
-                           http::request<http::string_body>& req, const Call& call, Peer& client,
-                           std::string_view reason) {
+                           const Snapshot& snap, const Endpoint& e, Request& req, const Call& call,
+                           Peer& client, std::string_view reason) {
     const GatewayConfig& cfg = snap.cfg;
     Watchdog& wd = *conn->wd;
     double first_byte = cfg.first_token_timeout_seconds > 0 ? cfg.first_token_timeout_seconds
@@ -1167,7 +1190,9 @@ class Worker {
     buf.clear();
     // The parser lives with the connection, not in this coroutine's frame: frames over
     // 1 KiB miss Asio's recycling allocator and cost a malloc per request.
-    http::response_parser<http::buffer_body>& p = conn->parser.emplace();
+    conn->parser.reset();  // before its fields' arena is emptied
+    ResponseParser& p = conn->parser.emplace(std::piecewise_construct, std::make_tuple(),
+                                             std::make_tuple(conn->arena.fresh()));
     p.body_limit(boost::none);  // streamed through, never held whole
     p.header_limit(64 * 1024);
     if (req.method() == http::verb::head) p.skip(true);

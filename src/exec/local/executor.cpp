@@ -212,7 +212,7 @@ class LocalExecutor::Impl {
       if (holder[i] != 0) blocking[holder[i]] = "";
     }
     std::string jobs;
-    for (const auto& [id, n] : blocking) jobs += (jobs.empty() ? "" : ", ") + std::to_string(id);
+    for (const auto& [id, n] : blocking) jobs += fmt::format("{}{}", jobs.empty() ? "" : ", ", id);
     if (std::isinf(w.hours)) {
       w.known = false;
       std::string which;
