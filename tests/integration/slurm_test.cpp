@@ -6,6 +6,7 @@
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <boost/asio/io_context.hpp>
 #include <filesystem>
 #include <fstream>
@@ -228,6 +229,16 @@ TEST_F(SlurmTest, TheClientSubmitsFollowsAndCancels) {
         return q && *q && (*q)->state == "RUNNING";
       },
       60));
+  // squeue --json tells the same of an active job.
+  auto active = client.query_active();
+  ASSERT_TRUE(active) << active.error().message;
+  auto it = std::find_if(active->begin(), active->end(),
+                         [&](const exec::slurm::SlurmJob& j) { return j.id == *id; });
+  ASSERT_NE(it, active->end());
+  EXPECT_EQ(it->state, "RUNNING");
+  EXPECT_EQ(it->partition, "cloud");
+  EXPECT_EQ(it->name, "hylab-11-client");
+  EXPECT_FALSE(it->start_time.empty());
   ASSERT_TRUE(client.cancel(*id));
   ASSERT_TRUE(wait_until(
       [&] {

@@ -3,6 +3,8 @@
 
 #include <fmt/format.h>
 
+#include <boost/json.hpp>
+#include <ctime>
 #include <filesystem>
 
 #include "exec/command.h"
@@ -88,6 +90,57 @@ std::vector<SlurmJob> parse_scontrol(const std::string& text) {
   return jobs;
 }
 
+Result<std::vector<SlurmJob>> parse_squeue_json(const std::string& text) {
+  namespace json = boost::json;
+  boost::system::error_code ec;
+  json::value v = json::parse(text, ec);
+  if (ec || !v.is_object() || !v.as_object().contains("jobs") || !v.at("jobs").is_array())
+    return Error{Errc::kIo,
+                 fmt::format("squeue --json answered {:?}, not its job list", text.substr(0, 200))};
+  auto str = [](const json::object& o, const char* k) {
+    auto* x = o.if_contains(k);
+    if (!x) return std::string();
+    if (x->is_string()) return std::string(x->as_string());
+    if (x->is_int64()) return std::to_string(x->as_int64());
+    if (x->is_uint64()) return std::to_string(x->as_uint64());
+    return std::string();
+  };
+  auto num = [](const json::object& o, const char* k) -> std::int64_t {
+    auto* x = o.if_contains(k);
+    if (!x) return 0;
+    if (x->is_int64()) return x->as_int64();
+    if (x->is_uint64()) return static_cast<std::int64_t>(x->as_uint64());
+    return 0;
+  };
+  auto iso = [](std::int64_t t) -> std::string {
+    if (t <= 0) return "";
+    std::time_t tt = static_cast<std::time_t>(t);
+    std::tm tm{};
+    localtime_r(&tt, &tm);
+    char out[32];
+    std::strftime(out, sizeof out, "%Y-%m-%dT%H:%M:%S", &tm);
+    return out;
+  };
+  std::vector<SlurmJob> jobs;
+  for (const auto& jv : v.at("jobs").as_array()) {
+    if (!jv.is_object()) continue;
+    const auto& o = jv.as_object();
+    SlurmJob j;
+    j.id = str(o, "job_id");
+    j.name = str(o, "name");
+    j.state = str(o, "job_state");
+    j.reason = str(o, "state_reason");
+    if (j.reason == "None") j.reason.clear();
+    j.partition = str(o, "partition");
+    j.comment = str(o, "comment");
+    j.restarts = static_cast<int>(num(o, "restart_cnt"));
+    // Pending jobs carry an expected start: only a job that started has a start time.
+    if (j.state != "PENDING") j.start_time = iso(num(o, "start_time"));
+    if (!j.id.empty()) jobs.push_back(std::move(j));  // exit codes: from scontrol, once ended
+  }
+  return jobs;
+}
+
 Result<std::string> parse_sbatch(const std::string& out) {
   std::string id = out.substr(0, out.find_first_of(";\n"));
   if (id.empty() || id.find_first_not_of("0123456789_") != std::string::npos)
@@ -148,6 +201,12 @@ Result<std::vector<SlurmJob>> SlurmClient::query_all() {
   auto out = run({"scontrol", "show", "job", "-o"}, "");
   if (!out) return out.error();
   return parse_scontrol(*out);
+}
+
+Result<std::vector<SlurmJob>> SlurmClient::query_active() {
+  auto out = run({"squeue", "--json"}, "");
+  if (!out) return out.error();
+  return parse_squeue_json(*out);
 }
 
 Result<bool> SlurmClient::cancel(const std::string& id) {

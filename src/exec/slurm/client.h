@@ -29,6 +29,9 @@ struct SlurmJob {
 
 // `scontrol show job -o` output (one line per job): key=value fields.
 std::vector<SlurmJob> parse_scontrol(const std::string& text);
+// `squeue --json` output (Slurm 22.05's data_parser): the jobs Slurm holds as active. Times
+// come as Unix seconds and are given back in scontrol's local ISO form.
+Result<std::vector<SlurmJob>> parse_squeue_json(const std::string& text);
 // `sbatch --parsable` output: "ID" or "ID;CLUSTER".
 Result<std::string> parse_sbatch(const std::string& out);
 
@@ -40,6 +43,8 @@ class SlurmClient {
   Result<std::optional<SlurmJob>> query(const std::string& id);
   // Every job Slurm knows now (one `scontrol show job -o` for all).
   Result<std::vector<SlurmJob>> query_all();
+  // The active jobs (one `squeue --json`): pending, running, completing.
+  Result<std::vector<SlurmJob>> query_active();
   Result<bool> cancel(const std::string& id);
   // Moves a pending job to another partition (a spot job falling back to on-demand).
   Result<bool> move_to_partition(const std::string& id, const std::string& partition);

@@ -3,6 +3,7 @@
 
 #include <fmt/format.h>
 
+#include <algorithm>
 #include <boost/asio/io_context.hpp>
 #include <boost/asio/post.hpp>
 #include <boost/asio/steady_timer.hpp>
@@ -277,12 +278,28 @@ class SlurmExecutor::Impl {
       ++it;
     }
     for (auto& [name, ids] : by_target) {
-      for (auto id : ids) busy_.insert(id);
-      offload([c = client(*target_named(name))]() mutable { return c.query_all(); },
-              [this, ids = ids](Result<std::vector<SlurmJob>> all) {
-                for (auto id : ids) busy_.erase(id);
-                for (auto id : ids) apply(id, all);
-              });
+      std::vector<std::string> remote;
+      for (auto id : ids) {
+        busy_.insert(id);
+        if (auto j = store_.get_job(id)) remote.push_back(j->remote_id);
+      }
+      // squeue --json for the jobs still active; scontrol (which also knows the ended ones,
+      // with their exit codes) only when one of ours is not among them.
+      offload(
+          [c = client(*target_named(name)), remote]() mutable -> Result<std::vector<SlurmJob>> {
+            auto active = c.query_active();
+            if (!active) return c.query_all();  // a Slurm whose squeue has no --json
+            for (const auto& rid : remote) {
+              auto it = std::find_if(active->begin(), active->end(),
+                                     [&](const SlurmJob& s) { return s.id == rid; });
+              if (it == active->end() || it->ended()) return c.query_all();
+            }
+            return active;
+          },
+          [this, ids = ids](Result<std::vector<SlurmJob>> all) {
+            for (auto id : ids) busy_.erase(id);
+            for (auto id : ids) apply(id, all);
+          });
     }
   }
 

@@ -1,8 +1,9 @@
 // The Slurm executor: jobs placed in the cloud go to the `clouds:` target that holds them
 // most cheaply (placement/burst.h) as sbatch scripts (batch.h), unless the policy's monthly
 // cloud budget is spent (then they wait and try again each poll). Their state is followed
-// with one `scontrol show job` per target every poll interval (more often right after a
-// submission) and recorded in the store: queued, running, restarts after preemption, exit
+// with one `squeue --json` per target every poll interval (more often right after a
+// submission), and `scontrol show job -o` when one of them has left squeue (its end and exit
+// code), and recorded in the store: queued, running, restarts after preemption, exit
 // code, spend (elapsed x the instance's price, the spot price while on spot, summed across
 // preemptions), also once Slurm has forgotten the job. A spot job preempted more often than
 // policy.max_preemptions moves to the on-demand partition. When a job ends its `outputs`

@@ -10,6 +10,38 @@
 namespace hylab::exec::slurm {
 namespace {
 
+// As Slurm 22.05's `squeue --json` prints its jobs (fields trimmed to those hylab reads, plus
+// some it ignores).
+TEST(SlurmParse, SqueueJson) {
+  const std::string text = R"({"meta": {"plugin": {"type": "openapi/v0.0.38"}}, "errors": [],
+    "jobs": [
+      {"account": "", "job_id": 1, "name": "hylab-1-train", "job_state": "RUNNING",
+       "state_reason": "None", "partition": "cloud-spot", "restart_cnt": 2,
+       "start_time": 1795962711, "end_time": 1827498711, "exit_code": 0,
+       "comment": "hylab-ab12-1"},
+      {"job_id": 2, "name": "waits", "job_state": "PENDING", "state_reason": "Resources",
+       "partition": "cloud", "restart_cnt": 0, "start_time": 1795962999, "comment": ""}]})";
+  auto jobs = parse_squeue_json(text);
+  ASSERT_TRUE(jobs) << jobs.error().message;
+  ASSERT_EQ(jobs->size(), 2u);
+  const auto& r = (*jobs)[0];
+  EXPECT_EQ(r.id, "1");
+  EXPECT_EQ(r.state, "RUNNING");
+  EXPECT_FALSE(r.ended());
+  EXPECT_EQ(r.reason, "");
+  EXPECT_EQ(r.partition, "cloud-spot");
+  EXPECT_EQ(r.restarts, 2);
+  EXPECT_EQ(r.comment, "hylab-ab12-1");
+  EXPECT_FALSE(r.exit_code);  // read from scontrol once the job ended
+  std::tm tm{};
+  ASSERT_TRUE(strptime(r.start_time.c_str(), "%Y-%m-%dT%H:%M:%S", &tm));
+  tm.tm_isdst = -1;
+  EXPECT_EQ(std::mktime(&tm), 1795962711);
+  EXPECT_EQ((*jobs)[1].reason, "Resources");
+  EXPECT_EQ((*jobs)[1].start_time, "");  // an expected start is not a start
+  EXPECT_FALSE(parse_squeue_json("squeue: error: invalid option --json"));
+}
+
 TEST(SlurmParse, ScontrolOneLinePerJob) {
   const std::string text =
       "JobId=12 JobName=hylab-7-hello UserId=root(0) GroupId=root(0) MCS_label=N/A Priority=1 "
