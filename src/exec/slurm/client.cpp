@@ -162,8 +162,15 @@ Result<std::string> SlurmClient::run(std::vector<std::string> argv, const std::s
     cmd = argv;
   } else {  // the remote shell gets one quoted command line, env first
     std::string line = "env";
-    for (const auto& [k, v] : target_.env) line += " " + shell_quote(k + "=" + v);
-    for (const auto& a : argv) line += " " + shell_quote(a);
+    // += piece by piece, not " " + ...: gcc 12's false -Wrestrict
+    for (const auto& [k, v] : target_.env) {
+      line += ' ';
+      line += shell_quote(k + "=" + v);
+    }
+    for (const auto& a : argv) {
+      line += ' ';
+      line += shell_quote(a);
+    }
     cmd = {"ssh", "-o", "BatchMode=yes", target_.ssh, "--", line};
   }
   auto r = run_command(cmd, o);
@@ -259,8 +266,13 @@ Result<std::vector<std::string>> SlurmClient::fetch(const std::string& remote_di
   }
   if (present.empty()) return missing;
   // One tar stream through ssh; paths missing there are reported by tar and skipped.
-  std::string remote = "cd " + shell_quote(remote_dir) + " && for p in";
-  for (const auto& p : present) remote += " " + shell_quote(p);
+  std::string remote = "cd ";
+  remote += shell_quote(remote_dir);
+  remote += " && for p in";
+  for (const auto& p : present) {
+    remote += ' ';
+    remote += shell_quote(p);
+  }
   remote += "; do [ -e \"$p\" ] && printf '%s\\0' \"$p\"; done | tar --null -T - -cf -";
   std::string line = "ssh -o BatchMode=yes " + shell_quote(target_.ssh) + " -- " +
                      shell_quote(remote) + " | tar -C " + shell_quote(dest) + " -xf -";
