@@ -136,6 +136,18 @@ int report_error(const HttpClientResponse& r, std::ostream& err) {
   return kExitFailure;
 }
 
+// GET of a JSON resource; nothing (with *code set and the error printed) when it failed.
+std::optional<json::value> get_json(const Target& t, const std::string& path, std::ostream& err,
+                                    int* code) {
+  auto r = call(t, "GET", path, "", err, code);
+  if (!r) return std::nullopt;
+  if (r->status != 200) {
+    *code = report_error(*r, err);
+    return std::nullopt;
+  }
+  return json::parse(r->body);
+}
+
 std::string str(const json::value& v) {
   if (v.is_string()) return std::string(v.as_string());
   if (v.is_null()) return "-";
@@ -322,10 +334,9 @@ int cmd_cost_report(const Config& cfg, const ClientOptions& c, const std::string
   int code = kExitOk;
   std::string path = "/v1/cost";
   if (!since.empty()) path += "?since=" + url_encode(since);
-  auto r = call(*t, "GET", path, "", err, &code);
-  if (!r) return code;
-  if (r->status != 200) return report_error(*r, err);
-  json::value v = json::parse(r->body);
+  auto got = get_json(*t, path, err, &code);
+  if (!got) return code;
+  const json::value& v = *got;
   if (c.json) {
     out << pretty_json(v);
     return kExitOk;
@@ -374,10 +385,9 @@ int cmd_status(const Config& cfg, const ClientOptions& c, std::ostream& out, std
   auto t = server_or_report(cfg, c, err);
   if (!t) return kExitFailure;
   int code = kExitOk;
-  auto r = call(*t, "GET", "/v1/status", "", err, &code);
-  if (!r) return code;
-  if (r->status != 200) return report_error(*r, err);
-  json::value v = json::parse(r->body);
+  auto got = get_json(*t, "/v1/status", err, &code);
+  if (!got) return code;
+  const json::value& v = *got;
   if (c.json) {
     out << pretty_json(v);
     return kExitOk;

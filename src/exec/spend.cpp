@@ -54,8 +54,7 @@ struct Span {
 
 std::optional<Span> ran(const store::JobRecord& j, double now) {
   if (!j.started_at) return std::nullopt;
-  double end = j.ended_at.value_or(now);
-  if (!store::is_terminal(j.state) && !j.ended_at) end = now;
+  double end = j.ended_at.value_or(now);  // running: up to now
   return Span{*j.started_at, std::max(*j.started_at, end)};
 }
 
@@ -138,6 +137,18 @@ double cloud_spend_this_month(const std::vector<store::JobRecord>& jobs, double 
     total += cost_within(job_cost_usd(j, now), *s, from, now);
   }
   return total;
+}
+
+double month_cloud_spend(const store::Store& store, double now) {
+  auto jobs = store.jobs_active_since(month_start(now));
+  return jobs ? cloud_spend_this_month(*jobs, now) : 0;
+}
+
+std::optional<double> budget_spent(const store::Store& store, const Policy& policy, double now) {
+  if (policy.monthly_cloud_budget_usd <= 0) return std::nullopt;
+  double spent = month_cloud_spend(store, now);
+  if (spent < policy.monthly_cloud_budget_usd) return std::nullopt;
+  return spent;
 }
 
 }  // namespace hylab::exec

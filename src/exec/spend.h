@@ -7,9 +7,11 @@
 #pragma once
 
 #include <map>
+#include <optional>
 #include <string>
 #include <vector>
 
+#include "common/config.h"
 #include "store/store.h"
 
 namespace hylab::exec {
@@ -54,5 +56,10 @@ SpendReport spend_report(const std::vector<store::JobRecord>& jobs, double since
 
 // Cloud spend inside the calendar month of `now`.
 double cloud_spend_this_month(const std::vector<store::JobRecord>& jobs, double now);
+// The same, from the store.
+double month_cloud_spend(const store::Store& store, double now);
+// This month's cloud spend when the policy sets a monthly budget and it is spent; nothing
+// otherwise. The executor holds new cloud jobs on it, the control plane stops bursting.
+std::optional<double> budget_spent(const store::Store& store, const Policy& policy, double now);
 
 }  // namespace hylab::exec

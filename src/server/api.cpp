@@ -345,7 +345,8 @@ HttpResponse Api::submit(const HttpRequest& req) {
     // Burst: a job that would queue on the lab longer than the policy allows runs in the
     // cloud now, unless the monthly cloud budget is spent.
     exec::WaitEstimate w = executor_.local_wait(*p.spec);
-    placement::burst(d, *p.spec, {w.hours, w.known, w.detail}, cloud_budget_left(), cfg_);
+    bool budget_left = !exec::budget_spent(store_, cfg_.policy, now_seconds());
+    placement::burst(d, *p.spec, {w.hours, w.known, w.detail}, budget_left, cfg_);
   }
   json::object decision = placement::decision_json(d);
   if (!d.placeable) {
@@ -427,10 +428,7 @@ HttpResponse Api::cost(const HttpRequest& req) {
     }
     job_rows.emplace_back(std::move(o));
   }
-  double month = now;
-  auto month_jobs = store_.jobs_active_since(exec::month_start(now));
-  double month_cloud = month_jobs ? exec::cloud_spend_this_month(*month_jobs, month) : 0;
-  json::object budget{{"month_cloud_usd", cents(month_cloud)}};
+  json::object budget{{"month_cloud_usd", cents(exec::month_cloud_spend(store_, now))}};
   budget["monthly_cloud_budget_usd"] = cfg_.policy.monthly_cloud_budget_usd > 0
                                            ? json::value(cfg_.policy.monthly_cloud_budget_usd)
                                            : json::value(nullptr);
@@ -441,14 +439,6 @@ HttpResponse Api::cost(const HttpRequest& req) {
                                          {"days", std::move(days)},
                                          {"jobs", std::move(job_rows)},
                                          {"budget", std::move(budget)}});
-}
-
-bool Api::cloud_budget_left() const {
-  double budget = cfg_.policy.monthly_cloud_budget_usd;
-  if (budget <= 0) return true;
-  double now = now_seconds();
-  auto jobs = store_.jobs_active_since(exec::month_start(now));
-  return !jobs || exec::cloud_spend_this_month(*jobs, now) < budget;
 }
 
 HttpResponse Api::list(const HttpRequest& req) {

@@ -33,7 +33,6 @@ class Api {
   HttpResponse status();
   HttpResponse metrics();
   HttpResponse cost(const HttpRequest& req);
-  bool cloud_budget_left() const;
 
   const Config& cfg_;
   store::Store& store_;

@@ -122,18 +122,6 @@ class SlurmExecutor::Impl {
                               diag);
   }
 
-  // The cloud spend this month, if the policy sets a budget and it is spent.
-  std::optional<double> budget_spent() const {
-    double budget = cfg_.policy.monthly_cloud_budget_usd;
-    if (budget <= 0) return std::nullopt;
-    double now = now_seconds();
-    auto jobs = store_.jobs_active_since(month_start(now));
-    if (!jobs) return std::nullopt;
-    double spent = cloud_spend_this_month(*jobs, now);
-    if (spent < budget) return std::nullopt;
-    return spent;
-  }
-
   std::string mark(std::int64_t id) const {
     return opts_.instance.empty() ? "" : fmt::format("hylab-{}-{}", opts_.instance, id);
   }
@@ -173,7 +161,8 @@ class SlurmExecutor::Impl {
     auto spec = load_job_spec_text(job->spec, job->spec_file.empty() ? "job" : job->spec_file,
                                    cfg_.catalog, diag);
     if (!spec) return fail(*job, "the job spec no longer loads: " + diag.str());
-    if (auto spent = budget_spent(); spent && !spec->sensitive()) {
+    if (auto spent = budget_spent(store_, cfg_.policy, now_seconds());
+        spent && !spec->sensitive()) {
       job->reason = fmt::format(
           "waits: the monthly cloud budget (${:.2f}, policy.monthly_cloud_budget_usd) is spent "
           "(${:.2f} this month); it goes to the cloud next month or with a larger budget",
