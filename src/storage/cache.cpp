@@ -2,7 +2,8 @@
 //   .lock                      flock held while a process has the cache open
 //   objects/XY/ID.data         the object's bytes (ID: sha256 of store and key)
 //   objects/XY/ID.meta         JSON: store, key, etag, sha256, size, times, pinned
-//   tmp/                       downloads in progress (emptied when the cache opens)
+//   objects/XY/ID.partN        a download in progress (deleted when the cache opens)
+//   tmp/                       older versions' downloads in progress (emptied likewise)
 //   stats.json                 counters kept across runs
 //   state.json                 since when writes may be unsynced, and in which boot
 // An entry exists when its .meta does. Replacing an entry removes the old .meta first,
@@ -219,7 +220,6 @@ struct Cache::Impl {
       ++counters.repaired;
     ec.clear();
     fs::remove_all(opt.dir + "/tmp", ec);
-    fs::create_directories(opt.dir + "/tmp", ec);
     fs::create_directories(opt.dir + "/objects", ec);
     if (ec) return Error{Errc::kIo, fmt::format("{}: {}", opt.dir, ec.message())};
     std::vector<std::pair<std::int64_t, std::string>> order;  // data mtime, id
@@ -456,7 +456,15 @@ struct Cache::Impl {
       return room.error();
     }
     lk.unlock();
-    std::string tmp = fmt::format("{}/tmp/{}.{}", opt.dir, id, tmp_counter.fetch_add(1));
+    // The download lands beside its final name (a rename inside one folder: no
+    // file-system-wide lock, as a rename across folders takes; and downloads spread over
+    // 256 folders instead of contending for one). Not .data or .meta: opening the cache
+    // deletes it if a crash leaves it.
+    std::string tmp = fmt::format("{}.part{}", base_of(id), tmp_counter.fetch_add(1));
+    {
+      std::error_code dec;
+      fs::create_directories(fs::path(tmp).parent_path(), dec);
+    }
     // Hash while downloading what the check will need (the store may not be able to).
     Hasher hasher(!info->sha256.empty(), info->sha256.empty() && is_md5_etag(info->etag));
     GetOptions go;
@@ -490,12 +498,9 @@ struct Cache::Impl {
     lk.unlock();
     // Replace: old metadata first, then the data, then the new metadata.
     ::unlink((base_of(id) + ".meta").c_str());
-    std::error_code ec;
-    fs::create_directories(fs::path(e.path).parent_path(), ec);
     Result<bool> committed = true;
-    if (ec || ::rename(tmp.c_str(), e.path.c_str()) != 0) {
-      committed =
-          Error{Errc::kIo, fmt::format("{}: {}", e.path, ec ? ec.message() : errno_text(errno))};
+    if (::rename(tmp.c_str(), e.path.c_str()) != 0) {
+      committed = Error{Errc::kIo, fmt::format("{}: {}", e.path, errno_text(errno))};
       ::unlink(tmp.c_str());
     } else {
       committed = write_new_meta(e);

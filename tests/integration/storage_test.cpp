@@ -48,8 +48,9 @@ std::uint64_t cache_bytes(const fs::path& dir) {
   for (auto it = fs::recursive_directory_iterator(dir, ec); !ec && it != fs::end(it);
        it.increment(ec)) {
     std::string name = it->path().filename().string();
-    bool counted =
-        it->path().extension() == ".data" || it->path().parent_path().filename() == "tmp";
+    std::string ext = it->path().extension().string();  // downloads: ID.partN
+    bool counted = ext == ".data" || ext.starts_with(".part") ||
+                   it->path().parent_path().filename() == "tmp";
     if (!counted) continue;
     auto size = it->file_size(ec);
     if (!ec) total += size;

@@ -188,10 +188,18 @@ class CacheTest : public ::testing::Test {
     }
     return n;
   }
+  // Downloads in progress: objects/XY/ID.partN (and tmp/, where older versions put them).
   std::size_t tmp_files() const {
-    if (!fs::exists(cache_dir_ / "tmp")) return 0;
-    return static_cast<std::size_t>(std::distance(
-        fs::recursive_directory_iterator(cache_dir_ / "tmp"), fs::recursive_directory_iterator()));
+    std::size_t n = 0;
+    for (const char* dir : {"tmp", "objects"}) {
+      if (!fs::exists(cache_dir_ / dir)) continue;
+      for (const auto& e : fs::recursive_directory_iterator(cache_dir_ / dir)) {
+        if (e.is_regular_file() &&
+            (dir == std::string("tmp") || e.path().extension().string().starts_with(".part")))
+          ++n;
+      }
+    }
+    return n;
   }
 
   static std::set<std::string> keys_of(const Cache& c) {
@@ -772,7 +780,11 @@ TEST_F(CacheTest, CrashLeftoversAreRepairedAtOpen) {
   // An interrupted metadata write.
   fs::path meta_tmp = fs::path(meta_of(data_path["good"])).parent_path() / ".x.meta.hylab-tmp-1-1";
   std::ofstream(meta_tmp) << "{";
-  // Downloads that were in progress.
+  // Downloads that were in progress: beside their final name, and in tmp/ where older
+  // versions put them.
+  fs::path part = fs::path(data_path["good"]).parent_path() / (std::string(40, 'p') + ".part3");
+  std::ofstream(part) << "partial";
+  fs::create_directories(cache_dir_ / "tmp");
   std::ofstream(cache_dir_ / "tmp" / "0123.0") << "partial";
   std::ofstream(cache_dir_ / "tmp" / "4567.1") << "partial too";
 
@@ -782,8 +794,8 @@ TEST_F(CacheTest, CrashLeftoversAreRepairedAtOpen) {
     ASSERT_TRUE(cache);
     CacheStats s = cache->stats();
     repaired_before = s.repaired;
-    // no-meta, no-data, wrong-size, the orphan, the metadata write, two downloads in tmp/.
-    EXPECT_EQ(s.repaired, 7u);
+    // no-meta, no-data, wrong-size, the orphan, the metadata write, three downloads.
+    EXPECT_EQ(s.repaired, 8u);
     EXPECT_EQ(s.entries, 1u);
     EXPECT_EQ(s.bytes, 10u);
     EXPECT_EQ(keys_of(*cache), (std::set<std::string>{"good"}));
@@ -794,7 +806,8 @@ TEST_F(CacheTest, CrashLeftoversAreRepairedAtOpen) {
     EXPECT_FALSE(fs::exists(cache_dir_ / "objects" / "zz" / (std::string(40, 'z') + ".data")));
     EXPECT_FALSE(fs::exists(meta_tmp));
     EXPECT_EQ(tmp_files(), 0u);
-    EXPECT_TRUE(fs::is_directory(cache_dir_ / "tmp"));
+    EXPECT_FALSE(fs::exists(part));
+    EXPECT_FALSE(fs::exists(cache_dir_ / "tmp"));
     EXPECT_EQ(data_bytes(), 10u);
     EXPECT_EQ(files_with_extension(".meta"), 1u);
 
