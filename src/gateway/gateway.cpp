@@ -1176,7 +1176,8 @@ class Worker {
       // than sendmsg(2) with an iovec per part.
       client.out.resize(total);
       asio::buffer_copy(asio::buffer(client.out), out);
-      auto [ec, written] = co_await asio::async_write(client.sock, asio::buffer(client.out), kTuple);
+      auto [ec, written] =
+          co_await asio::async_write(client.sock, asio::buffer(client.out), kTuple);
       co_return ec;
     }
     auto [ec, written] = co_await asio::async_write(client.sock, out, kTuple);
@@ -1199,8 +1200,7 @@ class Worker {
       conn->head += req.body();
       std::tie(wec, std::ignore) = co_await asio::async_write(up, asio::buffer(conn->head), kTuple);
     } else {
-      std::array<asio::const_buffer, 2> req_out{asio::buffer(conn->head),
-                                                asio::buffer(req.body())};
+      std::array<asio::const_buffer, 2> req_out{asio::buffer(conn->head), asio::buffer(req.body())};
       std::tie(wec, std::ignore) = co_await asio::async_write(up, req_out, kTuple);
     }
     if (wec)

@@ -49,8 +49,8 @@ std::uint64_t cache_bytes(const fs::path& dir) {
        it.increment(ec)) {
     std::string name = it->path().filename().string();
     std::string ext = it->path().extension().string();  // downloads: ID.partN
-    bool counted = ext == ".data" || ext.starts_with(".part") ||
-                   it->path().parent_path().filename() == "tmp";
+    bool counted =
+        ext == ".data" || ext.starts_with(".part") || it->path().parent_path().filename() == "tmp";
     if (!counted) continue;
     auto size = it->file_size(ec);
     if (!ec) total += size;
