@@ -1,15 +1,24 @@
 // The disk cache (see cache.h for the guarantees). Layout under the cache folder:
 //   .lock                      flock held while a process has the cache open
 //   objects/XY/ID.data         the object's bytes (ID: sha256 of store and key)
-//   objects/XY/ID.meta         JSON: store, key, etag, sha256, size, times, pinned
 //   objects/XY/ID.partN        a download in progress (deleted when the cache opens)
-//   tmp/                       older versions' downloads in progress (emptied likewise)
+//   index.log                  the entries' metadata, one JSON line per change: an entry
+//                              (store, key, etag, sha256, size, times, pinned) or
+//                              {"gone": ID}; the last line of an ID wins
 //   stats.json                 counters kept across runs
 //   state.json                 since when writes may be unsynced, and in which boot
-// An entry exists when its .meta does. Replacing an entry removes the old .meta first,
-// then renames the new data into place, then writes the new .meta: a crash in between
-// leaves data without metadata, which opening the cache deletes. (Metadata in an xattr
-// instead was measured slower: ext4 gives a value this size its own block per file.)
+// An entry exists when its data file is there and its latest line in index.log names it.
+// Replacing an entry writes its "gone" line first, then renames the new data into place,
+// then appends the new line: a crash in between leaves data without an entry, which
+// opening the cache deletes. Each line is one write() to a file opened for appending (a
+// killed process cannot cut it; a line torn by a power loss does not parse and is
+// skipped). Opening the cache rewrites the log with only the live entries when it has
+// grown to more than twice their number, and so does a long-running process.
+// One log instead of a metadata file per entry: an entry costs one inode, not two (new
+// inodes dominate the time of downloading many small objects), and opening the cache
+// reads one file. Older versions' objects/XY/ID.meta files are read once and folded in;
+// their tmp/ folder is emptied. (Metadata in an xattr was measured slower still: ext4
+// gives a value this size its own block per file.)
 #include "storage/cache.h"
 
 #include <fcntl.h>
@@ -25,6 +34,7 @@
 #include <chrono>
 #include <condition_variable>
 #include <filesystem>
+#include <fstream>
 #include <map>
 #include <mutex>
 #include <set>
@@ -56,9 +66,13 @@ struct Cache::Impl {
   std::int64_t last_stamp = 0;  // the latest data-file mtime set, in ns (see opened())
 
   std::int64_t dirty_since = 0;  // entries written after this may not be on the disk
+  int log_fd = -1;               // index.log, open for appending (written under mu)
+  std::uint64_t log_size = 0;    // its bytes: a failed append is cut back to this
+  std::uint64_t log_lines = 0;   // its lines: rewritten when far more than the entries
 
   ~Impl() {
     if (locked) save_stats();
+    if (log_fd >= 0) ::close(log_fd);
     if (lock_fd >= 0) ::close(lock_fd);
   }
 
@@ -139,11 +153,12 @@ struct Cache::Impl {
     }
   }
 
-  // Removes an entry's files, metadata first (the entry ends there).
+  // Ends an entry: its "gone" line first, then its data. (Under mu.)
   void remove_files(const std::string& id) {
-    std::string base = base_of(id);
-    ::unlink((base + ".meta").c_str());
-    ::unlink((base + ".data").c_str());
+    json::object o;
+    o["gone"] = id;
+    (void)append(json::serialize(o));
+    ::unlink((base_of(id) + ".data").c_str());
   }
 
   static std::string meta_json(const CacheEntry& e) {
@@ -159,24 +174,77 @@ struct Cache::Impl {
     return json::serialize(o);
   }
 
-  // A new entry's metadata needs no temporary file and rename: it is one small write()
-  // (a killed process cannot cut it), and a torn file after a power loss does not parse,
-  // so opening the cache drops the entry.
-  Result<bool> write_new_meta(const CacheEntry& e) {
-    std::string path = base_of(id_of(e.store, e.key)) + ".meta";
-    std::string json = meta_json(e);
-    FileHandle f(::open(path.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644));
-    if (f.fd() < 0 ||
-        ::write(f.fd(), json.data(), json.size()) != static_cast<ssize_t>(json.size())) {
-      int err = errno;
-      ::unlink(path.c_str());
-      return Error{Errc::kIo, fmt::format("{}: {}", path, errno_text(err))};
+  // One line onto index.log, in one write(); a short write (a full disk) is cut back so
+  // the next line starts clean. (Under mu.)
+  Result<bool> append(std::string line) {
+    line += '\n';
+    ssize_t n = ::write(log_fd, line.data(), line.size());
+    if (n != static_cast<ssize_t>(line.size())) {
+      int err = n < 0 ? errno : ENOSPC;
+      if (n > 0 && ::ftruncate(log_fd, static_cast<off_t>(log_size)) != 0) {
+        // Nothing more to do: the torn line does not parse and is skipped at open.
+      }
+      return Error{Errc::kIo, fmt::format("{}/index.log: {}", opt.dir, errno_text(err))};
     }
+    log_size += line.size();
+    ++log_lines;
     return true;
   }
 
-  Result<bool> write_meta(const CacheEntry& e) {
-    return write_file_atomic(base_of(id_of(e.store, e.key)) + ".meta", meta_json(e), false);
+  // An entry's metadata, new or changed. (Under mu.)
+  Result<bool> write_meta(const CacheEntry& e) { return append(meta_json(e)); }
+
+  // Rewrites index.log with only the live entries (a temporary file, then renamed), once
+  // it holds more than twice their lines. (Under mu, or while opening.)
+  Result<bool> compact(bool force) {
+    std::string path = opt.dir + "/index.log";
+    if (!force && log_lines <= 2 * entries.size() + 1024) {
+      if (log_fd >= 0) return true;
+      log_fd = ::open(path.c_str(), O_WRONLY | O_APPEND | O_CLOEXEC);
+      struct stat st {};
+      if (log_fd < 0 || ::fstat(log_fd, &st) != 0)
+        return Error{Errc::kIo, fmt::format("{}: {}", path, errno_text(errno))};
+      log_size = static_cast<std::uint64_t>(st.st_size);
+      return true;
+    }
+    std::string text;
+    for (const auto& [id, e] : entries) {
+      text += meta_json(e);
+      text += '\n';
+    }
+    auto w = write_file_atomic(path, text, true);
+    if (!w) return w.error();
+    int fd = ::open(path.c_str(), O_WRONLY | O_APPEND | O_CLOEXEC);
+    if (fd < 0) return Error{Errc::kIo, fmt::format("{}: {}", path, errno_text(errno))};
+    if (log_fd >= 0) ::close(log_fd);
+    log_fd = fd;
+    log_size = text.size();
+    log_lines = entries.size();
+    return true;
+  }
+
+  // The metadata in one JSON object (a line of index.log, or an older version's .meta).
+  static std::optional<CacheEntry> parse_meta(const json::object& o) {
+    auto str = [&](const char* k) {
+      const auto* p = o.if_contains(k);
+      return p && p->is_string() ? std::string(p->as_string()) : std::string();
+    };
+    auto num = [&](const char* k) -> std::int64_t {
+      const auto* p = o.if_contains(k);
+      return p && p->is_number() ? p->to_number<std::int64_t>() : 0;
+    };
+    CacheEntry e;
+    e.store = str("store");
+    e.key = str("key");
+    e.etag = str("etag");
+    e.sha256 = str("sha256");
+    e.size = static_cast<std::uint64_t>(num("size"));
+    e.fetched_at = num("fetched_at");
+    e.validated_at = num("validated_at");
+    const auto* pin = o.if_contains("pinned");
+    e.pinned = pin && pin->is_bool() && pin->as_bool();
+    if (e.key.empty()) return std::nullopt;
+    return e;
   }
 
   void save_stats() const {
@@ -211,10 +279,12 @@ struct Cache::Impl {
     counters.refused_uploads = get("refused_uploads");
   }
 
-  // Reads every entry's metadata; removes what a crash left half-done.
+  // Reads index.log (and older versions' .meta files), keeps the entries whose data is
+  // there and checks out, removes what a crash left half-done, and opens the log for
+  // appending (rewritten first when it has grown, or was repaired).
   Result<bool> check() {
     std::error_code ec;
-    // Downloads a crash interrupted.
+    // Downloads an older version's crash interrupted.
     for (auto it = fs::directory_iterator(opt.dir + "/tmp", ec);
          !ec && it != fs::directory_iterator(); it.increment(ec))
       ++counters.repaired;
@@ -222,73 +292,95 @@ struct Cache::Impl {
     fs::remove_all(opt.dir + "/tmp", ec);
     fs::create_directories(opt.dir + "/objects", ec);
     if (ec) return Error{Errc::kIo, fmt::format("{}: {}", opt.dir, ec.message())};
-    std::vector<std::pair<std::int64_t, std::string>> order;  // data mtime, id
+    const std::string log_path = opt.dir + "/index.log";
+    std::map<std::string, CacheEntry> logged;  // id -> its latest line
+    std::uint64_t lines = 0;
+    bool rewrite = false;
+    {
+      std::ifstream in(log_path, std::ios::binary);
+      std::string line;
+      while (std::getline(in, line)) {
+        ++lines;
+        boost::system::error_code jec;
+        json::value v = json::parse(line, jec);
+        if (jec || !v.is_object()) {  // torn by a power loss
+          rewrite = true;
+          continue;
+        }
+        const auto& o = v.as_object();
+        if (const auto* gone = o.if_contains("gone")) {
+          if (gone->is_string()) logged.erase(std::string(gone->as_string()));
+          continue;
+        }
+        auto e = parse_meta(o);
+        if (!e) {
+          rewrite = true;
+          continue;
+        }
+        logged[id_of(e->store, e->key)] = std::move(*e);
+      }
+    }
+    // The files: data, older versions' metadata, and leftovers.
+    std::map<std::string, std::string> data;  // id -> path
+    std::vector<std::string> legacy;          // .meta files, folded into the log
     for (auto it = fs::recursive_directory_iterator(opt.dir + "/objects", ec);
          !ec && it != fs::end(it); it.increment(ec)) {
       if (!it->is_regular_file(ec)) continue;
       std::string path = it->path().string();
-      std::string name = it->path().filename().string();
-      auto dot = name.rfind('.');
-      std::string ext = dot == std::string::npos ? "" : name.substr(dot);
-      std::string base = path.substr(0, path.size() - ext.size());
+      std::string ext = it->path().extension().string();
+      std::string id = it->path().stem().string();
       if (ext == ".data") {
-        // Data whose metadata never came: half-done. (The listing may still name the data
-        // of a bad .meta seen earlier, already removed: count it once.)
-        if (!fs::exists(base + ".meta") && ::unlink(path.c_str()) == 0) ++counters.repaired;
-        continue;
-      }
-      if (ext != ".meta") {  // a temporary file of an interrupted metadata write
+        data[id] = path;
+      } else if (ext == ".meta") {
+        legacy.push_back(path);
+        auto text = read_small_file(path, 1 << 20);
+        boost::system::error_code jec;
+        json::value v = text ? json::parse(*text, jec) : json::value();
+        auto e = !jec && v.is_object() ? parse_meta(v.as_object()) : std::nullopt;
+        // (A bad one leaves its data without an entry: removed below.)
+        if (e && id_of(e->store, e->key) == id && !logged.count(id)) logged[id] = std::move(*e);
+      } else {  // a download or a metadata write a crash interrupted
         if (::unlink(path.c_str()) == 0) ++counters.repaired;
-        continue;
       }
-      auto text = read_small_file(path, 1 << 20);
-      boost::system::error_code jec;
-      json::value v = text ? json::parse(*text, jec) : json::value();
+    }
+    if (ec) return Error{Errc::kIo, fmt::format("{}/objects: {}", opt.dir, ec.message())};
+    std::vector<std::pair<std::int64_t, std::string>> order;  // data mtime, id
+    for (auto& [id, e] : logged) {
+      auto d = data.find(id);
       struct stat st {};
-      bool ok = text && !jec && v.is_object() && ::stat((base + ".data").c_str(), &st) == 0;
-      CacheEntry e;
+      bool ok = d != data.end() && ::stat(d->second.c_str(), &st) == 0 &&
+                static_cast<std::uint64_t>(st.st_size) == e.size;
       if (ok) {
-        const auto& o = v.as_object();
-        auto str = [&](const char* k) {
-          const auto* p = o.if_contains(k);
-          return p && p->is_string() ? std::string(p->as_string()) : std::string();
-        };
-        auto num = [&](const char* k) -> std::int64_t {
-          const auto* p = o.if_contains(k);
-          return p && p->is_number() ? p->to_number<std::int64_t>() : 0;
-        };
-        e.store = str("store");
-        e.key = str("key");
-        e.etag = str("etag");
-        e.sha256 = str("sha256");
-        e.size = static_cast<std::uint64_t>(num("size"));
-        e.fetched_at = num("fetched_at");
-        e.validated_at = num("validated_at");
-        const auto* pin = o.if_contains("pinned");
-        e.pinned = pin && pin->is_bool() && pin->as_bool();
-        e.path = base + ".data";
+        e.path = d->second;
         e.last_access = st.st_mtim.tv_sec;
-        ok = static_cast<std::uint64_t>(st.st_size) == e.size && !e.key.empty() &&
-             id_of(e.store, e.key) == fs::path(base).filename().string();
         // Written by a run that never synced, before a reboot: the bytes may not be there.
-        if (ok && dirty_since > 0 && std::max(e.fetched_at, e.validated_at) >= dirty_since - 1)
+        if (dirty_since > 0 && std::max(e.fetched_at, e.validated_at) >= dirty_since - 1)
           ok = intact(e);
       }
+      if (d != data.end()) {
+        if (!ok) ::unlink(d->second.c_str());
+        data.erase(d);
+      }
       if (!ok) {
-        ::unlink((base + ".meta").c_str());
-        ::unlink((base + ".data").c_str());
         ++counters.repaired;
+        rewrite = true;
         continue;
       }
-      std::string id = fs::path(base).filename().string();
       order.emplace_back(st.st_mtim.tv_sec * 1000000000LL + st.st_mtim.tv_nsec, id);
       used += e.size;
       entries[id] = std::move(e);
     }
-    if (ec) return Error{Errc::kIo, fmt::format("{}/objects: {}", opt.dir, ec.message())};
+    // Data whose entry never came (or was ended).
+    for (const auto& [id, path] : data) {
+      if (::unlink(path.c_str()) == 0) ++counters.repaired;
+    }
     std::sort(order.begin(), order.end());
     for (const auto& [t, id] : order) touch(id);
     if (!order.empty()) last_stamp = order.back().first;
+    log_lines = lines;
+    auto compacted = compact(rewrite || !legacy.empty() || !fs::exists(log_path));
+    if (!compacted) return compacted.error();
+    for (const auto& path : legacy) ::unlink(path.c_str());
     return true;
   }
 
@@ -387,7 +479,7 @@ struct Cache::Impl {
           (void)write_meta(e);
         }
         touch(id);
-        return opened(e, FetchKind::kHit);
+        return opened(lk, e, FetchKind::kHit);
       } else {
         inflight.insert(id);
         std::string etag = e.etag;
@@ -404,7 +496,7 @@ struct Cache::Impl {
           (void)write_meta(again->second);
           ++counters.revalidated;
           touch(id);
-          return opened(again->second, FetchKind::kRevalidated);
+          return opened(lk, again->second, FetchKind::kRevalidated);
         }
         if (!r) {
           inflight.erase(id);
@@ -496,17 +588,24 @@ struct Cache::Impl {
     // flight, so nothing else touches it, and the old entry and the reservation both stay
     // counted until the new entry is in, so the bound holds throughout.
     lk.unlock();
-    // Replace: old metadata first, then the data, then the new metadata.
-    ::unlink((base_of(id) + ".meta").c_str());
+    // The data into place (any older entry of this id has already ended), then its line.
+    // Opened first: the reader's descriptor needs no lookup under the lock below.
     Result<bool> committed = true;
-    if (::rename(tmp.c_str(), e.path.c_str()) != 0) {
+    int fd = ::open(tmp.c_str(), O_RDONLY | O_CLOEXEC);
+    if (fd < 0 || ::rename(tmp.c_str(), e.path.c_str()) != 0) {
       committed = Error{Errc::kIo, fmt::format("{}: {}", e.path, errno_text(errno))};
       ::unlink(tmp.c_str());
-    } else {
-      committed = write_new_meta(e);
-      if (!committed) ::unlink(e.path.c_str());
+      if (fd >= 0) ::close(fd);
+      fd = -1;
     }
     lk.lock();
+    if (committed) {
+      committed = write_meta(e);
+      if (!committed) {
+        ::unlink(e.path.c_str());
+        ::close(fd);
+      }
+    }
     reserved -= info->size;
     forget(id);  // the old entry, if any: its files are gone or replaced
     if (!committed) {
@@ -516,35 +615,44 @@ struct Cache::Impl {
     used += e.size;
     entries[id] = e;
     touch(id);
+    (void)compact(false);
     done(lk);
-    auto result = opened(e, kind);
     // An object that grew between listing and download may have pushed the cache over
     // its bound: evict now (never leave it over).
     if (used > opt.max_bytes) {
       auto shrink = reserve(lk, 0, what);
       (void)shrink;
     }
-    return result;
+    return stamped(lk, e, kind, fd);
   }
 
   // Opened under the lock, so an eviction right after cannot take the bytes away from the
   // reader (an unlinked file stays readable through its descriptor).
-  Result<Fetched> opened(const CacheEntry& e, FetchKind kind) {
+  Result<Fetched> opened(std::unique_lock<std::mutex>& lk, const CacheEntry& e, FetchKind kind) {
     int fd = ::open(e.path.c_str(), O_RDONLY | O_CLOEXEC);
     if (fd < 0) return Error{Errc::kIo, fmt::format("{}: {}", e.path, errno_text(errno))};
-    // The modification time orders eviction across restarts. Set explicitly and strictly
-    // increasing: a file's clock ticks coarsely (reads within one tick would tie, and a
-    // coarse stamp can even fall behind a fine one set just before), so "now" alone would
-    // not keep the order of reads.
+    return stamped(lk, e, kind, fd);
+  }
+
+  // The modification time orders eviction across restarts. Set explicitly and strictly
+  // increasing: a file's clock ticks coarsely (reads within one tick would tie, and a
+  // coarse stamp can even fall behind a fine one set just before), so "now" alone would
+  // not keep the order of reads. The stamp is taken under the lock; the lock is released
+  // before it is written (other fetches need not wait on the file system).
+  Result<Fetched> stamped(std::unique_lock<std::mutex>& lk, const CacheEntry& e, FetchKind kind,
+                          int fd) {
     struct timespec ts[2]{};
     ::clock_gettime(CLOCK_REALTIME, &ts[1]);
     std::int64_t stamp = static_cast<std::int64_t>(ts[1].tv_sec) * 1000000000 + ts[1].tv_nsec;
     last_stamp = std::max(stamp, last_stamp + 1);
+    stamp = last_stamp;
+    Fetched f{e, kind, std::make_shared<FileHandle>(fd)};
+    lk.unlock();
     ts[0].tv_nsec = UTIME_NOW;
-    ts[1].tv_sec = static_cast<time_t>(last_stamp / 1000000000);
-    ts[1].tv_nsec = static_cast<long>(last_stamp % 1000000000);
+    ts[1].tv_sec = static_cast<time_t>(stamp / 1000000000);
+    ts[1].tv_nsec = static_cast<long>(stamp % 1000000000);
     ::futimens(fd, ts);
-    return Fetched{e, kind, std::make_shared<FileHandle>(fd)};
+    return f;
   }
 
   // Size, then the strongest check the object allows: the sha256 its uploader stored, or
@@ -674,6 +782,7 @@ Result<std::uint64_t> Cache::evict(const std::string& store, const std::string& 
     impl_->forget(id);
     ++impl_->counters.evictions;
   }
+  (void)impl_->compact(false);
   return freed;
 }
 

@@ -12,6 +12,7 @@
 #include <unistd.h>
 
 #include <atomic>
+#include <boost/json.hpp>
 #include <chrono>
 #include <condition_variable>
 #include <filesystem>
@@ -28,6 +29,7 @@
 
 #include "storage/file_util.h"
 #include "storage/object_store.h"
+#include "storage/sigv4.h"
 
 namespace hylab::storage {
 namespace {
@@ -180,6 +182,40 @@ class CacheTest : public ::testing::Test {
       if (e.is_regular_file() && e.path().extension() == ".data") total += e.file_size();
     }
     return total;
+  }
+  // index.log's lines, and the keys it names at its end (the last line of a key wins; a
+  // "gone" line ends it; lines that do not parse count for nothing).
+  std::vector<std::string> log_lines() const {
+    std::vector<std::string> out;
+    std::ifstream in(cache_dir_ / "index.log");
+    for (std::string line; std::getline(in, line);) out.push_back(line);
+    return out;
+  }
+  std::set<std::string> logged_keys() const {
+    std::map<std::string, std::string> key_of;  // id -> key
+    for (const auto& line : log_lines()) {
+      boost::system::error_code ec;
+      auto v = boost::json::parse(line, ec);
+      if (ec || !v.is_object()) continue;
+      const auto& o = v.as_object();
+      if (const auto* gone = o.if_contains("gone")) {
+        key_of.erase(std::string(gone->as_string()));
+      } else if (o.contains("key") && o.contains("store")) {
+        std::string store(o.at("store").as_string()), key(o.at("key").as_string());
+        key_of[sha256_hex(store + "\n" + key).substr(0, 40)] = key;
+      }
+    }
+    std::set<std::string> keys;
+    for (const auto& [id, key] : key_of) keys.insert(key);
+    return keys;
+  }
+  // Rewrites index.log without the lines of `key`.
+  void drop_log_lines(const std::string& key) {
+    std::string text;
+    for (const auto& line : log_lines()) {
+      if (line.find("\"key\":\"" + key + "\"") == std::string::npos) text += line + "\n";
+    }
+    std::ofstream(cache_dir_ / "index.log", std::ios::trunc) << text;
   }
   std::size_t files_with_extension(const std::string& ext) const {
     std::size_t n = 0;
@@ -380,7 +416,7 @@ TEST_F(CacheTest, NeverOverTheByteBound) {
     EXPECT_EQ(contents(*r), std::string(size, static_cast<char>('a' + i % 26))) << key;
     EXPECT_LE(data_bytes(), kMax) << "after fetching " << key;
     EXPECT_EQ(cache->stats().bytes, data_bytes());
-    EXPECT_EQ(files_with_extension(".meta"), cache->stats().entries);
+    EXPECT_EQ(logged_keys().size(), cache->stats().entries);
     EXPECT_EQ(files_with_extension(".data"), cache->stats().entries);
   }
   EXPECT_GT(cache->stats().evictions, 0u);
@@ -511,7 +547,7 @@ TEST_F(CacheTest, EvictByPrefixAndForce) {
   EXPECT_EQ(*freed, 10u);  // x/1; x/2 is pinned, "xy" does not start with "x/"
   EXPECT_EQ(keys_of(*cache), (std::set<std::string>{"x/2", "xy", "y/1"}));
   EXPECT_EQ(data_bytes(), 30u);
-  EXPECT_EQ(files_with_extension(".meta"), 3u);
+  EXPECT_EQ(logged_keys().size(), 3u);
 
   auto rest = cache->evict("", "", false);  // every store, unpinned only
   ASSERT_TRUE(rest);
@@ -523,7 +559,7 @@ TEST_F(CacheTest, EvictByPrefixAndForce) {
   EXPECT_EQ(*forced, 10u);
   EXPECT_TRUE(cache->entries().empty());
   EXPECT_EQ(data_bytes(), 0u);
-  EXPECT_EQ(files_with_extension(".meta"), 0u);
+  EXPECT_TRUE(logged_keys().empty());
   CacheStats s = cache->stats();
   EXPECT_EQ(s.bytes, 0u);
   EXPECT_EQ(s.pinned_bytes, 0u);
@@ -638,7 +674,7 @@ TEST_F(CacheTest, AnObjectGoneUpstreamIsGoneFromTheCache) {
   EXPECT_EQ(r.error().code, Errc::kNotFound);
   EXPECT_TRUE(cache->entries().empty());
   EXPECT_FALSE(fs::exists(f.entry.path));
-  EXPECT_EQ(files_with_extension(".meta"), 0u);
+  EXPECT_TRUE(logged_keys().empty());
   EXPECT_EQ(cache->stats().bytes, 0u);
 }
 
@@ -693,7 +729,7 @@ TEST_F(CacheTest, IntegrityFailureCachesNothing) {
   EXPECT_TRUE(cache->entries().empty());
   EXPECT_EQ(cache->stats().bytes, 0u);
   EXPECT_EQ(data_bytes(), 0u);
-  EXPECT_EQ(files_with_extension(".meta"), 0u);
+  EXPECT_TRUE(logged_keys().empty());
   EXPECT_EQ(tmp_files(), 0u);
 
   // The failed download gave its reservation back: an object of the whole bound still fits,
@@ -759,26 +795,29 @@ TEST_F(CacheTest, AfterAPossiblePowerLossOnlyEntriesThatCheckOutSurvive) {
 }
 
 TEST_F(CacheTest, CrashLeftoversAreRepairedAtOpen) {
-  for (const char* k : {"good", "no-meta", "no-data", "wrong-size"}) put(k, std::string(10, k[0]));
+  const std::vector<std::string> keys{"good", "no-line", "no-data", "wrong-size", "ended"};
+  for (const auto& k : keys) put(k, std::string(10, k[0]));
   std::map<std::string, std::string> data_path;
   {
     auto cache = open(1000);
     ASSERT_TRUE(cache);
-    for (const char* k : {"good", "no-meta", "no-data", "wrong-size"})
-      data_path[k] = fetch_ok(*cache, k).entry.path;
+    for (const auto& k : keys) data_path[k] = fetch_ok(*cache, k).entry.path;
+    EXPECT_EQ(logged_keys(), std::set<std::string>(keys.begin(), keys.end()));
   }
-  auto meta_of = [](const std::string& data) { return data.substr(0, data.size() - 5) + ".meta"; };
-  // A crash between renaming the data and writing the metadata.
-  fs::remove(meta_of(data_path["no-meta"]));
-  // Data lost under its metadata.
+  // A crash between renaming the data and appending its line.
+  drop_log_lines("no-line");
+  // Data lost under its line.
   fs::remove(data_path["no-data"]);
-  // Data whose size is not what the metadata says.
+  // Data whose size is not what its line says.
   std::ofstream(data_path["wrong-size"], std::ios::app) << "+";
-  // Data of an entry that never got metadata, in its own folder.
+  // A crash between an entry's "gone" line and the removal of its data.
+  std::string ended_id = fs::path(data_path["ended"]).stem().string();
+  std::ofstream(cache_dir_ / "index.log", std::ios::app) << R"({"gone":")" << ended_id << "\"}\n";
+  // Data of an entry that never got a line, in its own folder.
   fs::create_directories(cache_dir_ / "objects" / "zz");
   std::ofstream(cache_dir_ / "objects" / "zz" / (std::string(40, 'z') + ".data")) << "orphan";
-  // An interrupted metadata write.
-  fs::path meta_tmp = fs::path(meta_of(data_path["good"])).parent_path() / ".x.meta.hylab-tmp-1-1";
+  // An older version's interrupted metadata write.
+  fs::path meta_tmp = fs::path(data_path["good"]).parent_path() / ".x.meta.hylab-tmp-1-1";
   std::ofstream(meta_tmp) << "{";
   // Downloads that were in progress: beside their final name, and in tmp/ where older
   // versions put them.
@@ -787,6 +826,8 @@ TEST_F(CacheTest, CrashLeftoversAreRepairedAtOpen) {
   fs::create_directories(cache_dir_ / "tmp");
   std::ofstream(cache_dir_ / "tmp" / "0123.0") << "partial";
   std::ofstream(cache_dir_ / "tmp" / "4567.1") << "partial too";
+  // A last line torn by a power loss.
+  std::ofstream(cache_dir_ / "index.log", std::ios::app) << R"({"store":"x","key":"torn)";
 
   std::uint64_t repaired_before = 0;
   {
@@ -794,22 +835,21 @@ TEST_F(CacheTest, CrashLeftoversAreRepairedAtOpen) {
     ASSERT_TRUE(cache);
     CacheStats s = cache->stats();
     repaired_before = s.repaired;
-    // no-meta, no-data, wrong-size, the orphan, the metadata write, three downloads.
-    EXPECT_EQ(s.repaired, 8u);
+    // no-line, no-data, wrong-size, ended, the orphan, the metadata write, three downloads.
+    EXPECT_EQ(s.repaired, 9u);
     EXPECT_EQ(s.entries, 1u);
     EXPECT_EQ(s.bytes, 10u);
     EXPECT_EQ(keys_of(*cache), (std::set<std::string>{"good"}));
-    EXPECT_FALSE(fs::exists(data_path["no-meta"]));
-    EXPECT_FALSE(fs::exists(meta_of(data_path["no-data"])));
-    EXPECT_FALSE(fs::exists(data_path["wrong-size"]));
-    EXPECT_FALSE(fs::exists(meta_of(data_path["wrong-size"])));
+    for (const char* k : {"no-line", "wrong-size", "ended"}) EXPECT_FALSE(fs::exists(data_path[k]));
     EXPECT_FALSE(fs::exists(cache_dir_ / "objects" / "zz" / (std::string(40, 'z') + ".data")));
     EXPECT_FALSE(fs::exists(meta_tmp));
     EXPECT_EQ(tmp_files(), 0u);
     EXPECT_FALSE(fs::exists(part));
     EXPECT_FALSE(fs::exists(cache_dir_ / "tmp"));
     EXPECT_EQ(data_bytes(), 10u);
-    EXPECT_EQ(files_with_extension(".meta"), 1u);
+    // The log was rewritten with the one live entry (the torn line gone with the rest).
+    EXPECT_EQ(log_lines().size(), 1u);
+    EXPECT_EQ(logged_keys(), (std::set<std::string>{"good"}));
 
     int gets = store_->gets;
     Fetched good = fetch_ok(*cache, "good");
@@ -825,31 +865,84 @@ TEST_F(CacheTest, CrashLeftoversAreRepairedAtOpen) {
   EXPECT_EQ(keys_of(*cache), (std::set<std::string>{"good", "wrong-size"}));
 }
 
-TEST_F(CacheTest, CorruptMetadataIsRepaired) {
+TEST_F(CacheTest, CorruptLogLinesAreRepaired) {
   put("a", "aaaa");
   put("b", "bbbb");
-  std::string a_meta, b_meta;
+  put("c", "cccc");
   {
     auto cache = open(1000);
     ASSERT_TRUE(cache);
-    std::string a = fetch_ok(*cache, "a").entry.path;
-    std::string b = fetch_ok(*cache, "b").entry.path;
-    a_meta = a.substr(0, a.size() - 5) + ".meta";
-    b_meta = b.substr(0, b.size() - 5) + ".meta";
+    for (const char* k : {"a", "b", "c"}) fetch_ok(*cache, k);
   }
-  std::ofstream(a_meta, std::ios::trunc) << "{not json";
-  // Well-formed metadata of another key: it does not belong to this file name.
-  std::string text = read_path(b_meta);
-  auto pos = text.find("\"key\":\"b\"");
-  ASSERT_NE(pos, std::string::npos) << text;
-  text.replace(pos, 9, "\"key\":\"c\"");
-  std::ofstream(b_meta, std::ios::trunc) << text;
+  // a's line does not parse; b's has no key; c's is intact.
+  std::string text;
+  for (auto line : log_lines()) {
+    if (line.find(R"("key":"a")") != std::string::npos) line = "{not json";
+    if (line.find(R"("key":"b")") != std::string::npos) line = R"({"store":"s","size":4})";
+    text += line + "\n";
+  }
+  std::ofstream(cache_dir_ / "index.log", std::ios::trunc) << text;
 
   auto cache = open(1000);
   ASSERT_TRUE(cache);
-  EXPECT_EQ(cache->stats().repaired, 2u);
-  EXPECT_TRUE(cache->entries().empty());
-  EXPECT_EQ(data_bytes(), 0u);
+  EXPECT_EQ(cache->stats().repaired, 2u);  // a's and b's data, without an entry
+  EXPECT_EQ(keys_of(*cache), (std::set<std::string>{"c"}));
+  EXPECT_EQ(data_bytes(), 4u);
+  EXPECT_EQ(log_lines().size(), 1u);
+}
+
+TEST_F(CacheTest, AnOlderVersionsMetadataFilesAreFoldedIntoTheLog) {
+  put("a", "aaaa");
+  put("b", "bbbb");
+  std::map<std::string, std::string> data_path;
+  {
+    auto cache = open(1000);
+    ASSERT_TRUE(cache);
+    data_path["a"] = fetch_ok(*cache, "a").entry.path;
+    FetchOptions pin;
+    pin.pin = true;
+    data_path["b"] = fetch_ok(*cache, "b", pin).entry.path;
+  }
+  // The layout before index.log: objects/XY/ID.meta beside each data file.
+  auto entries = log_lines();
+  ASSERT_EQ(entries.size(), 2u);
+  for (const auto& line : entries) {
+    std::string key = line.find(R"("key":"a")") != std::string::npos ? "a" : "b";
+    std::string meta = data_path[key].substr(0, data_path[key].size() - 5) + ".meta";
+    std::ofstream(meta) << line;
+  }
+  fs::remove(cache_dir_ / "index.log");
+  // A .meta whose file name is not its key's id: its data is not trusted.
+  fs::create_directories(cache_dir_ / "objects" / "yy");
+  std::ofstream(cache_dir_ / "objects" / "yy" / (std::string(40, 'y') + ".meta")) << entries[0];
+  std::ofstream(cache_dir_ / "objects" / "yy" / (std::string(40, 'y') + ".data")) << "aaaa";
+
+  auto cache = open(1000);
+  ASSERT_TRUE(cache);
+  EXPECT_EQ(keys_of(*cache), (std::set<std::string>{"a", "b"}));
+  EXPECT_EQ(cache->stats().pinned_bytes, 4u);
+  EXPECT_EQ(cache->stats().repaired, 1u);
+  EXPECT_EQ(files_with_extension(".meta"), 0u);
+  EXPECT_EQ(logged_keys(), (std::set<std::string>{"a", "b"}));
+  EXPECT_EQ(fetch_ok(*cache, "a").kind, FetchKind::kHit);
+}
+
+TEST_F(CacheTest, TheLogIsRewrittenWhenItOutgrowsTheEntries) {
+  // A long-running process: every fetch of a changed object ends an entry and adds one.
+  put("k", "v0");
+  auto cache = open(1000);
+  ASSERT_TRUE(cache);
+  fetch_ok(*cache, "k");
+  for (int i = 1; i <= 1200; ++i) {
+    put("k", "v" + std::to_string(i));
+    auto known = store_->head("k");
+    ASSERT_TRUE(known);
+    FetchOptions fo;
+    fo.known = &*known;
+    ASSERT_EQ(fetch_ok(*cache, "k", fo).kind, FetchKind::kDownloaded) << i;
+  }
+  EXPECT_LT(log_lines().size(), 1100u);
+  EXPECT_EQ(logged_keys(), (std::set<std::string>{"k"}));
 }
 
 TEST_F(CacheTest, ASecondOpenWaitsAndThenSaysInUse) {
