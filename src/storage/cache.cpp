@@ -66,9 +66,14 @@ struct Cache::Impl {
   std::int64_t last_stamp = 0;  // the latest data-file mtime set, in ns (see opened())
 
   std::int64_t dirty_since = 0;  // entries written after this may not be on the disk
-  int log_fd = -1;               // index.log, open for appending (written under mu)
-  std::uint64_t log_size = 0;    // its bytes: a failed append is cut back to this
-  std::uint64_t log_lines = 0;   // its lines: rewritten when far more than the entries
+  // index.log, open for appending. log_mu guards it and the two counts; taken after mu
+  // where both are held (a new entry's line is written without mu: a write can wait on the
+  // file system's journal, and every other fetch would wait with it).
+  std::mutex log_mu;
+  int log_fd = -1;
+  std::uint64_t log_size = 0;               // its bytes: a failed append is cut back to this
+  std::atomic<std::uint64_t> log_lines{0};  // its lines: rewritten when far more than the entries
+  std::atomic<int> unlisted{0};  // new entries whose line is written but which are not in yet
 
   ~Impl() {
     if (locked) save_stats();
@@ -175,9 +180,10 @@ struct Cache::Impl {
   }
 
   // One line onto index.log, in one write(); a short write (a full disk) is cut back so
-  // the next line starts clean. (Under mu.)
+  // the next line starts clean.
   Result<bool> append(std::string line) {
     line += '\n';
+    std::lock_guard g(log_mu);
     ssize_t n = ::write(log_fd, line.data(), line.size());
     if (n != static_cast<ssize_t>(line.size())) {
       int err = n < 0 ? errno : ENOSPC;
@@ -191,12 +197,18 @@ struct Cache::Impl {
     return true;
   }
 
-  // An entry's metadata, new or changed. (Under mu.)
+  // An entry's metadata, new or changed.
   Result<bool> write_meta(const CacheEntry& e) { return append(meta_json(e)); }
 
   // Rewrites index.log with only the live entries (a temporary file, then renamed), once
   // it holds more than twice their lines. (Under mu, or while opening.)
   Result<bool> compact(bool force) {
+    // (Most calls end here, without waiting for an append in progress.) Not while a new
+    // entry's line is written but the entry not yet in `entries`: the rewrite would lose
+    // it. A line written once this has begun waits for log_mu and goes to the new log.
+    if (!force && log_fd >= 0 && (unlisted > 0 || log_lines <= 2 * entries.size() + 1024))
+      return true;
+    std::lock_guard g(log_mu);
     std::string path = opt.dir + "/index.log";
     if (!force && log_lines <= 2 * entries.size() + 1024) {
       if (log_fd >= 0) return true;
@@ -566,55 +578,56 @@ struct Cache::Impl {
     go.known = &*info;
     auto got = store.get(key, tmp, go);
     Result<bool> checked = got ? verify(tmp, *got, *info, what, hasher) : Result<bool>(got.error());
-    lk.lock();
-    if (!checked) {
-      reserved -= info->size;
-      ::unlink(tmp.c_str());
-      done(lk);
-      return checked.error();
-    }
-    // The object may have changed since the listing: what was downloaded is the truth.
+    // From here to the entry's insertion without the lock (other downloads go on
+    // meanwhile, and each lock taken with many threads on few cores risks a holder put to
+    // sleep with it): the id is in flight, so nothing else touches it, and the old entry
+    // (if any) and the reservation both stay counted until the new entry is in, so the
+    // bound holds throughout.
+    Result<bool> committed = checked;
     CacheEntry e;
-    e.store = sid;
-    e.key = key;
-    e.etag = got->etag.empty() ? info->etag : got->etag;
-    e.sha256 = got->sha256.empty() ? info->sha256 : got->sha256;
-    e.size = got->size;
-    e.fetched_at = e.validated_at = now();
-    e.last_access = e.fetched_at;
-    e.path = base_of(id) + ".data";
-    e.pinned = fo.pin || keep_pin || (entries.count(id) && entries[id].pinned);
-    // The files change outside the lock (other downloads go on meanwhile): the id is in
-    // flight, so nothing else touches it, and the old entry and the reservation both stay
-    // counted until the new entry is in, so the bound holds throughout.
-    lk.unlock();
-    // The data into place (any older entry of this id has already ended), then its line.
-    // Opened first: the reader's descriptor needs no lookup under the lock below.
-    Result<bool> committed = true;
-    int fd = ::open(tmp.c_str(), O_RDONLY | O_CLOEXEC);
-    if (fd < 0 || ::rename(tmp.c_str(), e.path.c_str()) != 0) {
-      committed = Error{Errc::kIo, fmt::format("{}: {}", e.path, errno_text(errno))};
-      ::unlink(tmp.c_str());
-      if (fd >= 0) ::close(fd);
-      fd = -1;
-    }
-    lk.lock();
+    int fd = -1;
+    bool unlisted_mine = false;
     if (committed) {
-      committed = write_meta(e);
-      if (!committed) {
-        ::unlink(e.path.c_str());
-        ::close(fd);
+      // The object may have changed since the listing: what was downloaded is the truth.
+      e.store = sid;
+      e.key = key;
+      e.etag = got->etag.empty() ? info->etag : got->etag;
+      e.sha256 = got->sha256.empty() ? info->sha256 : got->sha256;
+      e.size = got->size;
+      e.fetched_at = e.validated_at = now();
+      e.last_access = e.fetched_at;
+      e.path = base_of(id) + ".data";
+      e.pinned = fo.pin || keep_pin;  // (in flight: no one else can have pinned it)
+      // The data into place (any older entry of this id has already ended), then its
+      // line. Opened first: the reader's descriptor needs no lookup later.
+      fd = ::open(tmp.c_str(), O_RDONLY | O_CLOEXEC);
+      if (fd < 0 || ::rename(tmp.c_str(), e.path.c_str()) != 0) {
+        committed = Error{Errc::kIo, fmt::format("{}: {}", e.path, errno_text(errno))};
+      } else {
+        // Written before the entry is in: no eviction can end it before its line, and a
+        // rewrite of the log waits until it is in (see compact()).
+        ++unlisted;
+        unlisted_mine = true;
+        committed = write_meta(e);
+        if (!committed) ::unlink(e.path.c_str());
       }
     }
+    if (!committed) {
+      ::unlink(tmp.c_str());
+      if (fd >= 0) ::close(fd);
+    }
+    lk.lock();
     reserved -= info->size;
     forget(id);  // the old entry, if any: its files are gone or replaced
     if (!committed) {
+      if (unlisted_mine) --unlisted;
       done(lk);
       return committed.error();
     }
     used += e.size;
     entries[id] = e;
     touch(id);
+    --unlisted;
     (void)compact(false);
     done(lk);
     // An object that grew between listing and download may have pushed the cache over

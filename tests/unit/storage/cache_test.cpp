@@ -1119,6 +1119,48 @@ TEST_F(CacheTest, ConcurrentFetchesOfDifferentObjectsFitTheBound) {
   EXPECT_LE(data_bytes(), 40u);
   EXPECT_EQ(cache->stats().bytes, data_bytes());
   EXPECT_EQ(tmp_files(), 0u);
+  // The log, written from all threads at once, says what the cache holds: reopened, the
+  // same entries, nothing to repair.
+  auto held = keys_of(*cache);
+  EXPECT_EQ(logged_keys(), held);
+  auto repaired = cache->stats().repaired;
+  cache.reset();
+  auto again = open(40);
+  ASSERT_TRUE(again);
+  EXPECT_EQ(keys_of(*again), held);
+  EXPECT_EQ(again->stats().repaired, repaired);
+}
+
+TEST_F(CacheTest, ManyThreadsAndARewriteOfTheLogLoseNoEntry) {
+  // 16 threads download 1,500 objects into a cache that evicts as they go: "gone" lines
+  // and new lines interleave, and the log is rewritten along the way (it outgrows the
+  // entries). After reopening, the entries are those the running cache held.
+  constexpr int kThreads = 16;
+  constexpr int kObjects = 1500;
+  for (int i = 0; i < kObjects; ++i) put("o/" + std::to_string(i), std::string(4, 'x'));
+  auto cache = open(4 * 300);
+  ASSERT_TRUE(cache);
+  std::atomic<int> next{0};
+  std::atomic<int> failures{0};
+  std::vector<std::thread> threads;
+  for (int t = 0; t < kThreads; ++t) {
+    threads.emplace_back([&] {
+      for (int i = next++; i < kObjects; i = next++) {
+        if (!cache->fetch(*store_, "o/" + std::to_string(i))) ++failures;
+      }
+    });
+  }
+  for (auto& th : threads) th.join();
+  EXPECT_EQ(failures.load(), 0);
+  auto held = keys_of(*cache);
+  EXPECT_EQ(held.size(), 300u);
+  EXPECT_LT(log_lines().size(), 2u * 300 + 1024 + 2 * kThreads + 1);  // rewritten meanwhile
+  EXPECT_EQ(logged_keys(), held);
+  cache.reset();
+  auto again = open(4 * 300);
+  ASSERT_TRUE(again);
+  EXPECT_EQ(keys_of(*again), held);
+  EXPECT_EQ(again->stats().repaired, 0u);
 }
 
 }  // namespace
