@@ -4,7 +4,13 @@
 # 2,000-file tree, warm (cached) reads against `cat` of a local file, and one plain curl
 # GET of the large object (the server's single-stream limit). Each figure is the median of
 # ROUNDS interleaved runs (hylab, then rclone, then again): this machine's speed drifts.
-# Usage: bench/storage/run.sh [HYLAB_BINARY] [ROUNDS] [BIG_MIB]
+# Usage: [BENCH_FS=ext4] bench/storage/run.sh [HYLAB_BINARY] [ROUNDS] [BIG_MIB]
+# BENCH_FS=ext4 (needs root): every file of the run (s3rver's, the caches, the outputs) on a
+# fresh ext4 file system made for it on a loop device, as mkfs.ext4 and Debian's installer
+# make one (with a journal). Without it, under $TMPDIR, whatever that is: on this project's
+# VMs an ext4 without a journal, where each new file costs a scan of the inodes deleted in
+# the last minutes (ext4's recently_deleted(), consulted only without a journal), and every
+# round deletes the last one's thousands of files.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 HYLAB=$(realpath "${1:-build/bench/src/cli/hylab}")
@@ -19,8 +25,22 @@ S3RVER=tests/s3rver/node_modules/s3rver/bin/s3rver.js
 [[ -f $S3RVER ]] || { echo "error: $S3RVER is missing (scripts/install-deps.sh bench)" >&2; exit 1; }
 tmp=$(mktemp -d)
 pid=
-cleanup() { [[ -n $pid ]] && kill "$pid" 2>/dev/null; wait 2>/dev/null || true; rm -rf "$tmp"; }
+img=
+cleanup() {
+  [[ -n $pid ]] && kill "$pid" 2>/dev/null; wait 2>/dev/null || true
+  if [[ -n $img ]]; then umount "$tmp" 2>/dev/null || true; rm -f "$img"; fi
+  rm -rf "$tmp"
+}
 trap cleanup EXIT
+if [[ ${BENCH_FS:-} == ext4 ]]; then
+  img=$tmp.img
+  truncate -s $((BIG_MIB * 8 + 4096))M "$img"
+  mkfs.ext4 -q -F "$img"
+  mount -o loop "$img" "$tmp" || { echo "error: BENCH_FS=ext4 needs root (mount -o loop)" >&2; exit 1; }
+fi
+dev=$(df --output=source "$tmp" | tail -1)
+journal=$([[ -e /proc/fs/jbd2/$(basename "$dev")-8 ]] && echo "with a journal" || echo "without a journal")
+echo "files under $tmp: $(df --output=fstype "$tmp" | tail -1) on $dev, $journal" >&2
 
 NODE_OPTIONS=--openssl-legacy-provider node "$S3RVER" -d "$tmp/s3" -a 127.0.0.1 -p 0 --silent \
   --configure-bucket bench > "$tmp/s3rver.log" 2>&1 & pid=$!
@@ -106,6 +126,7 @@ row() {  # label hylab-key peer-key peer-name
 }
 echo
 echo "s3rver on loopback, $PAR transfers at once, median of $ROUNDS interleaved rounds"
+echo "files on $(df --output=fstype "$tmp" | tail -1) ($dev, $journal)"
 printf "%-34s %11s %11s   %-7s %6s\n" "" "hylab" "peer" "peer" "speedup"
 row "cold get, one ${BIG_MIB} MiB object" big_hylab big_rclone rclone
 row "  same, --no-cache" big_nocache big_rclone rclone
