@@ -49,6 +49,31 @@ namespace hylab::storage {
 namespace fs = std::filesystem;
 namespace json = boost::json;
 
+namespace {
+
+// The object in a small JSON file the cache wrote; nothing when it is missing or torn.
+std::optional<json::object> read_json_object(const std::string& path) {
+  auto text = read_small_file(path, 1 << 20);
+  if (!text) return std::nullopt;
+  boost::system::error_code ec;
+  json::value v = json::parse(*text, ec);
+  if (ec || !v.is_object()) return std::nullopt;
+  return std::move(v.as_object());
+}
+
+// Fields read leniently: missing or of another type reads as "" or 0.
+std::string json_string(const json::object& o, const char* k) {
+  const auto* p = o.if_contains(k);
+  return p && p->is_string() ? std::string(p->as_string()) : std::string();
+}
+template <class T>
+T json_number(const json::object& o, const char* k) {
+  const auto* p = o.if_contains(k);
+  return p && p->is_number() ? p->to_number<T>() : T{};
+}
+
+}  // namespace
+
 struct Cache::Impl {
   CacheOptions opt;
   int lock_fd = -1;
@@ -100,18 +125,14 @@ struct Cache::Impl {
   }
 
   void read_state() {
-    auto text = read_small_file(opt.dir + "/state.json", 1 << 16);
-    if (!text) return;
-    boost::system::error_code ec;
-    auto v = json::parse(*text, ec);
-    const json::object* o = !ec && v.is_object() ? &v.as_object() : nullptr;
-    const auto* boot = o ? o->if_contains("boot_id") : nullptr;
-    const auto* since = o ? o->if_contains("dirty_since") : nullptr;
-    if (boot && boot->is_string() && boot->as_string() == boot_id()) {
+    if (!fs::exists(opt.dir + "/state.json")) return;
+    auto o = read_json_object(opt.dir + "/state.json");
+    std::string boot = o ? json_string(*o, "boot_id") : std::string();
+    if (!boot.empty() && boot == boot_id()) {
       ::syncfs(lock_fd);
       return;
     }
-    dirty_since = since && since->is_number() ? since->to_number<std::int64_t>() : 1;
+    dirty_since = o ? json_number<std::int64_t>(*o, "dirty_since") : 1;
     if (dirty_since <= 0) dirty_since = 1;
   }
 
@@ -187,9 +208,8 @@ struct Cache::Impl {
     ssize_t n = ::write(log_fd, line.data(), line.size());
     if (n != static_cast<ssize_t>(line.size())) {
       int err = n < 0 ? errno : ENOSPC;
-      if (n > 0 && ::ftruncate(log_fd, static_cast<off_t>(log_size)) != 0) {
-        // Nothing more to do: the torn line does not parse and is skipped at open.
-      }
+      // (Should the cut fail too, the torn line does not parse and is skipped at open.)
+      if (n > 0) (void)!::ftruncate(log_fd, static_cast<off_t>(log_size));
       return Error{Errc::kIo, fmt::format("{}/index.log: {}", opt.dir, errno_text(err))};
     }
     log_size += line.size();
@@ -206,11 +226,11 @@ struct Cache::Impl {
     // (Most calls end here, without waiting for an append in progress.) Not while a new
     // entry's line is written but the entry not yet in `entries`: the rewrite would lose
     // it. A line written once this has begun waits for log_mu and goes to the new log.
-    if (!force && log_fd >= 0 && (unlisted > 0 || log_lines <= 2 * entries.size() + 1024))
-      return true;
+    auto small = [&] { return log_lines <= 2 * entries.size() + 1024; };
+    if (!force && log_fd >= 0 && (unlisted > 0 || small())) return true;
     std::lock_guard g(log_mu);
     std::string path = opt.dir + "/index.log";
-    if (!force && log_lines <= 2 * entries.size() + 1024) {
+    if (!force && small()) {
       if (log_fd >= 0) return true;
       log_fd = ::open(path.c_str(), O_WRONLY | O_APPEND | O_CLOEXEC);
       struct stat st {};
@@ -237,22 +257,14 @@ struct Cache::Impl {
 
   // The metadata in one JSON object (a line of index.log, or an older version's .meta).
   static std::optional<CacheEntry> parse_meta(const json::object& o) {
-    auto str = [&](const char* k) {
-      const auto* p = o.if_contains(k);
-      return p && p->is_string() ? std::string(p->as_string()) : std::string();
-    };
-    auto num = [&](const char* k) -> std::int64_t {
-      const auto* p = o.if_contains(k);
-      return p && p->is_number() ? p->to_number<std::int64_t>() : 0;
-    };
     CacheEntry e;
-    e.store = str("store");
-    e.key = str("key");
-    e.etag = str("etag");
-    e.sha256 = str("sha256");
-    e.size = static_cast<std::uint64_t>(num("size"));
-    e.fetched_at = num("fetched_at");
-    e.validated_at = num("validated_at");
+    e.store = json_string(o, "store");
+    e.key = json_string(o, "key");
+    e.etag = json_string(o, "etag");
+    e.sha256 = json_string(o, "sha256");
+    e.size = json_number<std::uint64_t>(o, "size");
+    e.fetched_at = json_number<std::int64_t>(o, "fetched_at");
+    e.validated_at = json_number<std::int64_t>(o, "validated_at");
     const auto* pin = o.if_contains("pinned");
     e.pinned = pin && pin->is_bool() && pin->as_bool();
     if (e.key.empty()) return std::nullopt;
@@ -273,22 +285,16 @@ struct Cache::Impl {
     (void)write_file_atomic(opt.dir + "/stats.json", json::serialize(o));
   }
 
+  // The counters the last run left (its bytes and entries are recomputed by check()).
   void load_stats() {
-    auto text = read_small_file(opt.dir + "/stats.json", 1 << 16);
-    if (!text) return;
-    boost::system::error_code ec;
-    auto v = json::parse(*text, ec);
-    if (ec || !v.is_object()) return;
-    auto get = [&](const char* k) -> std::uint64_t {
-      const auto* p = v.as_object().if_contains(k);
-      return p && p->is_number() ? p->to_number<std::uint64_t>() : 0;
-    };
-    counters.hits = get("hits");
-    counters.misses = get("misses");
-    counters.revalidated = get("revalidated");
-    counters.evictions = get("evictions");
-    counters.repaired = get("repaired");
-    counters.refused_uploads = get("refused_uploads");
+    auto saved = saved_cache_stats(opt.dir);
+    if (!saved) return;
+    counters.hits = saved->hits;
+    counters.misses = saved->misses;
+    counters.revalidated = saved->revalidated;
+    counters.evictions = saved->evictions;
+    counters.repaired = saved->repaired;
+    counters.refused_uploads = saved->refused_uploads;
   }
 
   // Reads index.log (and older versions' .meta files), keeps the entries whose data is
@@ -345,10 +351,8 @@ struct Cache::Impl {
         data[id] = path;
       } else if (ext == ".meta") {
         legacy.push_back(path);
-        auto text = read_small_file(path, 1 << 20);
-        boost::system::error_code jec;
-        json::value v = text ? json::parse(*text, jec) : json::value();
-        auto e = !jec && v.is_object() ? parse_meta(v.as_object()) : std::nullopt;
+        auto o = read_json_object(path);
+        auto e = o ? parse_meta(*o) : std::nullopt;
         // (A bad one leaves its data without an entry: removed below.)
         if (e && id_of(e->store, e->key) == id && !logged.count(id)) logged[id] = std::move(*e);
       } else {  // a download or a metadata write a crash interrupted
@@ -712,16 +716,9 @@ std::string default_cache_dir(const std::string& configured) {
 }
 
 std::optional<CacheStats> saved_cache_stats(const std::string& dir) {
-  auto text = read_small_file(dir + "/stats.json", 1 << 16);
-  if (!text) return std::nullopt;
-  boost::system::error_code ec;
-  auto v = json::parse(*text, ec);
-  if (ec || !v.is_object()) return std::nullopt;
-  const auto& o = v.as_object();
-  auto get = [&](const char* k) -> std::uint64_t {
-    const auto* p = o.if_contains(k);
-    return p && p->is_number() ? p->to_number<std::uint64_t>() : 0;
-  };
+  auto o = read_json_object(dir + "/stats.json");
+  if (!o) return std::nullopt;
+  auto get = [&](const char* k) { return json_number<std::uint64_t>(*o, k); };
   CacheStats s;
   s.bytes = get("bytes");
   s.entries = get("entries");
