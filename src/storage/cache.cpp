@@ -29,6 +29,7 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <array>
 #include <atomic>
 #include <boost/json.hpp>
 #include <chrono>
@@ -83,7 +84,8 @@ struct Cache::Impl {
   std::map<std::uint64_t, std::string> lru;     // access order -> id
   std::map<std::string, std::uint64_t> seq_of;  // id -> access order
   std::uint64_t next_seq = 1;
-  std::set<std::string> inflight;  // ids being downloaded or revalidated
+  std::set<std::string> inflight;                    // ids being downloaded or revalidated
+  std::array<std::atomic<bool>, 256> folder_made{};  // objects/XY exists (see made_folder)
   std::uint64_t used = 0, reserved = 0;
   CacheStats counters;  // hits, misses, ... (bytes/entries computed)
   std::atomic<unsigned> tmp_counter{0};
@@ -138,11 +140,11 @@ struct Cache::Impl {
 
   // After a possible power loss: does the entry's data still match its hash?
   static bool intact(const CacheEntry& e) {
-    bool md5 = e.sha256.empty() && is_md5_etag(e.etag);
-    if (e.sha256.empty() && !md5) return false;  // nothing to check it with: drop it
-    Hasher h(!e.sha256.empty(), md5);
+    Check c = check_for(e.sha256, e.etag);
+    if (!c.sha256 && !c.md5) return false;  // nothing to check it with: drop it
+    Hasher h(c);
     if (!hash_file(e.path, h)) return false;
-    return md5 ? h.md5() == e.etag : h.sha256() == e.sha256;
+    return c.md5 ? h.md5() == e.etag : h.sha256() == e.sha256;
   }
 
   std::int64_t now() const {
@@ -157,6 +159,15 @@ struct Cache::Impl {
   }
   std::string base_of(const std::string& id) const {
     return fmt::format("{}/objects/{}/{}", opt.dir, id.substr(0, 2), id);
+  }
+
+  // Creates objects/XY for the id once per process (not a stat per download).
+  void made_folder(const std::string& id) {
+    unsigned xy = static_cast<unsigned>(std::stoul(id.substr(0, 2), nullptr, 16)) & 0xff;
+    if (folder_made[xy].load(std::memory_order_acquire)) return;
+    std::error_code ec;
+    fs::create_directories(fs::path(base_of(id)).parent_path(), ec);
+    if (!ec) folder_made[xy].store(true, std::memory_order_release);
   }
 
   void touch(const std::string& id) {
@@ -569,19 +580,18 @@ struct Cache::Impl {
     // 256 folders instead of contending for one). Not .data or .meta: opening the cache
     // deletes it if a crash leaves it.
     std::string tmp = fmt::format("{}.part{}", base_of(id), tmp_counter.fetch_add(1));
-    {
-      std::error_code dec;
-      fs::create_directories(fs::path(tmp).parent_path(), dec);
-    }
-    // Hash while downloading what the check will need (the store may not be able to).
-    Hasher hasher(!info->sha256.empty(), info->sha256.empty() && is_md5_etag(info->etag));
+    made_folder(id);
+    // Hash while downloading what the check will need (the store may not be able to; an S3
+    // store chooses again from the answer's headers).
+    Hasher hasher(check_for(info->sha256, info->etag));
     GetOptions go;
     go.progress = fo.progress;
     go.parallel = fo.parallel;
     go.hasher = &hasher;
     go.known = &*info;
     auto got = store.get(key, tmp, go);
-    Result<bool> checked = got ? verify(tmp, *got, *info, what, hasher) : Result<bool>(got.error());
+    Result<bool> checked =
+        got ? check_download(tmp, *got, *info, what, hasher) : Result<bool>(got.error());
     // From here to the entry's insertion without the lock (other downloads go on
     // meanwhile, and each lock taken with many threads on few cores risks a holder put to
     // sleep with it): the id is in flight, so nothing else touches it, and the old entry
@@ -670,40 +680,6 @@ struct Cache::Impl {
     ts[1].tv_nsec = static_cast<long>(stamp % 1000000000);
     ::futimens(fd, ts);
     return f;
-  }
-
-  // Size, then the strongest check the object allows: the sha256 its uploader stored, or
-  // its ETag when that is the MD5 of a single-part upload.
-  static Result<bool> verify(const std::string& tmp, const ObjectInfo& got, const ObjectInfo& info,
-                             const std::string& what, const Hasher& during) {
-    auto size = file_size(tmp);
-    if (!size) return size.error();
-    std::uint64_t want = got.size ? got.size : info.size;
-    if (*size != want)
-      return Error{Errc::kIo,
-                   fmt::format("{}: downloaded {} bytes, the object has {}", what, *size, want)};
-    std::string sha = got.sha256.empty() ? info.sha256 : got.sha256;
-    std::string etag = got.etag.empty() ? info.etag : got.etag;
-    bool md5 = sha.empty() && is_md5_etag(etag);
-    if (sha.empty() && !md5) return true;
-    // The digests computed during the download when they are the ones needed.
-    bool reuse = during.finished() && (sha.empty() || !during.sha256().empty()) &&
-                 (!md5 || !during.md5().empty());
-    Hasher again(!sha.empty(), md5);
-    if (!reuse) {
-      auto hashed = hash_file(tmp, again);
-      if (!hashed) return hashed.error();
-    }
-    const Hasher& h = reuse ? during : again;
-    if (!sha.empty() && h.sha256() != sha)
-      return Error{Errc::kIo,
-                   fmt::format("{}: integrity check failed: sha256 {} but the object says {}", what,
-                               h.sha256(), sha)};
-    if (md5 && !std::equal(etag.begin(), etag.end(), h.md5().begin(), h.md5().end(),
-                           [](char a, char b) { return std::tolower(a) == std::tolower(b); }))
-      return Error{Errc::kIo, fmt::format("{}: integrity check failed: MD5 {} but the ETag is {}",
-                                          what, h.md5(), etag)};
-    return true;
   }
 };
 

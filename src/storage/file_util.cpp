@@ -46,6 +46,19 @@ FileHandle::~FileHandle() {
 Result<std::uint64_t> copy_fd(int fd, int out_fd, const std::string& what) {
   off_t off = 0;
   std::uint64_t total = 0;
+  // File to file: copy_file_range, which shares the blocks instead of copying them on file
+  // systems with reflinks (XFS, btrfs) and copies in the kernel elsewhere.
+  for (;;) {
+    ssize_t n = ::copy_file_range(fd, &off, out_fd, nullptr, 16u << 20, 0);
+    if (n < 0 && errno == EINTR) continue;
+    if (n < 0 && total == 0 &&
+        (errno == EINVAL || errno == EXDEV || errno == ENOSYS || errno == EOPNOTSUPP ||
+         errno == EBADF))
+      break;  // not two files on one file system (a pipe, say): sendfile or read/write
+    if (n < 0) return io_error(what, errno);
+    if (n == 0) return total;
+    total += static_cast<std::uint64_t>(n);
+  }
   for (;;) {
     ssize_t n = ::sendfile(out_fd, fd, &off, 16u << 20);
     if (n < 0 && (errno == EINVAL || errno == ENOSYS)) break;  // fall back to read/write
@@ -169,26 +182,41 @@ Result<std::string> read_small_file(const std::string& path, std::size_t max_byt
 struct Hasher::Impl {
   EVP_MD_CTX* sha = nullptr;
   EVP_MD_CTX* md5 = nullptr;
-  Impl(bool want_sha, bool want_md5) {
-    if (want_sha) {
-      sha = EVP_MD_CTX_new();
-      EVP_DigestInit_ex(sha, EVP_sha256(), nullptr);
-    }
-    if (want_md5) {
-      md5 = EVP_MD_CTX_new();
-      EVP_DigestInit_ex(md5, EVP_md5(), nullptr);
-    }
-  }
-  ~Impl() {
-    EVP_MD_CTX_free(sha);
-    EVP_MD_CTX_free(md5);
-  }
+  Impl(bool want_sha, bool want_md5) { want(want_sha, want_md5); }
+  ~Impl() { want(false, false); }
   Impl(const Impl&) = delete;
   Impl& operator=(const Impl&) = delete;
+  void want(bool want_sha, bool want_md5) {
+    set(sha, want_sha, EVP_sha256());
+    set(md5, want_md5, EVP_md5());
+  }
+  static void set(EVP_MD_CTX*& ctx, bool on, const EVP_MD* md) {
+    if (!on) {
+      EVP_MD_CTX_free(ctx);
+      ctx = nullptr;
+      return;
+    }
+    if (!ctx) ctx = EVP_MD_CTX_new();
+    EVP_DigestInit_ex(ctx, md, nullptr);
+  }
 };
+
+Check check_for(std::string_view sha256, std::string_view etag) {
+  Check c;
+  c.sha256 = !sha256.empty();
+  c.md5 = !c.sha256 && is_md5_etag(etag);
+  return c;
+}
 
 Hasher::Hasher(bool sha256, bool md5) : impl_(std::make_unique<Impl>(sha256, md5)) {}
 Hasher::~Hasher() = default;
+
+void Hasher::choose(Check c) {
+  impl_->want(c.sha256, c.md5);
+  sha256_.clear();
+  md5_.clear();
+  finished_ = false;
+}
 
 void Hasher::reset() {
   if (impl_->sha) EVP_DigestInit_ex(impl_->sha, EVP_sha256(), nullptr);
@@ -236,6 +264,39 @@ Result<bool> hash_file(const std::string& path, Hasher& h, std::uint64_t offset,
     len -= static_cast<std::uint64_t>(n);
   }
   h.finish();
+  return true;
+}
+
+Result<bool> check_download(const std::string& tmp, const ObjectInfo& got, const ObjectInfo& info,
+                            const std::string& what, const Hasher& during) {
+  auto size = file_size(tmp);
+  if (!size) return size.error();
+  std::uint64_t want = got.size ? got.size : info.size;
+  if (*size != want)
+    return Error{Errc::kIo,
+                 fmt::format("{}: downloaded {} bytes, the object has {}", what, *size, want)};
+  std::string sha = got.sha256.empty() ? info.sha256 : got.sha256;
+  std::string etag = got.etag.empty() ? info.etag : got.etag;
+  Check c = check_for(sha, etag);
+  bool md5 = c.md5;
+  if (!c.sha256 && !md5) return true;
+  // The digests computed during the download when they are the ones needed.
+  bool reuse = during.finished() && (sha.empty() || !during.sha256().empty()) &&
+               (!md5 || !during.md5().empty());
+  Hasher again(c);
+  if (!reuse) {
+    auto hashed = hash_file(tmp, again);
+    if (!hashed) return hashed.error();
+  }
+  const Hasher& h = reuse ? during : again;
+  if (!sha.empty() && h.sha256() != sha)
+    return Error{Errc::kIo,
+                 fmt::format("{}: integrity check failed: sha256 {} but the object says {}", what,
+                             h.sha256(), sha)};
+  if (md5 && !std::equal(etag.begin(), etag.end(), h.md5().begin(), h.md5().end(),
+                         [](char a, char b) { return std::tolower(a) == std::tolower(b); }))
+    return Error{Errc::kIo, fmt::format("{}: integrity check failed: MD5 {} but the ETag is {}",
+                                        what, h.md5(), etag)};
   return true;
 }
 

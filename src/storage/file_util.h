@@ -26,7 +26,8 @@ class FileHandle {
   int fd_;
 };
 
-// Copies everything from `fd` (from its start) to `out_fd`, with sendfile when it can.
+// Copies everything from `fd` (from its start) to `out_fd`: copy_file_range between files
+// (reflinks where the file system has them), sendfile to a pipe or socket.
 Result<std::uint64_t> copy_fd(int fd, int out_fd, const std::string& what);
 
 Result<std::uint64_t> file_size(const std::string& path);
@@ -42,14 +43,26 @@ bool is_temp_name(std::string_view key);
 Result<bool> write_file_atomic(const std::string& path, std::string_view data, bool durable = true);
 Result<std::string> read_small_file(const std::string& path, std::size_t max_bytes);
 
+// The digest that checks an object's bytes: the sha256 its uploader stored, else its ETag
+// when that is the MD5 of a single-part upload, else none (size only).
+struct Check {
+  bool sha256 = false, md5 = false;
+};
+Check check_for(std::string_view sha256, std::string_view etag);
+
 // SHA-256 and/or MD5 at once, fed in pieces (each costs a pass of CPU over the bytes: ask
 // only for what will be checked).
 class Hasher {
  public:
   explicit Hasher(bool sha256 = true, bool md5 = true);
+  explicit Hasher(Check c) : Hasher(c.sha256, c.md5) {}
   ~Hasher();
   Hasher(const Hasher&) = delete;
   Hasher& operator=(const Hasher&) = delete;
+  // Starts over with other digests: a download knows which check its object allows once
+  // the answer's headers are in (a listing tells neither a stored sha256 nor, for some
+  // stores, the ETag), before the first byte.
+  void choose(Check c);
   void update(const void* data, std::size_t n);
   void finish();
   void reset();  // starts over (a download retried from its start)
@@ -63,6 +76,13 @@ class Hasher {
   std::string sha256_, md5_;
   bool finished_ = false;
 };
+
+// Is the downloaded file `tmp` the object? Its size, then the strongest check the object
+// allows (see check_for), from what the answer said (`got`), else the listing (`info`);
+// with the digests computed during the download when they are the ones needed, else by
+// reading the file. `what` names the object in the error.
+Result<bool> check_download(const std::string& tmp, const ObjectInfo& got, const ObjectInfo& info,
+                            const std::string& what, const Hasher& during);
 
 // Hashes a whole file (or a range of it).
 Result<bool> hash_file(const std::string& path, Hasher& h, std::uint64_t offset = 0,

@@ -52,8 +52,9 @@ Result<std::string> differs(ObjectStore& store, const ObjectInfo& remote, const 
     if (!h) return h.error();
     sha = h->sha256;
   }
-  if (sha.empty() && !is_md5_etag(remote.etag)) return std::string();
-  Hasher hasher(!sha.empty(), sha.empty());
+  Check c = check_for(sha, remote.etag);
+  if (!c.sha256 && !c.md5) return std::string();
+  Hasher hasher(c);
   auto hashed = hash_file(local, hasher);
   if (!hashed) return hashed.error();
   if (!sha.empty()) return hasher.sha256() == sha ? std::string() : std::string("sha256 differs");
@@ -79,14 +80,26 @@ Result<ObjectInfo> download(ObjectStore& store, Cache* cache, const ObjectInfo* 
     i.sha256 = f->entry.sha256;
     return i;
   }
-  // Without a cache: straight to a temporary file beside the destination, then renamed.
+  // Without a cache: straight to a temporary file beside the destination, checked as the
+  // cache checks its downloads, then renamed.
   std::error_code ec;
+  Hasher hasher(known ? check_for(known->sha256, known->etag) : Check{});
   GetOptions go;
   go.progress = opt.progress;
   go.parallel = opt.parallel;
+  go.hasher = &hasher;
+  go.known = known;
+  auto fetch = [&](const std::string& tmp) -> Result<ObjectInfo> {
+    auto got = store.get(key, tmp, go);
+    if (!got) return got;
+    auto checked =
+        check_download(tmp, *got, known ? *known : *got, store.describe() + "/" + key, hasher);
+    if (!checked) return checked.error();
+    return got;
+  };
   if (dest == "-") {
     std::string tmp = temp_name((fs::temp_directory_path(ec) / "hylab-get").string());
-    auto got = store.get(key, tmp, go);
+    auto got = fetch(tmp);
     if (!got) {
       ::unlink(tmp.c_str());
       return got;
@@ -99,7 +112,7 @@ Result<ObjectInfo> download(ObjectStore& store, Cache* cache, const ObjectInfo* 
   }
   fs::create_directories(fs::path(dest).parent_path(), ec);
   std::string tmp = temp_name(dest);
-  auto got = store.get(key, tmp, go);
+  auto got = fetch(tmp);
   if (!got || ::rename(tmp.c_str(), dest.c_str()) != 0) {
     int e = errno;
     ::unlink(tmp.c_str());
@@ -143,10 +156,13 @@ Result<bool> deliver(int fd, const std::string& dest) {
     if (!n) return n.error();
     return true;
   }
-  std::error_code ec;
-  fs::create_directories(fs::path(dest).parent_path(), ec);
   std::string tmp = temp_name(dest);
   int out = ::open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+  if (out < 0 && errno == ENOENT) {  // the folder first (not before: most exist)
+    std::error_code ec;
+    fs::create_directories(fs::path(dest).parent_path(), ec);
+    out = ::open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+  }
   if (out < 0) return Error{Errc::kIo, fmt::format("{}: {}", tmp, errno_text(errno))};
   auto n = copy_fd(fd, out, dest);
   ::close(out);

@@ -3,7 +3,7 @@
 
 Usage: s3_peer.py ENDPOINT COMMAND ARGS...
   create-bucket BUCKET
-  put BUCKET KEY FILE            upload FILE (single PUT)
+  put BUCKET KEY FILE [SHA256]   upload FILE (single PUT), with a sha256 metadata if given
   get BUCKET KEY FILE            download to FILE
   head BUCKET KEY                print {"size", "etag", "metadata"} as JSON (exit 3 if missing)
   count BUCKET PREFIX            print how many keys are under PREFIX (all pages)
@@ -26,8 +26,9 @@ def main():
     if cmd == "create-bucket":
         s3.create_bucket(Bucket=args[0])
     elif cmd == "put":
+        meta = {"sha256": args[3]} if len(args) > 3 else {}
         with open(args[2], "rb") as f:
-            s3.put_object(Bucket=args[0], Key=args[1], Body=f.read())
+            s3.put_object(Bucket=args[0], Key=args[1], Body=f.read(), Metadata=meta)
     elif cmd == "get":
         body = s3.get_object(Bucket=args[0], Key=args[1])["Body"].read()
         with open(args[2], "wb") as f:

@@ -212,6 +212,33 @@ TEST_F(StorageTest, WhatHylabWritesBoto3ReadsAndTheOtherWayRound) {
   EXPECT_THAT(r.err, HasSubstr("no such object"));
 }
 
+// A listing tells neither an object's stored sha256 nor whether it has one: the download
+// learns it from the answer's headers and checks that, not only the MD5 ETag (which a
+// wrong sha256 would pass).
+TEST_F(StorageTest, ADownloadChecksTheSha256ItsHeadersAnnounce) {
+  configure("");
+  std::string body = random_bytes(100 << 10, 7);
+  write_file(path("obj.bin"), body);
+  std::string wrong(64, 'a');
+  ASSERT_EQ(peer({"put", bucket_, "check/bad.bin", path("obj.bin"), wrong}).code, 0);
+  ASSERT_EQ(peer({"put", bucket_, "check/plain.bin", path("obj.bin")}).code, 0);
+  auto r = hylab({"data", "get", uri("check/"), path("out")});
+  EXPECT_EQ(r.code, 1);
+  EXPECT_THAT(r.err, HasSubstr("integrity check failed: sha256"));
+  EXPECT_THAT(r.err, HasSubstr(wrong));
+  EXPECT_FALSE(fs::exists(path("out/bad.bin")));
+  EXPECT_EQ(read_file(path("out/plain.bin")), body);  // checked by its MD5 ETag
+  // Without the cache, the same checks.
+  r = hylab({"data", "get", uri("check/bad.bin"), path("one.bin"), "--no-cache"});
+  EXPECT_EQ(r.code, 1);
+  EXPECT_THAT(r.err, HasSubstr("integrity check failed: sha256"));
+  EXPECT_FALSE(fs::exists(path("one.bin")));
+  r = hylab({"data", "get", uri("check/"), path("nc"), "--no-cache"});
+  EXPECT_EQ(r.code, 1);
+  EXPECT_FALSE(fs::exists(path("nc/bad.bin")));
+  EXPECT_EQ(read_file(path("nc/plain.bin")), body);
+}
+
 TEST_F(StorageTest, SyncBothWaysComparesBySizeAndHashAndPaginates) {
   // 1005 files: more than one listing page (1000 keys).
   for (int i = 0; i < 1005; ++i)
