@@ -553,28 +553,24 @@ struct Cache::Impl {
       inflight.erase(id);
       cv.notify_all();
     };
-    lk.unlock();
+    if (!info && fo.known) info = *fo.known;  // the room is taken in this same hold of the lock
     if (!info) {
-      if (fo.known) {
-        info = *fo.known;
-      } else {
-        auto h = store.head(key);
-        if (!h) {
-          lk.lock();
-          done(lk);
-          return h.error();
-        }
-        info = *h;
+      lk.unlock();
+      auto h = store.head(key);
+      lk.lock();
+      if (!h) {
+        done(lk);
+        return h.error();
       }
+      info = *h;
     }
-    if (fo.on_size) fo.on_size(info->size);
-    lk.lock();
     auto room = reserve(lk, info->size, what);
     if (!room) {
       done(lk);
       return room.error();
     }
     lk.unlock();
+    if (fo.on_size) fo.on_size(info->size);
     // The download lands beside its final name (a rename inside one folder: no
     // file-system-wide lock, as a rename across folders takes; and downloads spread over
     // 256 folders instead of contending for one). Not .data or .meta: opening the cache
