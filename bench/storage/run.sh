@@ -2,7 +2,9 @@
 # Storage benchmark: hylab data against rclone (Debian's) on the same s3rver, in one run:
 # cold download of one large object and of 2,000 small ones, a sync (upload) of a
 # 2,000-file tree, warm (cached) reads against `cat` of a local file, and one plain curl
-# GET of the large object (the server's single-stream limit). Each figure is the median of
+# GET of the large object (the server's single-stream limit), and plain `curl --parallel`
+# for the small ones, unsigned and signed (the server's limit for many small objects, for any
+# client and for one that signs its requests). Each figure is the median of
 # ROUNDS interleaved runs (hylab, then rclone, then again): this machine's speed drifts.
 # Usage: [BENCH_FS=ext4] bench/storage/run.sh [HYLAB_BINARY] [ROUNDS] [BIG_MIB]
 # BENCH_FS=ext4 (needs root): every file of the run (s3rver's, the caches, the outputs) on a
@@ -82,9 +84,13 @@ hy sync "$tmp/tree" s3://bench/small > /dev/null
 # process, no checks, no cache): the server's limit for many small objects.
 (cd "$tmp/tree" && find . -type f | sort | while read -r f; do
   printf 'url = "%s/bench/small/%s"\noutput = "%s"\n' "$EP" "${f#./}" "${f#./}"; done) > "$tmp/curl-small.cfg"
-curl_small() {  # dest
-  mkdir -p "$1" && (cd "$1" && curl -sf --parallel --parallel-max $PAR --create-dirs -K "$tmp/curl-small.cfg")
+curl_small() {  # dest [curl args]
+  local dest=$1; shift
+  mkdir -p "$dest" && (cd "$dest" && curl -sf "$@" --parallel --parallel-max $PAR --create-dirs -K "$tmp/curl-small.cfg")
 }
+# The same, each request signed (SigV4, as hylab and rclone sign theirs): the server's limit
+# for clients that must sign.
+SIGNED=(--aws-sigv4 aws:amz:us-east-1:s3 --user S3RVER:S3RVER -H "x-amz-content-sha256: UNSIGNED-PAYLOAD")
 
 now() { date +%s.%N; }
 declare -A T
@@ -107,7 +113,9 @@ for r in $(seq 1 "$ROUNDS"); do
   timeit small_rclone rc copy s3:bench/small "$tmp/out-rs"
   timeit small_nocache hy get s3://bench/small/ "$tmp/out-ns" --no-cache
   timeit small_curl curl_small "$tmp/out-cs"
+  timeit small_signed curl_small "$tmp/out-ss" "${SIGNED[@]}"
   diff -rq "$tmp/tree" "$tmp/out-cs" > /dev/null || { echo "error: curl's copy differs" >&2; exit 1; }
+  diff -rq "$tmp/tree" "$tmp/out-ss" > /dev/null || { echo "error: signed curl's copy differs" >&2; exit 1; }
   diff -rq "$tmp/tree" "$tmp/out-hs" > /dev/null || { echo "error: hylab's copy differs" >&2; exit 1; }
   timeit sync_hylab hy sync "$tmp/tree" "s3://bench/up-h$r"
   timeit sync_rclone rc sync "$tmp/tree" "s3:bench/up-r$r"
@@ -139,3 +147,6 @@ row "one plain curl GET vs hylab get" big_hylab big_curl curl
 row "  vs hylab get --no-cache" big_nocache big_curl curl
 row "curl --parallel $PAR, $SMALL small objects" small_hylab small_curl curl
 row "  vs hylab get --no-cache" small_nocache small_curl curl
+row "  same, requests signed" small_hylab small_signed curl
+row "    vs hylab get --no-cache" small_nocache small_signed curl
+row "signed curl vs rclone (the ceiling)" small_signed small_rclone rclone

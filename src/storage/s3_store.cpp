@@ -245,6 +245,8 @@ class S3Store final : public ObjectStore {
         auto info = head(key);
         if (!info) return info;
         known = *info;
+        // Its headers tell the check (as a GET's do, see on_header).
+        if (opt.hasher) opt.hasher->choose(check_for(known->sha256, known->etag));
       }
       if (known->size >= opt_.multipart_threshold) return parallel_get(key, fd, dest, *known, opt);
     }
