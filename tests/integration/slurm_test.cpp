@@ -65,8 +65,19 @@ class SlurmTest : public ::testing::Test {
     return id;
   }
   // A field of `scontrol show job -o ID` ("JobState", "ExitCode", "Restarts").
+  // A field of the job as `scontrol show job` gives it ("" when it has none). A controller
+  // that is slow for a moment makes scontrol fail (a timed-out call, seen once on CI's 2
+  // cores as an empty Partition): that is asked again, as the executor asks again at its
+  // next poll, for up to 60 s.
   std::string field(const std::string& id, const std::string& name) {
-    Ran r = slurm({"scontrol", "show", "job", "-o", id});
+    Ran r;
+    wait_until(
+        [&] {
+          r = slurm({"scontrol", "show", "job", "-o", id});
+          return r.code == 0;
+        },
+        60);
+    EXPECT_EQ(r.code, 0) << "scontrol show job " << id << ": " << r.err;
     auto at = r.out.find(" " + name + "=");
     if (at == std::string::npos) return "";
     at += name.size() + 2;
