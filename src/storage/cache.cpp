@@ -143,8 +143,7 @@ struct Cache::Impl {
     Check c = check_for(e.sha256, e.etag);
     if (!c.sha256 && !c.md5) return false;  // nothing to check it with: drop it
     Hasher h(c);
-    if (!hash_file(e.path, h)) return false;
-    return c.md5 ? h.md5() == e.etag : h.sha256() == e.sha256;
+    return hash_file(e.path, h) && digest_mismatch(h, e.sha256, e.etag).empty();
   }
 
   std::int64_t now() const {

@@ -278,26 +278,29 @@ Result<bool> check_download(const std::string& tmp, const ObjectInfo& got, const
   std::string sha = got.sha256.empty() ? info.sha256 : got.sha256;
   std::string etag = got.etag.empty() ? info.etag : got.etag;
   Check c = check_for(sha, etag);
-  bool md5 = c.md5;
-  if (!c.sha256 && !md5) return true;
+  if (!c.sha256 && !c.md5) return true;
   // The digests computed during the download when they are the ones needed.
-  bool reuse = during.finished() && (sha.empty() || !during.sha256().empty()) &&
-               (!md5 || !during.md5().empty());
+  bool reuse = during.finished() && (!c.sha256 || !during.sha256().empty()) &&
+               (!c.md5 || !during.md5().empty());
   Hasher again(c);
   if (!reuse) {
     auto hashed = hash_file(tmp, again);
     if (!hashed) return hashed.error();
   }
-  const Hasher& h = reuse ? during : again;
-  if (!sha.empty() && h.sha256() != sha)
-    return Error{Errc::kIo,
-                 fmt::format("{}: integrity check failed: sha256 {} but the object says {}", what,
-                             h.sha256(), sha)};
-  if (md5 && !std::equal(etag.begin(), etag.end(), h.md5().begin(), h.md5().end(),
-                         [](char a, char b) { return std::tolower(a) == std::tolower(b); }))
-    return Error{Errc::kIo, fmt::format("{}: integrity check failed: MD5 {} but the ETag is {}",
-                                        what, h.md5(), etag)};
+  std::string bad = digest_mismatch(reuse ? during : again, sha, etag);
+  if (!bad.empty())
+    return Error{Errc::kIo, fmt::format("{}: integrity check failed: {}", what, bad)};
   return true;
+}
+
+std::string digest_mismatch(const Hasher& h, std::string_view sha256, std::string_view etag) {
+  Check c = check_for(sha256, etag);
+  if (c.sha256 && h.sha256() != sha256)
+    return fmt::format("sha256 {} but the object says {}", h.sha256(), sha256);
+  if (c.md5 && !std::equal(etag.begin(), etag.end(), h.md5().begin(), h.md5().end(),
+                           [](char a, char b) { return std::tolower(a) == std::tolower(b); }))
+    return fmt::format("MD5 {} but the ETag is {}", h.md5(), etag);
+  return std::string();
 }
 
 bool is_md5_etag(std::string_view etag) {

@@ -84,6 +84,10 @@ class Hasher {
 Result<bool> check_download(const std::string& tmp, const ObjectInfo& got, const ObjectInfo& info,
                             const std::string& what, const Hasher& during);
 
+// "" when the finished hasher holds the digest the check for (sha256, etag) expects (see
+// check_for; none expected: ""); otherwise what differs, both digests named.
+std::string digest_mismatch(const Hasher& h, std::string_view sha256, std::string_view etag);
+
 // Hashes a whole file (or a range of it).
 Result<bool> hash_file(const std::string& path, Hasher& h, std::uint64_t offset = 0,
                        std::uint64_t len = UINT64_MAX);

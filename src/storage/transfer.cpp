@@ -57,8 +57,8 @@ Result<std::string> differs(ObjectStore& store, const ObjectInfo& remote, const 
   Hasher hasher(c);
   auto hashed = hash_file(local, hasher);
   if (!hashed) return hashed.error();
-  if (!sha.empty()) return hasher.sha256() == sha ? std::string() : std::string("sha256 differs");
-  return hasher.md5() == remote.etag ? std::string() : std::string("MD5 differs");
+  if (digest_mismatch(hasher, sha, remote.etag).empty()) return std::string();
+  return std::string(c.sha256 ? "sha256 differs" : "MD5 differs");
 }
 
 Result<ObjectInfo> download(ObjectStore& store, Cache* cache, const ObjectInfo* known,
