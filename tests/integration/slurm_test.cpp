@@ -8,6 +8,7 @@
 
 #include <algorithm>
 #include <boost/asio/io_context.hpp>
+#include <cstdlib>
 #include <filesystem>
 #include <fstream>
 #include <functional>
@@ -431,9 +432,40 @@ TEST_F(SlurmTest, TheExecutorFollowsJobsToTheirEndInTheStore) {
   ASSERT_TRUE(rig.settle(slow, "running"));
   auto cancelled = rig.executor->cancel(slow);
   ASSERT_TRUE(cancelled) << cancelled.error().message;
-  ASSERT_TRUE(rig.settle(slow, "cancelled"));
+  ASSERT_TRUE(rig.settle(slow, "cancelled")) << rig.state(slow) << " " << rig.job(slow).reason;
   Ran r = slurm({"scontrol", "show", "job", "-o", rig.job(slow).remote_id});
   EXPECT_THAT(r.out, HasSubstr("JobState=CANCELLED"));
+}
+
+// A cancel whose scancel fails (a controller that did not answer in time, injected here
+// with a scancel that fails its first call) is sent again by the next poll: the job does not
+// run on to its end.
+TEST_F(SlurmTest, ACancelWhoseScancelFailsIsSentAgain) {
+  std::string real = slurm({"sh", "-c", "command -v scancel"}).out;
+  real.erase(real.find_last_not_of(" \n") + 1);
+  ASSERT_FALSE(real.empty());
+  fs::create_directories(path("faults"));
+  std::string marker = path("faults/failed-once");
+  {
+    std::ofstream f(path("faults/scancel"));
+    f << "#!/bin/sh\n"
+      << "if [ ! -e '" << marker << "' ]; then touch '" << marker << "'\n"
+      << "  echo 'scancel: error: Socket timed out on send/recv operation' >&2; exit 1; fi\n"
+      << "exec '" << real << "' \"$@\"\n";
+  }
+  fs::permissions(path("faults/scancel"), fs::perms::owner_all);
+  Config cfg;
+  CloudTarget t = target();
+  t.env["SLURM_CONF"] = *conf_;
+  t.env["PATH"] = path("faults") + ":" + std::getenv("PATH");
+  cfg.clouds.push_back(t);
+  Rig rig(cfg, path("retry.db"), path("retry-jobs"));
+  std::int64_t slow = rig.add("name: slow\nrun: sleep 60\n");
+  ASSERT_TRUE(rig.settle(slow, "running")) << rig.state(slow) << " " << rig.job(slow).reason;
+  ASSERT_TRUE(rig.executor->cancel(slow));
+  ASSERT_TRUE(rig.settle(slow, "cancelled", 30)) << rig.state(slow) << " " << rig.job(slow).reason;
+  EXPECT_TRUE(fs::exists(marker));  // the first scancel did fail
+  EXPECT_EQ(field(rig.job(slow).remote_id, "JobState"), "CANCELLED");
 }
 
 // A stop of `hylab serve` right after sbatch, before the Slurm id was recorded: at the next

@@ -253,12 +253,14 @@ class SlurmExecutor::Impl {
     for (auto it = watched_.begin(); it != watched_.end();) {
       auto job = store_.get_job(*it);
       if (!job || store::is_terminal(job->state)) {
+        cancel_sent_.erase(*it);
         it = watched_.erase(it);
         continue;
       }
       if (!busy_.count(*it)) {
         if (!target_named(job->target)) {
           (void)fail(*job, "its cloud target " + job->target + " is no longer configured");
+          cancel_sent_.erase(*it);
           it = watched_.erase(it);
           continue;
         }
@@ -296,7 +298,7 @@ class SlurmExecutor::Impl {
   void apply(std::int64_t id, const Result<std::vector<SlurmJob>>& all) {
     auto job = store_.get_job(id);
     if (!job || store::is_terminal(job->state)) {
-      watched_.erase(id);
+      unwatch(id);
       return;
     }
     const CloudTarget* t = target_named(job->target);
@@ -315,10 +317,12 @@ class SlurmExecutor::Impl {
           fmt::format("Slurm no longer knows job {}; its end was not seen", job->remote_id);
       job->ended_at = now_seconds();
       (void)store_.update_job(*job);
-      watched_.erase(id);
+      unwatch(id);
       return;
     }
     const SlurmJob& s = *found;
+    if (job->cancel_requested && !s.ended() && s.state != "COMPLETING")
+      send_cancel(id, *t, job->remote_id);  // (a no-op once one went through)
     auto spec = spec_of(*job);
     int nodes = spec ? std::max(1, spec->num_nodes) : 1;
     job->restarts = s.restarts;
@@ -392,7 +396,7 @@ class SlurmExecutor::Impl {
     }
     if (!job->cost_usd && job->started_at) job->cost_usd = job->cost_prior_usd;
     (void)store_.update_job(*job);
-    watched_.erase(id);
+    unwatch(id);
   }
 
   // The price of a node per hour in a partition: the spot price on the spot partition.
@@ -440,17 +444,7 @@ class SlurmExecutor::Impl {
     const CloudTarget* t = target_named(job->target);
     if (t && !job->remote_id.empty()) {
       (void)store_.update_job(*job);
-      offload([c = client(*t), rid = job->remote_id]() mutable { return c.cancel(rid); },
-              [this, id](Result<bool> r) {
-                if (!r) {
-                  if (auto j = store_.get_job(id)) {
-                    j->reason = "scancel failed: " + r.error().message;
-                    (void)store_.update_job(*j);
-                  }
-                }
-                fast_polls();  // CANCELLED shows at once in scontrol
-                poll();
-              });
+      send_cancel(id, *t, job->remote_id);
       return *job;
     }
     if (submitting_.count(id)) {  // sbatch is running: cancelled once it answers
@@ -462,6 +456,31 @@ class SlurmExecutor::Impl {
     job->ended_at = now_seconds();
     (void)store_.update_job(*job);
     return *job;
+  }
+
+  // No longer followed (it ended, or Slurm forgot it).
+  void unwatch(std::int64_t id) {
+    watched_.erase(id);
+    cancel_sent_.erase(id);
+  }
+
+  // scancel for a job the user cancelled. One that fails (a controller that did not answer
+  // in time) is sent again by the next poll that still finds the job active: a cancel is
+  // never left undone while the job runs on.
+  void send_cancel(std::int64_t id, const CloudTarget& t, const std::string& rid) {
+    if (cancel_sent_.count(id) || !cancelling_.insert(id).second) return;
+    offload([c = client(t), rid]() mutable { return c.cancel(rid); },
+            [this, id](Result<bool> r) {
+              cancelling_.erase(id);
+              if (r) {
+                cancel_sent_.insert(id);
+              } else if (auto j = store_.get_job(id)) {
+                j->reason = "scancel failed (sent again at the next poll): " + r.error().message;
+                (void)store_.update_job(*j);
+              }
+              fast_polls();  // CANCELLED shows at once in scontrol
+              poll();
+            });
   }
 
   // Right after a submission or a cancel, look more often for a while: a job that starts
@@ -497,11 +516,13 @@ class SlurmExecutor::Impl {
   Options opts_;
   asio::thread_pool pool_{2};
   std::shared_ptr<bool> alive_ = std::make_shared<bool>(true);
-  std::set<std::int64_t> watched_;     // handed to Slurm, followed until they end
-  std::set<std::int64_t> busy_;        // a command about them is running
-  std::set<std::int64_t> waiting_;     // pending: the budget, or a controller that did not answer
-  std::set<std::int64_t> submitting_;  // sbatch running
-  std::set<std::int64_t> looked_up_;   // searched for by mark since this start
+  std::set<std::int64_t> watched_;      // handed to Slurm, followed until they end
+  std::set<std::int64_t> busy_;         // a command about them is running
+  std::set<std::int64_t> waiting_;      // pending: the budget, or a controller that did not answer
+  std::set<std::int64_t> submitting_;   // sbatch running
+  std::set<std::int64_t> looked_up_;    // searched for by mark since this start
+  std::set<std::int64_t> cancelling_;   // scancel running
+  std::set<std::int64_t> cancel_sent_;  // scancel went through (not sent again)
   bool scheduled_ = false;
   std::chrono::steady_clock::time_point fast_until_{}, next_poll_{};
 };
