@@ -2,7 +2,11 @@
 
 #include <fcntl.h>
 #include <fmt/format.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
 #include <openssl/ssl.h>
+#include <sys/socket.h>
+#include <unistd.h>
 
 #include <algorithm>
 #include <array>
@@ -17,6 +21,7 @@
 #include <chrono>
 #include <cmath>
 #include <cstdlib>
+#include <cstring>
 #include <deque>
 #include <fstream>
 #include <memory>
@@ -27,6 +32,7 @@
 
 #include "common/text.h"
 #include "common/units.h"
+#include "gateway/loop.h"
 #include "gateway/matching.h"
 
 namespace hylab::gateway {
@@ -36,22 +42,12 @@ namespace beast = boost::beast;
 namespace http = beast::http;
 namespace ssl = asio::ssl;
 using tcp = asio::ip::tcp;
-// Every loop object uses io_context's own executor type, not the type-erased
-// any_io_executor: no executor copies through a virtual table on each operation.
-using Executor = asio::io_context::executor_type;
+// The data plane runs on the gateway's own loop (gateway/loop.h); Asio is left for signals,
+// name resolution and TLS contexts.
 template <class T>
-using awaitable = asio::awaitable<T, Executor>;
-using Socket = asio::basic_stream_socket<tcp, Executor>;
-using Acceptor = asio::basic_socket_acceptor<tcp, Executor>;
-using Timer = asio::basic_waitable_timer<std::chrono::steady_clock,
-                                         asio::wait_traits<std::chrono::steady_clock>, Executor>;
-using AdminStream = beast::basic_stream<tcp, Executor>;
-// Deferred operations awaited directly cost less per operation than use_awaitable;
-// the few Beast calls that do not take them (range connect) use kAwaitTuple.
-constexpr auto kTuple = asio::as_tuple(asio::deferred);
-constexpr auto kAwaitTuple = asio::as_tuple(asio::use_awaitable_t<Executor>{});
+using Task = loop::Task<T>;
+using loop::Stream;
 using Clock = std::chrono::steady_clock;
-using ReusePort = asio::detail::socket_option::boolean<SOL_SOCKET, SO_REUSEPORT>;
 
 // Header fields of a message come from an arena kept with its connection and emptied for
 // each message: no malloc per header field (Beast's default allocates every field).
@@ -114,22 +110,16 @@ boost::system::error_code at_eof(Parser& p) {
 }
 
 // Reads and parses until `done(p)` (the head, or the whole message), a limit or an error.
-template <class Stream, class Parser, class Done>
-awaitable<ReadResult> read_until(Stream& s, beast::flat_buffer& buf, Parser& p, Done done) {
+// A read after the peer's socket was drained waits for epoll (no recv(2) that finds
+// nothing: the loop knows when a socket may hold bytes).
+template <class Parser, class Done>
+Task<ReadResult> read_until(Stream& s, beast::flat_buffer& buf, Parser& p, Done done) {
   ReadResult r;
   for (;;) {
     r.ec = parse_held(buf, p, done);
     if (r.ec || done(p)) co_return r;
-    if (buf.size() == 0) {
-      // Nothing held: the peer (a client after our answer, an upstream after our request)
-      // has likely not written yet. Asio tries every read at once, and a read that finds
-      // nothing is a wasted recv(2) (1 in 2 requests under load, measured with perf stat;
-      // HAProxy waits for epoll instead). Letting the loop's other work run first, twice,
-      // gives the bytes time to arrive: recv(2) per request 3.0 -> 2.1, as HAProxy's 2.0.
-      co_await asio::post(s.get_executor(), asio::deferred);
-      co_await asio::post(s.get_executor(), asio::deferred);
-    }
-    auto [ec, n] = co_await s.async_read_some(buf.prepare(kReadChunk), kTuple);
+    auto space = buf.prepare(kReadChunk);
+    auto [ec, n] = co_await s.read_some(static_cast<char*>(space.data()), space.size());
     buf.commit(n);
     r.bytes += n;
     if (ec) {
@@ -179,7 +169,7 @@ struct Endpoint {
   std::string api_key;
   std::string route_prefix;              // "local; endpoint=NAME; reason=", for X-Hylab-Route
   std::shared_ptr<ssl::context> tls;     // https
-  std::vector<tcp::endpoint> addresses;  // resolved when the snapshot is built
+  std::vector<loop::Address> addresses;  // resolved when the snapshot is built
   std::shared_ptr<EndpointState> st;
 
   int capacity() const {
@@ -546,75 +536,34 @@ class UsageScan {
   std::uint64_t out_ = 0;
 };
 
-// A lazy deadline for one socket's operations, instead of a timer armed and cancelled
-// around every operation: moving the deadline later is a store; one timer per socket
-// wakes at most once per period, and cancels the socket's operations once the deadline
-// has passed (they fail with operation_aborted, and expired() says why). Loop-local.
-class Watchdog {
- public:
-  explicit Watchdog(Socket& sock) : st_(std::make_shared<State>(sock)) {}
-  Watchdog(const Watchdog&) = delete;
-  Watchdog& operator=(const Watchdog&) = delete;
-  ~Watchdog() {
-    st_->sock = nullptr;
-    st_->timer.cancel();
-  }
-  void set(Clock::duration d) {
-    st_->expired = false;
-    st_->when = Clock::now() + d;
-    if (!st_->armed || st_->when < st_->armed_at) arm(st_);
-  }
-  bool expired() const { return st_->expired; }
-
- private:
-  struct State {
-    explicit State(Socket& s) : sock(&s), timer(s.get_executor()) {}
-    Socket* sock;
-    Timer timer;
-    Clock::time_point when = Clock::time_point::max();
-    Clock::time_point armed_at;
-    bool armed = false;
-    bool expired = false;
-  };
-  static void arm(const std::shared_ptr<State>& st) {
-    st->armed = true;
-    st->armed_at = st->when;
-    st->timer.expires_at(st->when);  // a wait pending from an earlier arm is cancelled
-    st->timer.async_wait([st](boost::system::error_code ec) {
-      if (ec || !st->sock) return;  // re-armed, or the socket is gone
-      st->armed = false;
-      if (Clock::now() < st->when) {
-        arm(st);  // the deadline moved later meanwhile
-        return;
-      }
-      st->expired = true;
-      boost::system::error_code ignored;
-      st->sock->cancel(ignored);
-    });
-  }
-  std::shared_ptr<State> st_;
-};
-
-// A client connection: its socket and deadline.
+// A client connection: its socket (with its deadline) and what its requests reuse.
 struct Peer {
-  explicit Peer(Socket s) : sock(std::move(s)), wd(sock) {}
-  Socket sock;
-  Watchdog wd;
-  Arena arena;      // the current request's header fields
-  std::string out;  // a small answer piece gathered into one buffer
+  Peer(loop::Loop& l, int fd) : sock(l, fd) {}
+  Stream sock;
+  Arena arena;                    // the current request's header fields
+  std::string out;                // a small answer piece gathered into one buffer
+  std::array<char, 24> prefix{};  // a chunk's size line, alive until its write ends
 };
 
 // A pooled upstream connection, plain or TLS, with its deadline.
 struct Conn {
-  std::unique_ptr<Socket> plain;
-  std::unique_ptr<ssl::stream<Socket>> tls;
+  std::unique_ptr<Stream> s;
   beast::flat_buffer buffer;             // kept with the connection: no allocation per exchange
   std::string head;                      // the same for the request head we write
-  std::optional<ResponseParser> parser;  // of the current exchange
-  Arena arena;                           // its header fields
-  std::unique_ptr<Watchdog> wd;          // last: destroyed first, before the socket it watches
-  Socket& socket() { return tls ? tls->next_layer() : *plain; }
+  Arena arena;                           // the header fields of the current exchange
+  std::optional<ResponseParser> parser;  // of the current exchange (gone before its arena)
 };
+
+// A message the gateway writes itself (errors, admin answers), as it goes on the wire.
+std::string to_wire(const http::response<http::string_body>& res) {
+  std::string out = fmt::format("HTTP/1.1 {} ", res.result_int());
+  out.append(res.reason());
+  out.append("\r\n");
+  for (const auto& f : res) append_field(out, f.name_string(), f.value());
+  out.append("\r\n");
+  out.append(res.body());
+  return out;
+}
 
 enum class Outcome {
   kDone,        // a response reached the client (whole, or cut when the upstream broke)
@@ -643,13 +592,17 @@ struct Attempt {
 
 class Worker {
  public:
-  explicit Worker(Shared& sh) : sh_(sh), acceptor_(ioc_), admin_(ioc_) {}
+  explicit Worker(Shared& sh) : sh_(sh) {}
+  Worker(const Worker&) = delete;
+  Worker& operator=(const Worker&) = delete;
+  // Coroutines still suspended (a loop that never ran, or stopped) go before what they use.
+  ~Worker() { loop_.destroy_all(); }
 
-  asio::io_context& ioc() { return ioc_; }
+  loop::Loop& loop() { return loop_; }
 
   // Adopt a new snapshot on this worker's own loop; pools of endpoints that left go.
   void adopt(SnapshotPtr snap) {
-    asio::post(ioc_, [this, snap = std::move(snap)] {
+    loop_.post([this, snap = std::move(snap)] {
       // A copy per loop: requests take references on their own loop's copy, so no
       // reference count is shared between threads on the request path.
       snap_ = std::make_shared<const Snapshot>(*snap);
@@ -665,61 +618,73 @@ class Worker {
   void adopt_now(const SnapshotPtr& snap) { snap_ = std::make_shared<const Snapshot>(*snap); }
   const SnapshotPtr& snapshot() const { return snap_; }
 
-  Result<std::uint16_t> listen(const std::string& host, std::uint16_t port, Acceptor& a) {
+  // A listening socket (SO_REUSEPORT: every loop has its own on the same port).
+  Result<std::uint16_t> listen(const std::string& host, std::uint16_t port,
+                               std::unique_ptr<Stream>& slot) {
     boost::system::error_code ec;
     auto addr = asio::ip::make_address(host, ec);
     if (ec)
       return Error{Errc::kInvalidInput, fmt::format("listen address '{}': {}", host, ec.message())};
     tcp::endpoint ep(addr, port);
-    a.open(ep.protocol(), ec);
-    if (!ec) a.set_option(asio::socket_base::reuse_address(true), ec);
-    if (!ec) a.set_option(ReusePort(true), ec);
-    if (!ec) a.bind(ep, ec);
-    if (!ec) a.listen(asio::socket_base::max_listen_connections, ec);
-    if (ec)
-      return Error{Errc::kIo, fmt::format("cannot listen on {}:{}: {}", host, port, ec.message())};
-    ::fcntl(a.native_handle(), F_SETFD, FD_CLOEXEC);
-    return a.local_endpoint().port();
+    int fd = ::socket(ep.protocol().family(), SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+    int one = 1;
+    bool ok = fd >= 0 && ::setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one) == 0 &&
+              ::setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &one, sizeof one) == 0 &&
+              ::bind(fd, ep.data(), static_cast<socklen_t>(ep.size())) == 0 &&
+              ::listen(fd, SOMAXCONN) == 0;
+    if (!ok) {
+      std::string why = std::strerror(errno);
+      if (fd >= 0) ::close(fd);
+      return Error{Errc::kIo, fmt::format("cannot listen on {}:{}: {}", host, port, why)};
+    }
+    sockaddr_storage bound{};
+    socklen_t len = sizeof bound;
+    ::getsockname(fd, reinterpret_cast<sockaddr*>(&bound), &len);
+    slot = std::make_unique<Stream>(loop_, fd);
+    return ntohs(bound.ss_family == AF_INET6 ? reinterpret_cast<sockaddr_in6*>(&bound)->sin6_port
+                                             : reinterpret_cast<sockaddr_in*>(&bound)->sin_port);
   }
 
   Result<std::uint16_t> start(const std::string& host, std::uint16_t port) {
-    auto p = listen(host, port, acceptor_);
-    if (p) asio::co_spawn(ioc_, accept_loop(acceptor_, false), asio::detached);
+    auto p = listen(host, port, listener_);
+    if (p) loop_.post([this] { loop_.spawn(accept_loop(listener_, false)); });
     return p;
   }
 
   Result<std::uint16_t> start_admin(const std::string& host, std::uint16_t port) {
-    auto p = listen(host, port, admin_);
-    if (p) asio::co_spawn(ioc_, accept_loop(admin_, true), asio::detached);
+    auto p = listen(host, port, admin_listener_);
+    if (p) loop_.post([this] { loop_.spawn(accept_loop(admin_listener_, true)); });
     return p;
   }
 
-  // Stops taking connections (on this worker's own loop).
+  // Stops taking connections (on this worker's own loop): the accept loop closes the socket.
   void stop_accepting() {
-    asio::post(ioc_, [this] {
-      boost::system::error_code ec;
-      acceptor_.close(ec);
+    loop_.post([this] {
+      if (listener_) listener_->cancel();
     });
   }
 
-  void start_health_checks() { asio::co_spawn(ioc_, health_loop(), asio::detached); }
+  void start_health_checks() {
+    loop_.post([this] { loop_.spawn(health_loop()); });
+  }
 
  private:
-  awaitable<void> accept_loop(Acceptor& acceptor, bool admin) {
+  Task<void> accept_loop(std::unique_ptr<Stream>& listener, bool admin) {
     for (;;) {
-      auto [ec, sock] = co_await acceptor.async_accept(kTuple);
+      auto [ec, fd] = co_await listener->accept();
       if (ec) {
-        if (sh_.stopping || ec == asio::error::operation_aborted) co_return;
-        Timer backoff(ioc_, std::chrono::milliseconds(100));
-        co_await backoff.async_wait(kTuple);
+        if (sh_.stopping || ec == asio::error::operation_aborted) {
+          listener.reset();  // new connections are refused from now on
+          co_return;
+        }
+        loop::Sleeper backoff(loop_);  // out of descriptors, say: try again shortly
+        co_await backoff.until(loop_.now() + std::chrono::milliseconds(100));
         continue;
       }
-      sock.set_option(tcp::no_delay(true));
-      if (admin) {
-        asio::co_spawn(ioc_, admin_session(AdminStream(std::move(sock))), asio::detached);
-      } else {
-        asio::co_spawn(ioc_, session(std::move(sock)), asio::detached);
-      }
+      int sock = static_cast<int>(fd);
+      int one = 1;
+      ::setsockopt(sock, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+      loop_.spawn(admin ? admin_session(sock) : session(sock));
     }
   }
 
@@ -731,18 +696,19 @@ class Worker {
   }
 
   // Writes an answer the gateway made itself; returns whether the connection carries on.
-  awaitable<bool> reply(Peer& client, http::response<http::string_body>& res, bool keep_alive,
-                        double timeout) {
+  Task<bool> reply(Peer& client, http::response<http::string_body>& res, bool keep_alive,
+                   double timeout) {
     res.set(http::field::server, "hylab-gateway");
     res.keep_alive(keep_alive && !sh_.stopping);
     res.prepare_payload();
-    client.wd.set(from_seconds(timeout));
-    auto [wec, wn] = co_await http::async_write(client.sock, res, kTuple);
+    client.sock.set_deadline(from_seconds(timeout));
+    std::string wire = to_wire(res);
+    auto [wec, wn] = co_await client.sock.write_all(wire);
     co_return !wec && res.keep_alive();
   }
 
-  awaitable<void> session(Socket sock) {
-    Peer client(std::move(sock));
+  Task<void> session(int fd) {
+    Peer client(loop_, fd);
     beast::flat_buffer buffer;
     bool first = true;
     for (;;) {
@@ -753,14 +719,15 @@ class Worker {
                            std::make_tuple(client.arena.fresh()));
       parser.header_limit(static_cast<std::uint32_t>(cfg.max_header_bytes));
       parser.body_limit(cfg.max_body_bytes);
-      client.wd.set(from_seconds(first ? cfg.client_timeout_seconds : cfg.idle_timeout_seconds));
+      client.sock.set_deadline(
+          from_seconds(first ? cfg.client_timeout_seconds : cfg.idle_timeout_seconds));
       first = false;
       auto [ec, n] = co_await read_until(client.sock, buffer, parser, kHeadDone);
       // A body that came with the head is parsed in place, without an I/O round.
       if (!ec) ec = parse_held(buffer, parser, kAllDone);
       if (!ec && !parser.is_done()) {
         // A slow client gets the client timeout for the whole request, not per byte.
-        client.wd.set(from_seconds(cfg.client_timeout_seconds));
+        client.sock.set_deadline(from_seconds(cfg.client_timeout_seconds));
         ec = (co_await read_until(client.sock, buffer, parser, kAllDone)).ec;
       }
       if (ec == http::error::end_of_stream || ec == asio::error::eof ||
@@ -789,8 +756,7 @@ class Worker {
       // a reload does meanwhile (a connection idle across a reload gets the new one).
       if (!co_await handle(snap_, req, client)) break;
     }
-    boost::system::error_code sec;
-    client.sock.shutdown(Socket::shutdown_send, sec);
+    client.sock.shutdown_send();
   }
 
   bool is_sensitive(const Snapshot& snap, const Request& req) const {
@@ -835,27 +801,26 @@ class Worker {
   // every few milliseconds for slots freed by other loops.
   // Any local endpoint serving the model counts again, also one tried already: a busy
   // one may be free now.
-  awaitable<const Endpoint*> wait_local(const Snapshot& snap,
-                                        const std::vector<const Endpoint*>& ineligible,
-                                        Clock::time_point deadline) {
+  Task<const Endpoint*> wait_local(const Snapshot& snap,
+                                   const std::vector<const Endpoint*>& ineligible,
+                                   Clock::time_point deadline) {
     if (snap.local.empty() || Clock::now() >= deadline) co_return nullptr;
     sh_.queued.fetch_add(1, std::memory_order_relaxed);
-    Timer timer(ioc_);
-    waiters_.push_back(&timer);
+    loop::Sleeper sleeper(loop_);
+    waiters_.push_back(&sleeper);
     const Endpoint* e = nullptr;
     while (!sh_.stopping) {
       e = pick(snap.local, ineligible);
       if (e || Clock::now() >= deadline) break;
-      timer.expires_at(std::min(deadline, Clock::now() + std::chrono::milliseconds(5)));
-      co_await timer.async_wait(kTuple);
+      co_await sleeper.until(std::min(deadline, Clock::now() + std::chrono::milliseconds(5)));
     }
-    waiters_.erase(std::find(waiters_.begin(), waiters_.end(), &timer));
+    waiters_.erase(std::find(waiters_.begin(), waiters_.end(), &sleeper));
     co_return e;
   }
 
   void release(const Endpoint& e) {
     e.release();
-    if (!e.cloud && !waiters_.empty()) waiters_.front()->cancel();
+    if (!e.cloud && !waiters_.empty()) waiters_.front()->wake();
   }
 
   struct ActiveGuard {
@@ -870,7 +835,7 @@ class Worker {
 
   // The hybrid policy for one request; writes the answer. Returns whether the client
   // connection carries on.
-  awaitable<bool> handle(SnapshotPtr snap, Request& req, Peer& client) {
+  Task<bool> handle(SnapshotPtr snap, Request& req, Peer& client) {
     const GatewayConfig& cfg = snap->cfg;
     auto t0 = Clock::now();
     bool keep_alive = req.keep_alive();
@@ -1083,41 +1048,32 @@ class Worker {
     }
   }
 
-  // A new connection to an endpoint (TCP, then TLS with certificate and host checks).
-  awaitable<std::unique_ptr<Conn>> connect(const Endpoint& e, double timeout, std::string& err) {
-    auto c = std::make_unique<Conn>();
-    if (e.tls) {
-      c->tls = std::make_unique<ssl::stream<Socket>>(ioc_, *e.tls);
-    } else {
-      c->plain = std::make_unique<Socket>(ioc_);
-    }
-    c->wd = std::make_unique<Watchdog>(c->socket());
-    c->wd->set(from_seconds(timeout));
-    auto [cec, ep] = co_await asio::async_connect(c->socket(), e.addresses, kAwaitTuple);
-    if (cec) {
-      err = c->wd->expired() ? "did not accept a connection in time"
-                             : "refused the connection: " + cec.message();
+  // A new connection to an endpoint (TCP, then TLS with certificate and host checks),
+  // both within `timeout`.
+  Task<std::unique_ptr<Conn>> connect(const Endpoint& e, double timeout, std::string& err) {
+    auto c = co_await loop::connect(loop_, e.addresses, from_seconds(timeout));
+    if (!c.stream) {
+      err = c.timed_out ? "did not accept a connection in time"
+                        : "refused the connection: " + c.ec.message();
       co_return nullptr;
     }
-    c->socket().set_option(tcp::no_delay(true));
-    if (!e.tls) co_return c;
-    c->tls->set_verify_callback(ssl::host_name_verification(e.host));
-    boost::system::error_code aec;
-    asio::ip::make_address(e.host, aec);
-    if (aec) SSL_set_tlsext_host_name(c->tls->native_handle(), e.host.c_str());
-    auto [hec] = co_await c->tls->async_handshake(ssl::stream_base::client, kAwaitTuple);
+    auto conn = std::make_unique<Conn>();
+    conn->s = std::move(c.stream);
+    if (!e.tls) co_return conn;
+    boost::system::error_code hec = conn->s->attach_tls(e.tls->native_handle(), e.host);
+    if (!hec) hec = (co_await conn->s->handshake()).ec;
     if (hec) {
-      err = c->wd->expired() ? "did not finish the TLS handshake in time"
-                             : "failed the TLS handshake: " + hec.message();
+      err = conn->s->expired() ? "did not finish the TLS handshake in time"
+                               : "failed the TLS handshake: " + hec.message();
       co_return nullptr;
     }
-    co_return c;
+    co_return conn;
   }
 
   // One exchange with an endpoint: a pooled keep-alive connection (a stale one is
   // retried once on a fresh connection, as HAProxy does), then the response relayed.
-  awaitable<Attempt> attempt(const Snapshot& snap, const Endpoint& e, Request& req,
-                             const Call& call, Peer& client, std::string_view reason) {
+  Task<Attempt> attempt(const Snapshot& snap, const Endpoint& e, Request& req, const Call& call,
+                        Peer& client, std::string_view reason) {
     const GatewayConfig& cfg = snap.cfg;
     e.st->requests.fetch_add(1, std::memory_order_relaxed);
     auto& idle = pool_of(e);
@@ -1136,13 +1092,7 @@ class Worker {
           co_return Attempt{Outcome::kNotSent, err};
         }
       }
-      // (not a conditional expression: gcc 12 miscompiles co_await inside one)
-      Attempt a;
-      if (conn->tls) {
-        a = co_await relay(*conn->tls, conn, reused, snap, e, req, call, client, reason);
-      } else {
-        a = co_await relay(*conn->plain, conn, reused, snap, e, req, call, client, reason);
-      }
+      Attempt a = co_await relay(conn, reused, snap, e, req, call, client, reason);
       if (a.outcome == Outcome::kStale) continue;
       switch (a.outcome) {
         case Outcome::kNotSent:
@@ -1163,54 +1113,49 @@ class Worker {
   }
 
   // Part of a response to the client in one gather write: the head (if any), the data
-  // (framed as a chunk when chunked), and the last chunk when `last`.
-  awaitable<boost::system::error_code> send_piece(Peer& client, const std::string& head,
-                                                  bool chunked, const char* data, std::size_t n,
-                                                  bool last) {
-    char prefix[24];
+  // (framed as a chunk when chunked), and the last chunk when `last`. Not a coroutine: the
+  // write itself is awaited (every piece stays alive until it ends).
+  Stream::Await send_piece(Peer& client, const std::string& head, bool chunked, const char* data,
+                           std::size_t n, bool last) {
     std::size_t prefix_len = 0;
     if (chunked && n > 0) {
-      auto r = fmt::format_to_n(prefix, sizeof prefix, "{:x}\r\n", n);
+      auto r = fmt::format_to_n(client.prefix.data(), client.prefix.size(), "{:x}\r\n", n);
       prefix_len = r.size;
     }
     static constexpr std::string_view kCrlf = "\r\n";
     static constexpr std::string_view kLast = "0\r\n\r\n";
-    std::array<asio::const_buffer, 5> out{
-        asio::buffer(head), asio::buffer(prefix, prefix_len), asio::buffer(data, n),
-        asio::buffer(kCrlf.data(), chunked && n > 0 ? kCrlf.size() : 0),
-        asio::buffer(kLast.data(), chunked && last ? kLast.size() : 0)};
-    std::size_t total = asio::buffer_size(out);
+    std::string_view parts[] = {head, std::string_view(client.prefix.data(), prefix_len),
+                                std::string_view(data, n),
+                                chunked && n > 0 ? kCrlf : std::string_view(),
+                                chunked && last ? kLast : std::string_view()};
+    std::size_t total = 0;
+    for (auto part : parts) total += part.size();
     if (total <= kCoalesceMax) {
       // Small pieces (most answers) go out as one buffer: send(2) costs the kernel less
       // than sendmsg(2) with an iovec per part.
-      client.out.resize(total);
-      asio::buffer_copy(asio::buffer(client.out), out);
-      auto [ec, written] =
-          co_await asio::async_write(client.sock, asio::buffer(client.out), kTuple);
-      co_return ec;
+      client.out.clear();
+      for (auto part : parts) client.out.append(part);
+      return client.sock.write_all(client.out);
     }
-    auto [ec, written] = co_await asio::async_write(client.sock, out, kTuple);
-    co_return ec;
+    return client.sock.write_all(parts[0], parts[1], parts[2], parts[3], parts[4]);
   }
 
-  template <class Stream>
-  awaitable<Attempt> relay(Stream& up, std::unique_ptr<Conn>& conn, bool reused,
-                           const Snapshot& snap, const Endpoint& e, Request& req, const Call& call,
-                           Peer& client, std::string_view reason) {
+  Task<Attempt> relay(std::unique_ptr<Conn>& conn, bool reused, const Snapshot& snap,
+                      const Endpoint& e, Request& req, const Call& call, Peer& client,
+                      std::string_view reason) {
     const GatewayConfig& cfg = snap.cfg;
-    Watchdog& wd = *conn->wd;
+    Stream& up = *conn->s;
     double first_byte = cfg.first_token_timeout_seconds > 0 ? cfg.first_token_timeout_seconds
                                                             : cfg.response_timeout_seconds;
     auto sent = Clock::now();
-    wd.set(from_seconds(first_byte));
+    up.set_deadline(from_seconds(first_byte));
     request_head(req, UpstreamTarget{e.base_path, e.host_header, e.api_key}, conn->head);
     boost::system::error_code wec;
     if (req.body().size() <= kCoalesceMax) {  // one buffer, one send(2), as in send_piece
       conn->head += req.body();
-      std::tie(wec, std::ignore) = co_await asio::async_write(up, asio::buffer(conn->head), kTuple);
+      wec = (co_await up.write_all(conn->head)).ec;
     } else {
-      std::array<asio::const_buffer, 2> req_out{asio::buffer(conn->head), asio::buffer(req.body())};
-      std::tie(wec, std::ignore) = co_await asio::async_write(up, req_out, kTuple);
+      wec = (co_await up.write_all(conn->head, req.body())).ec;
     }
     if (wec)
       co_return Attempt{reused ? Outcome::kStale : Outcome::kNotSent, "failed: " + wec.message()};
@@ -1226,7 +1171,7 @@ class Worker {
     if (req.method() == http::verb::head) p.skip(true);
     auto [hec, hn] = co_await read_until(up, buf, p, kHeadDone);
     if (hec) {
-      if (wd.expired()) {
+      if (up.expired()) {
         if (cfg.first_token_timeout_seconds > 0) sh_.first_token_timeouts.fetch_add(1);
         co_return Attempt{Outcome::kTimeout, fmt::format("did not answer within {} s", first_byte)};
       }
@@ -1279,12 +1224,13 @@ class Worker {
       got = parse_buffered(rec);
       if (!rec && (got > 0 || p.is_done())) break;
       if (!rec) {  // parsed on the next turn
-        auto [ec, rn] = co_await up.async_read_some(buf.prepare(kReadChunk), kTuple);
+        auto space = buf.prepare(kReadChunk);
+        auto [ec, rn] = co_await up.read_some(static_cast<char*>(space.data()), space.size());
         buf.commit(rn);
         rec = ec == asio::error::eof ? at_eof(p) : ec;
       }
       if (rec && rec != http::error::need_buffer) {
-        if (wd.expired()) {
+        if (up.expired()) {
           if (cfg.first_token_timeout_seconds > 0) sh_.first_token_timeouts.fetch_add(1);
           co_return Attempt{Outcome::kTimeout,
                             fmt::format("sent no first token within {} s", first_byte)};
@@ -1307,15 +1253,16 @@ class Worker {
     std::string& head = conn->head;
     response_head(res, head, e.route_prefix, reason, keep_alive, call.http10, chunked);
     usage.feed(data, got, p.is_done());
-    client.wd.set(from_seconds(cfg.client_timeout_seconds));
-    auto cec = co_await send_piece(client, head, chunked, data, got, p.is_done());
+    client.sock.set_deadline(from_seconds(cfg.client_timeout_seconds));
+    auto cec = (co_await send_piece(client, head, chunked, data, got, p.is_done())).ec;
     bool broken = false;
     while (!cec && !p.is_done()) {
       boost::system::error_code rec;
       got = parse_buffered(rec);
       if (!rec && got == 0 && !p.is_done()) {
-        wd.set(from_seconds(cfg.response_timeout_seconds));
-        auto [ec, rn] = co_await up.async_read_some(buf.prepare(kReadChunk), kTuple);
+        up.set_deadline(from_seconds(cfg.response_timeout_seconds));
+        auto space = buf.prepare(kReadChunk);
+        auto [ec, rn] = co_await up.read_some(static_cast<char*>(space.data()), space.size());
         buf.commit(rn);
         rec = ec == asio::error::eof ? at_eof(p) : ec;
       }
@@ -1326,9 +1273,9 @@ class Worker {
       got = kDataSize - res.body().size;
       if (got == 0 && !p.is_done()) continue;
       usage.feed(data, got, p.is_done());
-      client.wd.set(from_seconds(cfg.client_timeout_seconds));
+      client.sock.set_deadline(from_seconds(cfg.client_timeout_seconds));
       head.clear();
-      cec = co_await send_piece(client, head, chunked, data, got, p.is_done());
+      cec = (co_await send_piece(client, head, chunked, data, got, p.is_done())).ec;
     }
     if (broken) {
       sh_.broken_streams.fetch_add(1, std::memory_order_relaxed);
@@ -1351,45 +1298,38 @@ class Worker {
   }
 
   // Active health checks of local endpoints, from worker 0's loop.
-  awaitable<void> health_loop() {
-    Timer timer(ioc_);
+  Task<void> health_loop() {
+    loop::Sleeper timer(loop_);
     while (!sh_.stopping) {
       SnapshotPtr snap = snap_;
       const GatewayHealth& h = snap->cfg.health;
       if (h.enabled) {
-        for (const auto& e : snap->local) asio::co_spawn(ioc_, check(snap, e), asio::detached);
+        for (const auto& e : snap->local) loop_.spawn(check(snap, e));
       }
-      timer.expires_after(from_seconds(h.enabled ? h.interval_seconds : 1.0));
-      co_await timer.async_wait(kTuple);
+      co_await timer.until(loop_.now() + from_seconds(h.enabled ? h.interval_seconds : 1.0));
     }
   }
 
-  awaitable<void> check(SnapshotPtr snap, std::shared_ptr<const Endpoint> e) {
+  Task<void> check(SnapshotPtr snap, std::shared_ptr<const Endpoint> e) {
     const GatewayHealth& h = snap->cfg.health;
     std::string err;
     auto conn = co_await connect(*e, h.timeout_seconds, err);
     int status = 0;
     std::string retry_after;
     if (conn) {
-      http::request<http::empty_body> req{http::verb::get, h.path, 11};
-      req.set(http::field::host, e->host_header);
-      req.keep_alive(false);
-      conn->wd->set(from_seconds(h.timeout_seconds));
+      std::string req = "GET ";
+      req += h.path;
+      req += " HTTP/1.1\r\nHost: ";
+      req += e->host_header;
+      req += "\r\nConnection: close\r\n\r\n";
+      conn->s->set_deadline(from_seconds(h.timeout_seconds));
+      auto [wec, wn] = co_await conn->s->write_all(req);
       http::response_parser<http::string_body> p;
       p.body_limit(64 * 1024);
       beast::flat_buffer buf;
-      auto exchange = [&](auto& s) -> awaitable<void> {
-        auto [wec, wn] = co_await http::async_write(s, req, kTuple);
-        if (wec) co_return;
-        auto [rec, rn] = co_await http::async_read(s, buf, p, kTuple);
-        if (rec) co_return;
+      if (!wec && !(co_await read_until(*conn->s, buf, p, kAllDone)).ec) {
         status = static_cast<int>(p.get().result_int());
         retry_after = std::string(p.get()[http::field::retry_after]);
-      };
-      if (conn->tls) {
-        co_await exchange(*conn->tls);
-      } else {
-        co_await exchange(*conn->plain);
       }
     }
     if (status == 503 && !retry_after.empty()) {
@@ -1400,12 +1340,14 @@ class Worker {
     e->checked(status >= 200 && status < 300, h);
   }
 
-  awaitable<void> admin_session(AdminStream stream) {
+  Task<void> admin_session(int fd) {
+    Stream stream(loop_, fd);
     beast::flat_buffer buffer;
-    http::request<http::string_body> req;
-    stream.expires_after(std::chrono::seconds(10));
-    auto [ec, n] = co_await http::async_read(stream, buffer, req, kTuple);
+    http::request_parser<http::string_body> parser;
+    stream.set_deadline(std::chrono::seconds(10));
+    auto [ec, n] = co_await read_until(stream, buffer, parser, kAllDone);
     if (ec) co_return;
+    const auto& req = parser.get();
     http::response<http::string_body> res{http::status::ok, 11};
     if (req.target() == "/healthz") {
       int up = 0;
@@ -1421,7 +1363,9 @@ class Worker {
     }
     res.keep_alive(false);
     res.prepare_payload();
-    co_await http::async_write(stream, res, kTuple);
+    std::string wire = to_wire(res);
+    co_await stream.write_all(wire);
+    stream.shutdown_send();
   }
 
   std::string metrics_text() {
@@ -1556,16 +1500,16 @@ class Worker {
   }
 
   Shared& sh_;
-  // One thread per loop; every socket, acceptor and timer of a loop is used only on its own
-  // thread (cross-thread work arrives by post), so the reactor needs no per-operation lock.
-  asio::io_context ioc_{BOOST_ASIO_CONCURRENCY_HINT_UNSAFE_IO};
-  Acceptor acceptor_;
-  Acceptor admin_;
+  // One thread per loop; every socket and timer of a loop is used only on its own thread
+  // (cross-thread work arrives by post). Declared before everything that holds sockets.
+  loop::Loop loop_;
+  std::unique_ptr<Stream> listener_;
+  std::unique_ptr<Stream> admin_listener_;
   SnapshotPtr snap_;
   // Idle keep-alive connections per endpoint state (a state outlives its snapshots
   // while the endpoint stays; pools of endpoints that left are dropped on adoption).
   std::unordered_map<const EndpointState*, Pool> pools_;
-  std::deque<Timer*> waiters_;  // requests waiting for a local slot
+  std::deque<loop::Sleeper*> waiters_;  // requests waiting for a local slot
 };
 
 Result<std::shared_ptr<Endpoint>> make_endpoint(const GatewayEndpoint& cfg, bool cloud,
@@ -1622,7 +1566,12 @@ Result<std::shared_ptr<Endpoint>> make_endpoint(const GatewayEndpoint& cfg, bool
   if (ec)
     return Error{Errc::kIo, fmt::format("gateway endpoint '{}': cannot resolve {}: {}", cfg.name,
                                         e->host, ec.message())};
-  for (const auto& r : results) e->addresses.push_back(r.endpoint());
+  for (const auto& r : results) {
+    loop::Address a;
+    std::memcpy(&a.addr, r.endpoint().data(), r.endpoint().size());
+    a.len = static_cast<socklen_t>(r.endpoint().size());
+    e->addresses.push_back(a);
+  }
   // The same endpoint (name, URL, side) keeps its slots, health and counters.
   if (previous) {
     for (const auto& old : cloud ? previous->cloud : previous->local) {
@@ -1718,12 +1667,16 @@ int run_gateway(const Config& cfg, const GatewayOptions& opts, std::ostream& out
                        << "\n";
     std::rename(tmp.c_str(), opts.port_file->c_str());
   }
+  // Signals, the drain and reloads run on this thread's own context; the loops get their
+  // part by post.
+  asio::io_context control(1);
   // SIGTERM/SIGINT: stop accepting, let requests in flight finish (answers say
   // `Connection: close`) for up to the drain time, then stop. A second signal stops at once.
-  asio::signal_set signals(workers.front()->ioc(), SIGINT, SIGTERM);
-  Timer drain(workers.front()->ioc());
+  asio::signal_set signals(control, SIGINT, SIGTERM);
+  asio::steady_timer drain(control);
   auto stop_all = [&] {
-    for (auto& w : workers) w->ioc().stop();
+    for (auto& w : workers) w->loop().stop();
+    control.stop();
   };
   std::function<void()> wait_drained;
   auto drain_deadline = Clock::now();
@@ -1753,7 +1706,7 @@ int run_gateway(const Config& cfg, const GatewayOptions& opts, std::ostream& out
   signals.async_wait(on_stop);
   // SIGHUP: read the file again and swap the snapshot on every loop; connections and
   // requests in flight carry on. A bad file keeps the running configuration.
-  asio::signal_set hup(workers.front()->ioc(), SIGHUP);
+  asio::signal_set hup(control, SIGHUP);
   std::function<void(boost::system::error_code, int)> on_hup = [&](boost::system::error_code ec,
                                                                    int) {
     if (ec) return;
@@ -1791,9 +1744,8 @@ int run_gateway(const Config& cfg, const GatewayOptions& opts, std::ostream& out
   };
   hup.async_wait(on_hup);
   std::vector<std::thread> pool;
-  for (std::size_t i = 1; i < workers.size(); ++i)
-    pool.emplace_back([&, i] { workers[i]->ioc().run(); });
-  workers.front()->ioc().run();
+  for (auto& w : workers) pool.emplace_back([&w] { w->loop().run(); });
+  control.run();
   for (auto& t : pool) t.join();
   out << "hylab gateway: stopped\n";
   return 0;
