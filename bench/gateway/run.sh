@@ -10,8 +10,8 @@
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 HYLAB=$(realpath "${1:-build/bench/src/cli/hylab}")
-SECS=${2:-5}
-ROUNDS=${3:-3}
+SECS=${2:-3}
+ROUNDS=${3:-7}
 CONNS=32
 for tool in haproxy nginx wrk taskset; do
   command -v $tool >/dev/null || { echo "error: $tool is missing (make bench installs it)" >&2; exit 1; }
@@ -147,8 +147,11 @@ import sys
 print(sys.argv[1])
 import statistics
 runs = {}
+by_round = {}
 for r in sys.argv[2:]:
-    runs.setdefault(r.split()[0], []).append([float(x) for x in r.split()[1:]])
+    rnd, name, *vals = r.split()
+    runs.setdefault(name, []).append([float(x) for x in vals])
+    by_round.setdefault(rnd, {})[name] = [float(x) for x in vals]
 rows = {k: [statistics.median(col) for col in zip(*v)] for k, v in runs.items()}
 print(f"median of {len(runs['hylab'])} interleaved runs each")
 print(f"{'target':10} {'req/s':>10} {'p50 ms':>8} {'p99 ms':>8} {'CPU us/req':>11}")
@@ -156,6 +159,13 @@ for name, (rps, p50, p99, cpu) in rows.items():
     print(f"{name:10} {rps:10.0f} {p50:8.3f} {p99:8.3f} {cpu:11.1f}")
 h, a, n, d = rows["hylab"], rows["haproxy"], rows["nginx"], rows["direct"]
 print(f"hylab/haproxy: {h[0]/a[0]:.2f}x req/s, p99 {h[2]/a[2]:.2f}x")
+# Each round's own ratio (hylab and HAProxy measured next to each other), which the
+# machine's drift between rounds does not move.
+ratios = sorted(v["hylab"][0] / v["haproxy"][0] for v in by_round.values())
+p99s = sorted(v["hylab"][2] / v["haproxy"][2] for v in by_round.values())
+ahead = sum(1 for x in ratios if x >= 1)
+print(f"  per round: req/s ratio median {statistics.median(ratios):.2f}x (range {ratios[0]:.2f}-{ratios[-1]:.2f}, "
+      f"hylab ahead in {ahead} of {len(ratios)}), p99 ratio median {statistics.median(p99s):.2f}x")
 print(f"hylab/nginx:   {h[0]/n[0]:.2f}x req/s, p99 {h[2]/n[2]:.2f}x")
 print(f"proxy CPU per request: hylab {h[3]:.1f} us, haproxy {a[3]:.1f} us ({h[3]/a[3]:.2f}x), nginx {n[3]:.1f} us ({h[3]/n[3]:.2f}x)")
 print(f"added over direct (p50): hylab {h[1]-d[1]:+.3f} ms, haproxy {a[1]-d[1]:+.3f} ms, nginx {n[1]-d[1]:+.3f} ms")
@@ -167,9 +177,15 @@ echo "wrk -t1 -c$CONNS -d${SECS}s x $ROUNDS rounds; proxy pinned to CPU 0, upstr
 measure() {  # title [wrk args]
   local title=$1; shift
   local results=()
-  for _ in $(seq 1 "$ROUNDS"); do
-    results+=("$(run direct $UP "$@")" "$(run hylab $PG "$@")" "$(run haproxy $PH "$@")" \
-      "$(run nginx $PN "$@")")
+  local order=(hylab haproxy nginx)
+  declare -A port=([hylab]=$PG [haproxy]=$PH [nginx]=$PN)
+  for r in $(seq 1 "$ROUNDS"); do
+    results+=("$r $(run direct $UP "$@")")
+    # The proxies' order turns each round, so none always follows the same one.
+    for i in 0 1 2; do
+      local name=${order[$(((i + r) % 3))]}
+      results+=("$r $(run "$name" "${port[$name]}" "$@")")
+    done
   done
   report "$title" "${results[@]}"
 }

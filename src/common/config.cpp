@@ -316,6 +316,7 @@ void read_gateway(const yaml::Where& w, const YAML::Node& node, GatewayConfig& g
     if (auto v = host_port(w, *n, "gateway.admin")) g.admin = *v;
   }
   if (auto v = m.integer("threads", 0)) g.threads = static_cast<int>(*v);
+  if (auto v = m.integer("busy_poll_us", 0)) g.busy_poll_us = static_cast<int>(*v);
   if (auto n = m.take("local")) read_endpoints(w, *n, "gateway.local", false, g.local);
   if (auto n = m.take("cloud")) read_endpoints(w, *n, "gateway.cloud", true, g.cloud);
   if (auto n = m.take("models"); n && !n->IsNull()) {

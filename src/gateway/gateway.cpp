@@ -1636,6 +1636,7 @@ int run_gateway(const Config& cfg, const GatewayOptions& opts, std::ostream& out
   for (int i = 0; i < threads; ++i) {
     workers.push_back(std::make_unique<Worker>(sh));
     workers.back()->adopt_now(current);
+    workers.back()->loop().set_busy_poll(std::chrono::microseconds(g.busy_poll_us));
   }
   auto [host, port] = split_host_port(g.listen);
   std::uint16_t bound = 0;

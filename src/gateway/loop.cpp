@@ -617,8 +617,28 @@ void Loop::run() {
       auto ms = std::chrono::ceil<std::chrono::milliseconds>(wait).count();
       timeout = static_cast<int>(std::clamp<std::int64_t>(ms, 0, 60'000));
     }
-    int n = ::epoll_wait(epfd_, events.data(), static_cast<int>(events.size()), timeout);
+    int n = ::epoll_wait(epfd_, events.data(), static_cast<int>(events.size()),
+                         busy_poll_.count() > 0 ? 0 : timeout);
     now_ = Clock::now();
+    if (n == 0 && timeout != 0 && busy_poll_.count() > 0) {
+      // Busy polling: keep asking without sleeping until the window after the last event
+      // (or the next timer) has passed, then block.
+      Clock::time_point wake =
+          timeout < 0 ? Clock::time_point::max() : now_ + std::chrono::milliseconds(timeout);
+      Clock::time_point until = std::min(wake, now_ + busy_poll_);
+      while (n == 0 && now_ < until) {
+        n = ::epoll_wait(epfd_, events.data(), static_cast<int>(events.size()), 0);
+        now_ = Clock::now();
+      }
+      if (n == 0 && now_ < wake) {
+        int rest = timeout < 0
+                       ? -1
+                       : static_cast<int>(
+                             std::chrono::ceil<std::chrono::milliseconds>(wake - now_).count());
+        n = ::epoll_wait(epfd_, events.data(), static_cast<int>(events.size()), rest);
+        now_ = Clock::now();
+      }
+    }
     if (n < 0) {
       if (errno == EINTR) continue;
       throw std::system_error(errno, std::generic_category(), "epoll_wait");

@@ -301,6 +301,8 @@ class Loop {
   // Resumes `h` from the loop, after the current event.
   void defer(std::coroutine_handle<> h) { ready_.push_back(h); }
   Clock::time_point now() const { return now_; }  // as of the last wake-up
+  // How long run() keeps asking epoll without sleeping after its last event (0: never).
+  void set_busy_poll(std::chrono::microseconds d) { busy_poll_ = d; }
 
   void arm(TimerNode& n);
   void disarm(TimerNode& n);
@@ -321,6 +323,7 @@ class Loop {
   int epfd_ = -1;
   int wake_fd_ = -1;
   bool stopping_ = false;
+  std::chrono::microseconds busy_poll_{0};
   Clock::time_point now_ = Clock::now();
   std::vector<Stream*> streams_;  // by descriptor
   std::vector<std::uint32_t> generations_;

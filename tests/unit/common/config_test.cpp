@@ -136,6 +136,7 @@ TEST(Config, GatewaySection) {
   Config cfg = testing::config_from(R"(gateway:
   listen: 127.0.0.1:9000
   threads: 4
+  busy_poll_us: 50
   local:
     - {name: vllm, url: "http://127.0.0.1:8000", max_inflight: 16, weight: 2}
   cloud:
@@ -146,6 +147,7 @@ TEST(Config, GatewaySection) {
 )");
   EXPECT_TRUE(cfg.gateway.present);
   EXPECT_EQ(cfg.gateway.listen, "127.0.0.1:9000");
+  EXPECT_EQ(cfg.gateway.busy_poll_us, 50);
   EXPECT_EQ(cfg.gateway.local.at(0).max_inflight, 16);
   EXPECT_EQ(cfg.gateway.local.at(0).weight, 2);
   EXPECT_EQ(cfg.gateway.cloud.at(0).api_key_env, "OPENAI_API_KEY");

@@ -7,6 +7,7 @@
 
 #include <gtest/gtest.h>
 #include <sys/socket.h>
+#include <time.h>
 #include <unistd.h>
 
 #include <boost/asio/error.hpp>
@@ -203,6 +204,34 @@ TEST(LoopTest, AlwaysReadyStreamLetsOtherWorkRun) {
   loop.run();
   EXPECT_EQ(total, block.size());
   EXPECT_LT(read_when_other_ran, block.size());
+}
+
+// Busy polling spins only for its window after an event: an idle loop sleeps in epoll, and
+// timers and reads still complete.
+TEST(LoopTest, BusyPollingSpinsOnlyAfterEvents) {
+  Loop loop;
+  loop.set_busy_poll(std::chrono::microseconds(200));
+  Pair p;
+  std::string got;
+  auto body = [&]() -> Task<void> {
+    Sleeper s(loop);
+    co_await s.until(Clock::now() + 300ms);  // idle: nothing else happens meanwhile
+    EXPECT_EQ(::write(p.b, "ok", 2), 2);
+    Stream st(loop, p.a);
+    char buf[8];
+    auto [ec, n] = co_await st.read_some(buf, sizeof buf);
+    got.assign(buf, n);
+    loop.stop();
+  };
+  loop.spawn(body());
+  timespec cpu0{}, cpu1{};
+  ::clock_gettime(CLOCK_THREAD_CPUTIME_ID, &cpu0);
+  loop.run();
+  ::clock_gettime(CLOCK_THREAD_CPUTIME_ID, &cpu1);
+  double cpu = static_cast<double>(cpu1.tv_sec - cpu0.tv_sec) +
+               static_cast<double>(cpu1.tv_nsec - cpu0.tv_nsec) / 1e9;
+  EXPECT_EQ(got, "ok");
+  EXPECT_LT(cpu, 0.15) << "the loop spun while idle";
 }
 
 struct Flag {
