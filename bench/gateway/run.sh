@@ -3,15 +3,18 @@
 # the same local-first routing with overflow to a second upstream, against the same nginx
 # upstreams, with the same CPU pinning (proxy on CPU 0; upstream and wrk on CPU 1), in one
 # run; plus wrk straight to the upstream for the latency the proxy adds.
-# Each target is measured ROUNDS times, interleaved (direct, hylab, HAProxy, nginx, then
-# again), and the median of each figure is reported: this machine's speed drifts by 20 %
-# within minutes, which would otherwise favour whichever target ran in a fast moment.
+# Two more rows: hylab with busy_poll_us: 0 (no polling near saturation) and HAProxy with
+# its busy-polling (started only for its own runs: it spins even when idle).
+# Each target is measured ROUNDS times, interleaved (direct first, then the proxies in an
+# order that turns each round), and the median of each figure is reported, with each round's
+# own hylab/HAProxy ratio: this machine's speed drifts by 20 % within minutes, which would
+# otherwise favour whichever target ran in a fast moment.
 # Usage: bench/gateway/run.sh [HYLAB_BINARY] [SECONDS] [ROUNDS]
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 HYLAB=$(realpath "${1:-build/bench/src/cli/hylab}")
 SECS=${2:-3}
-ROUNDS=${3:-7}
+ROUNDS=${3:-5}
 CONNS=32
 for tool in haproxy nginx wrk taskset; do
   command -v $tool >/dev/null || { echo "error: $tool is missing (make bench installs it)" >&2; exit 1; }
@@ -22,7 +25,7 @@ cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; wait 
 trap cleanup EXIT
 
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
-UP=$(free_port); CLOUD=$(free_port); PH=$(free_port); PN=$(free_port)
+UP=$(free_port); CLOUD=$(free_port); PH=$(free_port); PN=$(free_port); PHB=$(free_port)
 
 wait_port() {
   for _ in $(seq 1 500); do (exec 3<>/dev/tcp/127.0.0.1/$1) 2>/dev/null && return 0; sleep 0.01; done
@@ -75,6 +78,11 @@ CONF
 taskset -c 0 "$HYLAB" gateway --config "$tmp/hylab.yaml" --port-file "$tmp/gw.json" > "$tmp/gw.log" 2>&1 & pids+=($!); PID_HYLAB=$!
 for _ in $(seq 1 500); do [[ -s $tmp/gw.json ]] && break; sleep 0.01; done
 PG=$(python3 -c "import json;print(json.load(open('$tmp/gw.json'))['listen'])")
+# The same without busy polling near saturation (gateway.busy_poll_us: 0), to show its share.
+sed 's/^  threads: 1$/  threads: 1\n  busy_poll_us: 0/' "$tmp/hylab.yaml" > "$tmp/hylab-nospin.yaml"
+taskset -c 0 "$HYLAB" gateway --config "$tmp/hylab-nospin.yaml" --port-file "$tmp/gwbp.json" > "$tmp/gwbp.log" 2>&1 & pids+=($!); PID_HYLAB_BP=$!
+for _ in $(seq 1 500); do [[ -s $tmp/gwbp.json ]] && break; sleep 0.01; done
+PGB=$(python3 -c "import json;print(json.load(open('$tmp/gwbp.json'))['listen'])")
 
 # HAProxy: one thread, the same rule with connslots.
 cat > "$tmp/haproxy.cfg" <<CONF
@@ -99,6 +107,10 @@ backend cloud
   server c1 127.0.0.1:$CLOUD
 CONF
 taskset -c 0 haproxy -f "$tmp/haproxy.cfg" -db > "$tmp/haproxy.log" 2>&1 & pids+=($!); PID_HAPROXY=$!
+# HAProxy's busy-polling never sleeps, idle or not: it runs only for its own measurements,
+# or it would take CPU 0 from the others.
+sed -e "s/^  nbthread 1$/  nbthread 1\n  busy-polling/" -e "s/127.0.0.1:$PH$/127.0.0.1:$PHB/" \
+  "$tmp/haproxy.cfg" > "$tmp/haproxy-bp.cfg"
 
 # nginx as the proxy: one worker, max_conns on the local server, the cloud as backup.
 cat > "$tmp/proxy.conf" <<CONF
@@ -109,7 +121,7 @@ $(nginx_head proxy)
 }
 CONF
 taskset -c 0 nginx -c "$tmp/proxy.conf" -p "$tmp" & pids+=($!); PID_NGINX=$!
-wait_port $PG; wait_port $PH; wait_port $PN
+wait_port $PG; wait_port $PH; wait_port $PN; wait_port $PGB
 
 # CPU time (clock ticks) of a process and its children: the proxy's own cost per request,
 # which the shared upstream core does not blur.
@@ -125,7 +137,8 @@ for p in os.listdir("/proc"):
 print(total)
 PY
 }
-declare -A PIDS=([direct]=$PID_UP [hylab]=$PID_HYLAB [haproxy]=$PID_HAPROXY [nginx]=$PID_NGINX)
+declare -A PIDS=([direct]=$PID_UP [hylab]=$PID_HYLAB [haproxy]=$PID_HAPROXY [nginx]=$PID_NGINX
+  [hylab-nospin]=$PID_HYLAB_BP)
 
 run() {  # name port [wrk args] -> "rps p50_ms p99_ms cpu_us_per_request"
   local name=$1 port=$2; shift 2
@@ -169,6 +182,12 @@ print(f"  per round: req/s ratio median {statistics.median(ratios):.2f}x (range 
 print(f"hylab/nginx:   {h[0]/n[0]:.2f}x req/s, p99 {h[2]/n[2]:.2f}x")
 print(f"proxy CPU per request: hylab {h[3]:.1f} us, haproxy {a[3]:.1f} us ({h[3]/a[3]:.2f}x), nginx {n[3]:.1f} us ({h[3]/n[3]:.2f}x)")
 print(f"added over direct (p50): hylab {h[1]-d[1]:+.3f} ms, haproxy {a[1]-d[1]:+.3f} ms, nginx {n[1]-d[1]:+.3f} ms")
+hn, ab = rows["hylab-nospin"], rows["haproxy-bp"]
+bp = sorted(v["hylab"][0] / v["haproxy-bp"][0] for v in by_round.values())
+print(f"hylab/haproxy-bp (HAProxy with busy-polling): {h[0]/ab[0]:.2f}x req/s (per round median "
+      f"{statistics.median(bp):.2f}x), p99 {h[2]/ab[2]:.2f}x, CPU per request {h[3]/ab[3]:.2f}x")
+print(f"hylab-nospin (busy_poll_us: 0)/haproxy: {hn[0]/a[0]:.2f}x req/s, p99 {hn[2]/a[2]:.2f}x, "
+      f"CPU per request {hn[3]/a[3]:.2f}x")
 print()
 PY
 }
@@ -177,14 +196,24 @@ echo "wrk -t1 -c$CONNS -d${SECS}s x $ROUNDS rounds; proxy pinned to CPU 0, upstr
 measure() {  # title [wrk args]
   local title=$1; shift
   local results=()
-  local order=(hylab haproxy nginx)
-  declare -A port=([hylab]=$PG [haproxy]=$PH [nginx]=$PN)
+  local order=(hylab haproxy nginx hylab-nospin haproxy-bp)
+  declare -A port=([hylab]=$PG [haproxy]=$PH [nginx]=$PN [hylab-nospin]=$PGB [haproxy-bp]=$PHB)
   for r in $(seq 1 "$ROUNDS"); do
     results+=("$r $(run direct $UP "$@")")
     # The proxies' order turns each round, so none always follows the same one.
-    for i in 0 1 2; do
-      local name=${order[$(((i + r) % 3))]}
+    for i in 0 1 2 3 4; do
+      local name=${order[$(((i + r) % 5))]}
+      if [[ $name == haproxy-bp ]]; then
+        taskset -c 0 haproxy -f "$tmp/haproxy-bp.cfg" -db > "$tmp/haproxy-bp.log" 2>&1 &
+        PIDS[haproxy-bp]=$!
+        wait_port $PHB
+        wrk -t1 -c$CONNS -d1s "http://127.0.0.1:$PHB/v1/models" > /dev/null  # warm up
+      fi
       results+=("$r $(run "$name" "${port[$name]}" "$@")")
+      if [[ $name == haproxy-bp ]]; then
+        kill "${PIDS[haproxy-bp]}"
+        wait "${PIDS[haproxy-bp]}" 2>/dev/null || true
+      fi
     done
   done
   report "$title" "${results[@]}"

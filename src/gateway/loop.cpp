@@ -603,6 +603,43 @@ void Loop::run_timers() {
   }
 }
 
+// Busy polling, only while this loop is near saturation: asking epoll again without sleeping
+// (up to busy_poll_ after the last event) spares the peers the cost of waking a sleeping
+// thread, which under load is a real share of theirs; at lower load the loop sleeps at once,
+// so spinning never costs CPU that idle time would have saved.
+constexpr double kSpinAboveBusyShare = 0.75;
+constexpr auto kBusyWindow = std::chrono::milliseconds(10);
+
+int Loop::wait(epoll_event* events, int max, int timeout) {
+  Clock::time_point start = Clock::now();
+  busy_ += start - now_;  // since the last wake-up: work
+  bool spin = busy_poll_.count() > 0 && timeout != 0 && busy_share_ >= kSpinAboveBusyShare;
+  int n = 0;
+  if (spin) {
+    Clock::time_point wake =
+        timeout < 0 ? Clock::time_point::max() : start + std::chrono::milliseconds(timeout);
+    Clock::time_point until = std::min(wake, start + busy_poll_);
+    do {
+      n = ::epoll_wait(epfd_, events, max, 0);
+      now_ = Clock::now();
+    } while (n == 0 && now_ < until);
+    if (n != 0 || now_ >= wake) return n;
+    timeout =
+        timeout < 0
+            ? -1
+            : static_cast<int>(std::chrono::ceil<std::chrono::milliseconds>(wake - now_).count());
+    start = now_;
+  }
+  n = ::epoll_wait(epfd_, events, max, timeout);
+  now_ = Clock::now();
+  idle_ += now_ - start;
+  if (busy_ + idle_ >= kBusyWindow) {
+    busy_share_ = std::chrono::duration<double>(busy_) / (busy_ + idle_);
+    busy_ = idle_ = Clock::duration::zero();
+  }
+  return n;
+}
+
 void Loop::run() {
   std::array<epoll_event, 256> events{};
   now_ = Clock::now();
@@ -617,28 +654,7 @@ void Loop::run() {
       auto ms = std::chrono::ceil<std::chrono::milliseconds>(wait).count();
       timeout = static_cast<int>(std::clamp<std::int64_t>(ms, 0, 60'000));
     }
-    int n = ::epoll_wait(epfd_, events.data(), static_cast<int>(events.size()),
-                         busy_poll_.count() > 0 ? 0 : timeout);
-    now_ = Clock::now();
-    if (n == 0 && timeout != 0 && busy_poll_.count() > 0) {
-      // Busy polling: keep asking without sleeping until the window after the last event
-      // (or the next timer) has passed, then block.
-      Clock::time_point wake =
-          timeout < 0 ? Clock::time_point::max() : now_ + std::chrono::milliseconds(timeout);
-      Clock::time_point until = std::min(wake, now_ + busy_poll_);
-      while (n == 0 && now_ < until) {
-        n = ::epoll_wait(epfd_, events.data(), static_cast<int>(events.size()), 0);
-        now_ = Clock::now();
-      }
-      if (n == 0 && now_ < wake) {
-        int rest = timeout < 0
-                       ? -1
-                       : static_cast<int>(
-                             std::chrono::ceil<std::chrono::milliseconds>(wake - now_).count());
-        n = ::epoll_wait(epfd_, events.data(), static_cast<int>(events.size()), rest);
-        now_ = Clock::now();
-      }
-    }
+    int n = wait(events.data(), static_cast<int>(events.size()), timeout);
     if (n < 0) {
       if (errno == EINTR) continue;
       throw std::system_error(errno, std::generic_category(), "epoll_wait");
