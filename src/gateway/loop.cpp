@@ -603,19 +603,15 @@ void Loop::run_timers() {
   }
 }
 
-// Busy polling, only while this loop is near saturation: asking epoll again without sleeping
-// (up to busy_poll_ after the last event) spares the peers the cost of waking a sleeping
-// thread, which under load is a real share of theirs; at lower load the loop sleeps at once,
-// so spinning never costs CPU that idle time would have saved.
-constexpr double kSpinAboveBusyShare = 0.75;
-constexpr auto kBusyWindow = std::chrono::milliseconds(10);
-
+// Busy polling, only while events come close together: when the gaps this loop waited for
+// its next event have lately averaged under busy_poll_, it asks epoll again without sleeping
+// (up to busy_poll_) before it blocks. A sleeping thread makes the peer that wakes it pay for
+// the wake-up, under load a real share of the client's and upstream's CPU; with events far
+// apart (an idle or lightly loaded gateway) the loop sleeps at once and never spins.
 int Loop::wait(epoll_event* events, int max, int timeout) {
   Clock::time_point start = Clock::now();
-  busy_ += start - now_;  // since the last wake-up: work
-  bool spin = busy_poll_.count() > 0 && timeout != 0 && busy_share_ >= kSpinAboveBusyShare;
   int n = 0;
-  if (spin) {
+  if (busy_poll_.count() > 0 && timeout != 0 && gap_ < busy_poll_) {
     Clock::time_point wake =
         timeout < 0 ? Clock::time_point::max() : start + std::chrono::milliseconds(timeout);
     Clock::time_point until = std::min(wake, start + busy_poll_);
@@ -623,20 +619,19 @@ int Loop::wait(epoll_event* events, int max, int timeout) {
       n = ::epoll_wait(epfd_, events, max, 0);
       now_ = Clock::now();
     } while (n == 0 && now_ < until);
-    if (n != 0 || now_ >= wake) return n;
-    timeout =
-        timeout < 0
-            ? -1
-            : static_cast<int>(std::chrono::ceil<std::chrono::milliseconds>(wake - now_).count());
-    start = now_;
+    if (n == 0 && now_ < wake) {
+      timeout =
+          timeout < 0
+              ? -1
+              : static_cast<int>(std::chrono::ceil<std::chrono::milliseconds>(wake - now_).count());
+      n = ::epoll_wait(epfd_, events, max, timeout);
+      now_ = Clock::now();
+    }
+  } else {
+    n = ::epoll_wait(epfd_, events, max, timeout);
+    now_ = Clock::now();
   }
-  n = ::epoll_wait(epfd_, events, max, timeout);
-  now_ = Clock::now();
-  idle_ += now_ - start;
-  if (busy_ + idle_ >= kBusyWindow) {
-    busy_share_ = std::chrono::duration<double>(busy_) / (busy_ + idle_);
-    busy_ = idle_ = Clock::duration::zero();
-  }
+  if (timeout != 0) gap_ += (now_ - start - gap_) / 8;  // a moving average of the waits
   return n;
 }
 

@@ -302,8 +302,8 @@ class Loop {
   // Resumes `h` from the loop, after the current event.
   void defer(std::coroutine_handle<> h) { ready_.push_back(h); }
   Clock::time_point now() const { return now_; }  // as of the last wake-up
-  // How long run() keeps asking epoll without sleeping after its last event, while the loop
-  // has been busy at least 3/4 of the time lately (0: never).
+  // How long run() keeps asking epoll without sleeping after its last event, while its waits
+  // for an event have lately averaged less than that (0: never).
   void set_busy_poll(std::chrono::microseconds d) { busy_poll_ = d; }
 
   void arm(TimerNode& n);
@@ -327,9 +327,7 @@ class Loop {
   int wake_fd_ = -1;
   bool stopping_ = false;
   std::chrono::microseconds busy_poll_{0};
-  Clock::duration busy_{};  // of the current window: time spent working
-  Clock::duration idle_{};  // and asleep in epoll_wait
-  double busy_share_ = 0;   // of the last full window
+  Clock::duration gap_ = std::chrono::seconds(1);  // how long waits for an event took lately
   Clock::time_point now_ = Clock::now();
   std::vector<Stream*> streams_;  // by descriptor
   std::vector<std::uint32_t> generations_;
