@@ -101,9 +101,9 @@ struct GatewayConfig {
   std::string listen = "127.0.0.1:8400";
   std::string admin = "127.0.0.1:8401";
   int threads = 0;  // 0: one per core
-  // While a loop's waits for its next event have lately averaged less than this, it keeps
-  // asking epoll without sleeping for this long after its last event: under load no thread
-  // sleeps between events, so no peer pays to wake it. 0: never.
+  // While a loop's waits for its next event have lately averaged less than this and it was
+  // at least half busy, it keeps asking epoll without sleeping for this long after its last
+  // event: under load no thread sleeps between events, so no peer pays to wake it. 0: never.
   int busy_poll_us = 100;
   std::vector<GatewayEndpoint> local;
   std::vector<GatewayEndpoint> cloud;

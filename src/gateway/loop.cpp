@@ -603,15 +603,21 @@ void Loop::run_timers() {
   }
 }
 
-// Busy polling, only while events come close together: when the gaps this loop waited for
-// its next event have lately averaged under busy_poll_, it asks epoll again without sleeping
-// (up to busy_poll_) before it blocks. A sleeping thread makes the peer that wakes it pay for
-// the wake-up, under load a real share of the client's and upstream's CPU; with events far
-// apart (an idle or lightly loaded gateway) the loop sleeps at once and never spins.
+// Busy polling, only under load: while the waits for the next event have lately averaged
+// under busy_poll_ and the loop spent at least half of the last 10 ms working, it asks epoll
+// again without sleeping (up to busy_poll_) before it blocks. A sleeping thread makes the peer
+// that wakes it pay for the wake-up, under load a visible share of the client's and the
+// upstream's CPU. With events far apart, or a loop mostly idle (a few thousand requests a
+// second: events close together, but little work), it sleeps at once and never spins.
+constexpr double kSpinFromBusyShare = 0.5;
+constexpr auto kShareWindow = std::chrono::milliseconds(10);
+
 int Loop::wait(epoll_event* events, int max, int timeout) {
   Clock::time_point start = Clock::now();
+  worked_ += start - now_;
   int n = 0;
-  if (busy_poll_.count() > 0 && timeout != 0 && gap_ < busy_poll_) {
+  if (busy_poll_.count() > 0 && timeout != 0 && gap_ < busy_poll_ &&
+      busy_share_ >= kSpinFromBusyShare) {
     Clock::time_point wake =
         timeout < 0 ? Clock::time_point::max() : start + std::chrono::milliseconds(timeout);
     Clock::time_point until = std::min(wake, start + busy_poll_);
@@ -632,6 +638,11 @@ int Loop::wait(epoll_event* events, int max, int timeout) {
     now_ = Clock::now();
   }
   if (timeout != 0) gap_ += (now_ - start - gap_) / 8;  // a moving average of the waits
+  waited_ += now_ - start;
+  if (worked_ + waited_ >= kShareWindow) {
+    busy_share_ = std::chrono::duration<double>(worked_) / (worked_ + waited_);
+    worked_ = waited_ = Clock::duration::zero();
+  }
   return n;
 }
 

@@ -303,7 +303,7 @@ class Loop {
   void defer(std::coroutine_handle<> h) { ready_.push_back(h); }
   Clock::time_point now() const { return now_; }  // as of the last wake-up
   // How long run() keeps asking epoll without sleeping after its last event, while its waits
-  // for an event have lately averaged less than that (0: never).
+  // for an event have lately averaged less than that and it is at least half busy (0: never).
   void set_busy_poll(std::chrono::microseconds d) { busy_poll_ = d; }
 
   void arm(TimerNode& n);
@@ -328,6 +328,9 @@ class Loop {
   bool stopping_ = false;
   std::chrono::microseconds busy_poll_{0};
   Clock::duration gap_ = std::chrono::seconds(1);  // how long waits for an event took lately
+  Clock::duration worked_{};                       // of the current 10 ms: working
+  Clock::duration waited_{};                       // and waiting for events
+  double busy_share_ = 0;                          // worked / (worked + waited), last window
   Clock::time_point now_ = Clock::now();
   std::vector<Stream*> streams_;  // by descriptor
   std::vector<std::uint32_t> generations_;
