@@ -671,6 +671,12 @@ class Worker {
  private:
   Task<void> accept_loop(std::unique_ptr<Stream>& listener, bool admin) {
     for (;;) {
+      // Stopping: stop_accepting's cancel reaches a pending accept only; this covers a loop
+      // that was between accepts (backing off, or resumed later for fairness) at that moment.
+      if (!admin && sh_.stopping) {
+        listener.reset();
+        co_return;
+      }
       auto [ec, fd] = co_await listener->accept();
       if (ec) {
         if (sh_.stopping || ec == asio::error::operation_aborted) {
