@@ -80,7 +80,7 @@ for _ in $(seq 1 500); do [[ -s $tmp/gw.json ]] && break; sleep 0.01; done
 PG=$(python3 -c "import json;print(json.load(open('$tmp/gw.json'))['listen'])")
 # The same without busy polling near saturation (gateway.busy_poll_us: 0), to show its share.
 sed 's/^  threads: 1$/  threads: 1\n  busy_poll_us: 0/' "$tmp/hylab.yaml" > "$tmp/hylab-nospin.yaml"
-taskset -c 0 "$HYLAB" gateway --config "$tmp/hylab-nospin.yaml" --port-file "$tmp/gwbp.json" > "$tmp/gwbp.log" 2>&1 & pids+=($!); PID_HYLAB_BP=$!
+taskset -c 0 "$HYLAB" gateway --config "$tmp/hylab-nospin.yaml" --port-file "$tmp/gwbp.json" > "$tmp/gwbp.log" 2>&1 & pids+=($!); PID_HYLAB_NOSPIN=$!
 for _ in $(seq 1 500); do [[ -s $tmp/gwbp.json ]] && break; sleep 0.01; done
 PGB=$(python3 -c "import json;print(json.load(open('$tmp/gwbp.json'))['listen'])")
 
@@ -138,7 +138,7 @@ print(total)
 PY
 }
 declare -A PIDS=([direct]=$PID_UP [hylab]=$PID_HYLAB [haproxy]=$PID_HAPROXY [nginx]=$PID_NGINX
-  [hylab-nospin]=$PID_HYLAB_BP)
+  [hylab-nospin]=$PID_HYLAB_NOSPIN)
 
 run() {  # name port [wrk args] -> "rps p50_ms p99_ms cpu_us_per_request"
   local name=$1 port=$2; shift 2

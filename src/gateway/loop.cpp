@@ -612,8 +612,7 @@ void Loop::run_timers() {
 constexpr double kSpinFromBusyShare = 0.5;
 constexpr auto kShareWindow = std::chrono::milliseconds(10);
 
-int Loop::wait(epoll_event* events, int max, int timeout) {
-  Clock::time_point start = Clock::now();
+int Loop::wait(epoll_event* events, int max, int timeout, Clock::time_point start) {
   worked_ += start - now_;
   int n = 0;
   if (busy_poll_.count() > 0 && timeout != 0 && gap_ < busy_poll_ &&
@@ -652,15 +651,15 @@ void Loop::run() {
   while (!stopping_) {
     run_ready();
     if (stopping_) break;
+    Clock::time_point start = Clock::now();  // one clock read per turn, for both uses
     int timeout = -1;
     if (!ready_.empty()) {
       timeout = 0;
     } else if (!heap_.empty()) {
-      auto wait = heap_.front()->when - Clock::now();
-      auto ms = std::chrono::ceil<std::chrono::milliseconds>(wait).count();
+      auto ms = std::chrono::ceil<std::chrono::milliseconds>(heap_.front()->when - start).count();
       timeout = static_cast<int>(std::clamp<std::int64_t>(ms, 0, 60'000));
     }
-    int n = wait(events.data(), static_cast<int>(events.size()), timeout);
+    int n = wait(events.data(), static_cast<int>(events.size()), timeout, start);
     if (n < 0) {
       if (errno == EINTR) continue;
       throw std::system_error(errno, std::generic_category(), "epoll_wait");

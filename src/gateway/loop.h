@@ -315,7 +315,7 @@ class Loop {
   friend class Stream;
   void add(Stream& s);
   void remove(Stream& s);
-  int wait(epoll_event* events, int max, int timeout);
+  int wait(epoll_event* events, int max, int timeout, Clock::time_point start);
   void run_ready();
   void run_timers();
   void drain_mailbox();
