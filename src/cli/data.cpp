@@ -337,7 +337,7 @@ int DataCommand::run(const Config& cfg, bool json_out, std::ostream& out, std::o
       if (!f) return fail(c, f.error());
       fetched = std::move(*f);
       out.flush();
-      if (auto d = deliver(fetched->file->fd(), dest); !d) return fail(c, d.error());
+      if (auto d = deliver(*fetched->file, dest); !d) return fail(c, d.error());
     } else {
       progress.start();
       auto r = get_file(**store, nullptr, key, dest, to);

@@ -2,6 +2,8 @@
 //   .lock                      flock held while a process has the cache open
 //   objects/XY/ID.data         the object's bytes (ID: sha256 of store and key)
 //   objects/XY/ID.partN        a download in progress (deleted when the cache opens)
+//   packs/NAME.pack            small objects (up to pack_max_bytes), appended one after
+//                              another; each entry's line names its pack and offset
 //   index.log                  the entries' metadata, one JSON line per change: an entry
 //                              (store, key, etag, sha256, size, times, pinned) or
 //                              {"gone": ID}; the last line of an ID wins
@@ -10,10 +12,18 @@
 // An entry exists when its data file is there and its latest line in index.log names it.
 // Replacing an entry writes its "gone" line first, then renames the new data into place,
 // then appends the new line: a crash in between leaves data without an entry, which
-// opening the cache deletes. Each line is one write() to a file opened for appending (a
-// killed process cannot cut it; a line torn by a power loss does not parse and is
-// skipped). Opening the cache rewrites the log with only the live entries when it has
-// grown to more than twice their number, and so does a long-running process.
+// opening the cache deletes.
+// Packs: one file for thousands of small objects (a new inode, its directory entry and a
+// rename cost more than a small object's bytes; with many threads they also contend for
+// the folder's lock). A download appends to a pack that no other download uses meanwhile
+// (taken from a free list), past every entry in it; a failed one is cut off again, and one
+// a crash interrupted is cut off at open (the pack ends with its last entry). An evicted
+// entry's bytes are freed with a hole (fallocate PUNCH_HOLE): at once, or once the last
+// handle reading them closes; a pack with no entries left is deleted. A packed entry's
+// last use is a line in the log ({"use": ID, "at": NS}), not a file's mtime. Each line is one
+// write() to a file opened for appending (a killed process cannot cut it; a line torn by a power
+// loss does not parse and is skipped). Opening the cache rewrites the log with only the live
+// entries when it has grown to more than twice their number, and so does a long-running process.
 // One log instead of a metadata file per entry: an entry costs one inode, not two (new
 // inodes dominate the time of downloading many small objects), and opening the cache
 // reads one file. Older versions' objects/XY/ID.meta files are read once and folded in;
@@ -23,6 +33,7 @@
 
 #include <fcntl.h>
 #include <fmt/format.h>
+#include <linux/falloc.h>
 #include <sys/file.h>
 #include <sys/stat.h>
 #include <time.h>
@@ -75,6 +86,40 @@ T json_number(const json::object& o, const char* k) {
 
 }  // namespace
 
+// Frees `len` bytes of a pack from `offset` (a hole: the file keeps its size and offsets).
+// A file system without holes keeps the bytes until the pack is deleted.
+void punch(const std::string& path, std::uint64_t offset, std::uint64_t len) {
+  int fd = ::open(path.c_str(), O_WRONLY | O_CLOEXEC);
+  if (fd < 0) return;  // the pack is gone: nothing to free
+  (void)::fallocate(fd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, static_cast<off_t>(offset),
+                    static_cast<off_t>(len));
+  ::close(fd);
+}
+
+// Handles open on packed entries, and the entries evicted while one was: their bytes are
+// freed when the last handle closes. Shared with the handles, which may outlive the cache.
+struct PackReaders {
+  using Range = std::pair<std::string, std::uint64_t>;  // pack path, offset
+  std::mutex mu;
+  std::map<Range, int> open;
+  std::map<Range, std::uint64_t> doomed;  // -> length to free
+
+  void closed(const Range& r) {
+    std::uint64_t len = 0;
+    {
+      std::lock_guard g(mu);
+      auto it = open.find(r);
+      if (it == open.end() || --it->second > 0) return;
+      open.erase(it);
+      auto d = doomed.find(r);
+      if (d == doomed.end()) return;
+      len = d->second;
+      doomed.erase(d);
+    }
+    punch(r.first, r.second, len);
+  }
+};
+
 struct Cache::Impl {
   CacheOptions opt;
   int lock_fd = -1;
@@ -89,8 +134,8 @@ struct Cache::Impl {
   std::uint64_t used = 0, reserved = 0;
   CacheStats counters;  // hits, misses, ... (bytes/entries computed)
   std::atomic<unsigned> tmp_counter{0};
-  bool locked = false;          // the folder's flock is ours: only then write into it
-  std::int64_t last_stamp = 0;  // the latest data-file mtime set, in ns (see opened())
+  bool locked = false;                      // the folder's flock is ours: only then write into it
+  std::atomic<std::int64_t> last_stamp{0};  // the latest use stamped, in ns (see stamped())
 
   std::int64_t dirty_since = 0;  // entries written after this may not be on the disk
   // index.log, open for appending. log_mu guards it and the two counts; taken after mu
@@ -102,8 +147,26 @@ struct Cache::Impl {
   std::atomic<std::uint64_t> log_lines{0};  // its lines: rewritten when far more than the entries
   std::atomic<int> unlisted{0};  // new entries whose line is written but which are not in yet
 
+  // Packs (see the top of this file). A pack's fd and size belong to the download that has
+  // it busy; everything else, and the map, under mu.
+  struct Pack {
+    std::string path;
+    int fd = -1;             // open while it takes appends
+    std::uint64_t size = 0;  // where the next download starts
+    std::uint64_t live = 0;  // bytes of its entries
+    bool busy = false;       // a download is appending to it
+    bool full = false;       // takes no more appends
+  };
+  static constexpr std::uint64_t kPackFull = 64ULL << 20;
+  std::map<std::string, Pack> packs;  // by path
+  std::vector<Pack*> idle;            // taking appends, not busy
+  std::atomic<unsigned> pack_counter{0};
+  std::shared_ptr<PackReaders> readers = std::make_shared<PackReaders>();
+
   ~Impl() {
     if (locked) save_stats();
+    for (auto& [path, p] : packs)
+      if (p.fd >= 0) ::close(p.fd);
     if (log_fd >= 0) ::close(log_fd);
     if (lock_fd >= 0) ::close(lock_fd);
   }
@@ -143,7 +206,7 @@ struct Cache::Impl {
     Check c = check_for(e.sha256, e.etag);
     if (!c.sha256 && !c.md5) return false;  // nothing to check it with: drop it
     Hasher h(c);
-    return hash_file(e.path, h) && digest_mismatch(h, e.sha256, e.etag).empty();
+    return hash_file(e.path, h, e.offset, e.size) && digest_mismatch(h, e.sha256, e.etag).empty();
   }
 
   std::int64_t now() const {
@@ -194,7 +257,100 @@ struct Cache::Impl {
     json::object o;
     o["gone"] = id;
     (void)append(json::serialize(o));
-    ::unlink((base_of(id) + ".data").c_str());
+    auto e = entries.find(id);
+    if (e != entries.end() && e->second.packed) {
+      release(e->second);
+    } else {
+      ::unlink((base_of(id) + ".data").c_str());
+    }
+  }
+
+  // A packed entry's bytes: freed now, or when the last handle reading them closes; its
+  // pack deleted once it holds no entry. (Under mu.)
+  void release(const CacheEntry& e) {
+    auto it = packs.find(e.path);
+    if (it == packs.end()) return;
+    Pack& p = it->second;
+    p.live -= std::min(p.live, e.size);
+    if (p.live == 0 && !p.busy) {
+      drop_pack(it);  // (handles still open keep reading the unlinked file)
+      return;
+    }
+    {
+      std::lock_guard g(readers->mu);
+      PackReaders::Range r{e.path, e.offset};
+      if (readers->open.count(r)) {
+        readers->doomed[r] = e.size;
+        return;
+      }
+    }
+    punch(e.path, e.offset, e.size);
+  }
+
+  void drop_pack(std::map<std::string, Pack>::iterator it) {
+    ::unlink(it->first.c_str());
+    if (it->second.fd >= 0) ::close(it->second.fd);
+    idle.erase(std::remove(idle.begin(), idle.end(), &it->second), idle.end());
+    packs.erase(it);
+  }
+
+  // A pack for one download to append to, busy until given back. (Under mu.)
+  Pack* take_pack() {
+    Pack* p = nullptr;
+    if (!idle.empty()) {
+      p = idle.back();
+      idle.pop_back();
+    } else {
+      struct timespec ts {};
+      ::clock_gettime(CLOCK_REALTIME, &ts);
+      // Never the name of an earlier pack: a handle that outlives a deleted one frees its
+      // bytes by name.
+      std::string path = fmt::format("{}/packs/{:x}{:09}-{}-{}.pack", opt.dir, ts.tv_sec,
+                                     ts.tv_nsec, ::getpid(), pack_counter.fetch_add(1));
+      p = &packs[path];
+      p->path = path;
+    }
+    p->busy = true;
+    return p;
+  }
+
+  // Back from a download, which appended `added` bytes of a new entry (0: none). (Under mu.)
+  void give_back(Pack* p, std::uint64_t added) {
+    p->busy = false;
+    p->live += added;
+    auto it = packs.find(p->path);
+    if (p->live == 0) {
+      drop_pack(it);
+      return;
+    }
+    if (p->full || p->size >= kPackFull || p->fd < 0) {
+      p->full = true;
+      if (p->fd >= 0) ::close(p->fd);
+      p->fd = -1;
+      return;
+    }
+    idle.push_back(p);
+  }
+
+  // A handle on a packed entry's bytes, counted until it closes. (Under mu.)
+  std::shared_ptr<FileHandle> pack_handle(const CacheEntry& e, int fd) {
+    PackReaders::Range r{e.path, e.offset};
+    {
+      std::lock_guard g(readers->mu);
+      ++readers->open[r];
+    }
+    return std::make_shared<FileHandle>(fd, e.offset, e.size, [rd = readers, r] { rd->closed(r); });
+  }
+
+  // A strictly increasing stamp from the real-time clock (see stamped()).
+  std::int64_t next_stamp() {
+    struct timespec ts {};
+    ::clock_gettime(CLOCK_REALTIME, &ts);
+    std::int64_t t = static_cast<std::int64_t>(ts.tv_sec) * 1000000000 + ts.tv_nsec;
+    std::int64_t last = last_stamp.load();
+    while (!last_stamp.compare_exchange_weak(last, std::max(t, last + 1))) {
+    }
+    return std::max(t, last + 1);
   }
 
   static std::string meta_json(const CacheEntry& e) {
@@ -207,6 +363,11 @@ struct Cache::Impl {
     o["fetched_at"] = e.fetched_at;
     o["validated_at"] = e.validated_at;
     o["pinned"] = e.pinned;
+    if (e.packed) {
+      o["pack"] = fs::path(e.path).filename().string();
+      o["offset"] = e.offset;
+      o["at"] = e.access_ns;
+    }
     return json::serialize(o);
   }
 
@@ -277,6 +438,15 @@ struct Cache::Impl {
     e.validated_at = json_number<std::int64_t>(o, "validated_at");
     const auto* pin = o.if_contains("pinned");
     e.pinned = pin && pin->is_bool() && pin->as_bool();
+    std::string pack = json_string(o, "pack");
+    if (!pack.empty()) {
+      // (A name, never a path: a line cannot point outside packs/.)
+      if (pack.find('/') != std::string::npos || pack == "." || pack == "..") return std::nullopt;
+      e.packed = true;
+      e.path = pack;  // made a path by check()
+      e.offset = json_number<std::uint64_t>(o, "offset");
+      e.access_ns = json_number<std::int64_t>(o, "at");
+    }
     if (e.key.empty()) return std::nullopt;
     return e;
   }
@@ -319,6 +489,7 @@ struct Cache::Impl {
     ec.clear();
     fs::remove_all(opt.dir + "/tmp", ec);
     fs::create_directories(opt.dir + "/objects", ec);
+    if (!ec) fs::create_directories(opt.dir + "/packs", ec);
     if (ec) return Error{Errc::kIo, fmt::format("{}: {}", opt.dir, ec.message())};
     const std::string log_path = opt.dir + "/index.log";
     std::map<std::string, CacheEntry> logged;  // id -> its latest line
@@ -338,6 +509,11 @@ struct Cache::Impl {
         const auto& o = v.as_object();
         if (const auto* gone = o.if_contains("gone")) {
           if (gone->is_string()) logged.erase(std::string(gone->as_string()));
+          continue;
+        }
+        if (const auto* use = o.if_contains("use")) {  // a packed entry's last use
+          auto it = use->is_string() ? logged.find(std::string(use->as_string())) : logged.end();
+          if (it != logged.end()) it->second.access_ns = json_number<std::int64_t>(o, "at");
           continue;
         }
         auto e = parse_meta(o);
@@ -370,8 +546,47 @@ struct Cache::Impl {
       }
     }
     if (ec) return Error{Errc::kIo, fmt::format("{}/objects: {}", opt.dir, ec.message())};
-    std::vector<std::pair<std::int64_t, std::string>> order;  // data mtime, id
+    struct PackFile {
+      std::uint64_t size = 0, blocks = 0, end = 0;                  // end: of its last entry
+      std::vector<std::pair<std::uint64_t, std::uint64_t>> ranges;  // its entries
+    };
+    std::map<std::string, PackFile> pack_files;  // by path
+    for (auto it = fs::directory_iterator(opt.dir + "/packs", ec);
+         !ec && it != fs::directory_iterator(); it.increment(ec)) {
+      std::string path = it->path().string();
+      struct stat st {};
+      if (it->path().extension() != ".pack" || ::stat(path.c_str(), &st) != 0) {
+        if (::unlink(path.c_str()) == 0) ++counters.repaired;
+        continue;
+      }
+      pack_files[path] = {static_cast<std::uint64_t>(st.st_size),
+                          static_cast<std::uint64_t>(st.st_blocks) * 512,
+                          0,
+                          {}};
+    }
+    if (ec) return Error{Errc::kIo, fmt::format("{}/packs: {}", opt.dir, ec.message())};
+    std::vector<std::pair<std::int64_t, std::string>> order;  // last use in ns, id
     for (auto& [id, e] : logged) {
+      if (e.packed) {
+        e.path = opt.dir + "/packs/" + e.path;
+        auto pf = pack_files.find(e.path);
+        bool ok = pf != pack_files.end() && e.offset + e.size <= pf->second.size;
+        // Written by a run that never synced, before a reboot: the bytes may not be there.
+        if (ok && dirty_since > 0 && std::max(e.fetched_at, e.validated_at) >= dirty_since - 1)
+          ok = intact(e);
+        if (!ok) {  // (its bytes, if any, are freed below with the pack's other gaps)
+          ++counters.repaired;
+          rewrite = true;
+          continue;
+        }
+        pf->second.end = std::max(pf->second.end, e.offset + e.size);
+        pf->second.ranges.emplace_back(e.offset, e.size);
+        e.last_access = e.access_ns / 1000000000;
+        order.emplace_back(e.access_ns, id);
+        used += e.size;
+        entries[id] = std::move(e);
+        continue;
+      }
       auto d = data.find(id);
       struct stat st {};
       bool ok = d != data.end() && ::stat(d->second.c_str(), &st) == 0 &&
@@ -400,9 +615,47 @@ struct Cache::Impl {
     for (const auto& [id, path] : data) {
       if (::unlink(path.c_str()) == 0) ++counters.repaired;
     }
+    // Packs: deleted with no entry left; cut back to their last entry (a download a crash
+    // interrupted); bytes between entries that are still on the disk (entries a crash
+    // kept from their line or from their hole) freed; taking appends again when not full.
+    for (auto& [path, pf] : pack_files) {
+      if (pf.ranges.empty()) {
+        if (::unlink(path.c_str()) == 0) ++counters.repaired;
+        continue;
+      }
+      if (pf.size > pf.end) {
+        if (::truncate(path.c_str(), static_cast<off_t>(pf.end)) == 0) ++counters.repaired;
+        pf.size = pf.end;
+      }
+      std::uint64_t live = 0;
+      for (const auto& [off, len] : pf.ranges) live += len;
+      int fd = pf.blocks > live + 8192 * (pf.ranges.size() + 1)
+                   ? ::open(path.c_str(), O_WRONLY | O_CLOEXEC)
+                   : -1;
+      if (fd >= 0) {  // (checked only when the pack holds more on the disk than its entries)
+        std::sort(pf.ranges.begin(), pf.ranges.end());
+        std::uint64_t at = 0;
+        for (const auto& [off, len] : pf.ranges) {
+          auto from = static_cast<off_t>((at + 4095) / 4096 * 4096);
+          auto to = static_cast<off_t>(off / 4096 * 4096);
+          off_t data_at = to > from ? ::lseek(fd, from, SEEK_DATA) : -1;
+          if (data_at >= 0 && data_at < to &&
+              ::fallocate(fd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, from, to - from) == 0)
+            ++counters.repaired;
+          at = std::max(at, off + len);
+        }
+        ::close(fd);
+      }
+      Pack& p = packs[path];
+      p.path = path;
+      p.size = pf.size;
+      p.live = live;
+      p.full = pf.size >= kPackFull;
+      if (!p.full) idle.push_back(&p);
+    }
     std::sort(order.begin(), order.end());
     for (const auto& [t, id] : order) touch(id);
-    if (!order.empty()) last_stamp = order.back().first;
+    if (!order.empty()) last_stamp = std::max(last_stamp.load(), order.back().first);
     log_lines = lines;
     auto compacted = compact(rewrite || !legacy.empty() || !fs::exists(log_path));
     if (!compacted) return compacted.error();
@@ -505,7 +758,7 @@ struct Cache::Impl {
           (void)write_meta(e);
         }
         touch(id);
-        return opened(lk, e, FetchKind::kHit);
+        return opened(lk, id, e, FetchKind::kHit);
       } else {
         inflight.insert(id);
         std::string etag = e.etag;
@@ -522,7 +775,7 @@ struct Cache::Impl {
           (void)write_meta(again->second);
           ++counters.revalidated;
           touch(id);
-          return opened(lk, again->second, FetchKind::kRevalidated);
+          return opened(lk, id, again->second, FetchKind::kRevalidated);
         }
         if (!r) {
           inflight.erase(id);
@@ -568,14 +821,16 @@ struct Cache::Impl {
       done(lk);
       return room.error();
     }
+    // A small object goes to the end of a pack that only this download appends to.
+    Pack* pack = opt.pack_max_bytes > 0 && info->size <= opt.pack_max_bytes ? take_pack() : nullptr;
     lk.unlock();
     if (fo.on_size) fo.on_size(info->size);
-    // The download lands beside its final name (a rename inside one folder: no
+    // Otherwise the download lands beside its final name (a rename inside one folder: no
     // file-system-wide lock, as a rename across folders takes; and downloads spread over
     // 256 folders instead of contending for one). Not .data or .meta: opening the cache
     // deletes it if a crash leaves it.
-    std::string tmp = fmt::format("{}.part{}", base_of(id), tmp_counter.fetch_add(1));
-    made_folder(id);
+    std::string tmp;
+    std::uint64_t at = 0;  // in the pack
     // Hash while downloading what the check will need (the store may not be able to; an S3
     // store chooses again from the answer's headers).
     Hasher hasher(check_for(info->sha256, info->etag));
@@ -584,9 +839,25 @@ struct Cache::Impl {
     go.parallel = fo.parallel;
     go.hasher = &hasher;
     go.known = &*info;
-    auto got = store.get(key, tmp, go);
+    Result<ObjectInfo> got = Error{Errc::kInternal, "not downloaded"};
+    if (pack) {
+      tmp = pack->path;
+      if (pack->fd < 0) pack->fd = ::open(tmp.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0644);
+      if (pack->fd < 0) {
+        got = Error{Errc::kIo, fmt::format("{}: {}", tmp, errno_text(errno))};
+      } else {
+        at = pack->size;
+        go.dest_fd = pack->fd;
+        go.dest_offset = at;
+        got = store.get(key, tmp, go);
+      }
+    } else {
+      tmp = fmt::format("{}.part{}", base_of(id), tmp_counter.fetch_add(1));
+      made_folder(id);
+      got = store.get(key, tmp, go);
+    }
     Result<bool> checked =
-        got ? check_download(tmp, *got, *info, what, hasher) : Result<bool>(got.error());
+        got ? check_download(tmp, *got, *info, what, hasher, at) : Result<bool>(got.error());
     // From here to the entry's insertion without the lock (other downloads go on
     // meanwhile, and each lock taken with many threads on few cores risks a holder put to
     // sleep with it): the id is in flight, so nothing else touches it, and the old entry
@@ -607,10 +878,16 @@ struct Cache::Impl {
       e.last_access = e.fetched_at;
       e.path = base_of(id) + ".data";
       e.pinned = fo.pin || keep_pin;  // (in flight: no one else can have pinned it)
+      if (pack) {
+        e.packed = true;
+        e.path = pack->path;
+        e.offset = at;
+        e.access_ns = next_stamp();
+      }
       // The data into place (any older entry of this id has already ended), then its
       // line. Opened first: the reader's descriptor needs no lookup later.
-      fd = ::open(tmp.c_str(), O_RDONLY | O_CLOEXEC);
-      if (fd < 0 || ::rename(tmp.c_str(), e.path.c_str()) != 0) {
+      fd = pack ? ::dup(pack->fd) : ::open(tmp.c_str(), O_RDONLY | O_CLOEXEC);
+      if (fd < 0 || (!pack && ::rename(tmp.c_str(), e.path.c_str()) != 0)) {
         committed = Error{Errc::kIo, fmt::format("{}: {}", e.path, errno_text(errno))};
       } else {
         // Written before the entry is in: no eviction can end it before its line, and a
@@ -618,14 +895,21 @@ struct Cache::Impl {
         ++unlisted;
         unlisted_mine = true;
         committed = write_meta(e);
-        if (!committed) ::unlink(e.path.c_str());
+        if (!committed && !pack) ::unlink(e.path.c_str());
       }
     }
     if (!committed) {
-      ::unlink(tmp.c_str());
+      if (!pack) ::unlink(tmp.c_str());
       if (fd >= 0) ::close(fd);
     }
+    if (pack && pack->fd >= 0) {
+      // (Checked: the pack ends with the new entry.) A failed download is cut off again;
+      // should the cut fail, the pack takes no more.
+      if (!committed && ::ftruncate(pack->fd, static_cast<off_t>(at)) != 0) pack->full = true;
+      pack->size = committed ? at + e.size : at;
+    }
     lk.lock();
+    if (pack) give_back(pack, committed ? e.size : 0);
     reserved -= info->size;
     forget(id);  // the old entry, if any: its files are gone or replaced
     if (!committed) {
@@ -639,41 +923,57 @@ struct Cache::Impl {
     --unlisted;
     (void)compact(false);
     done(lk);
+    auto handle = e.packed ? pack_handle(e, fd) : std::make_shared<FileHandle>(fd);
     // An object that grew between listing and download may have pushed the cache over
     // its bound: evict now (never leave it over).
     if (used > opt.max_bytes) {
       auto shrink = reserve(lk, 0, what);
       (void)shrink;
     }
-    return stamped(lk, e, kind, fd);
+    if (e.packed) return Fetched{e, kind, std::move(handle)};  // its line has its use
+    return stamped(lk, id, e, kind, std::move(handle));
   }
 
   // Opened under the lock, so an eviction right after cannot take the bytes away from the
-  // reader (an unlinked file stays readable through its descriptor).
-  Result<Fetched> opened(std::unique_lock<std::mutex>& lk, const CacheEntry& e, FetchKind kind) {
+  // reader (an unlinked file stays readable through its descriptor; a packed entry's bytes
+  // are freed only when its last handle closes).
+  Result<Fetched> opened(std::unique_lock<std::mutex>& lk, const std::string& id,
+                         const CacheEntry& e, FetchKind kind) {
     int fd = ::open(e.path.c_str(), O_RDONLY | O_CLOEXEC);
     if (fd < 0) return Error{Errc::kIo, fmt::format("{}: {}", e.path, errno_text(errno))};
-    return stamped(lk, e, kind, fd);
+    if (e.packed) (void)compact(false);  // (each use of a packed entry adds a line)
+    return stamped(lk, id, e, kind,
+                   e.packed ? pack_handle(e, fd) : std::make_shared<FileHandle>(fd));
   }
 
-  // The modification time orders eviction across restarts. Set explicitly and strictly
-  // increasing: a file's clock ticks coarsely (reads within one tick would tie, and a
-  // coarse stamp can even fall behind a fine one set just before), so "now" alone would
-  // not keep the order of reads. The stamp is taken under the lock; the lock is released
-  // before it is written (other fetches need not wait on the file system).
-  Result<Fetched> stamped(std::unique_lock<std::mutex>& lk, const CacheEntry& e, FetchKind kind,
-                          int fd) {
-    struct timespec ts[2]{};
-    ::clock_gettime(CLOCK_REALTIME, &ts[1]);
-    std::int64_t stamp = static_cast<std::int64_t>(ts[1].tv_sec) * 1000000000 + ts[1].tv_nsec;
-    last_stamp = std::max(stamp, last_stamp + 1);
-    stamp = last_stamp;
-    Fetched f{e, kind, std::make_shared<FileHandle>(fd)};
+  // The last use orders eviction across restarts: a data file's modification time, or a
+  // packed entry's "use" line. Set explicitly and strictly increasing: a file's clock ticks
+  // coarsely (reads within one tick would tie, and a coarse stamp can even fall behind a
+  // fine one set just before), so "now" alone would not keep the order of reads. The stamp
+  // is taken under the lock; the lock is released before it is written (other fetches need
+  // not wait on the file system).
+  Result<Fetched> stamped(std::unique_lock<std::mutex>& lk, const std::string& id,
+                          const CacheEntry& e, FetchKind kind, std::shared_ptr<FileHandle> handle) {
+    std::int64_t stamp = next_stamp();
+    Fetched f{e, kind, std::move(handle)};
+    if (e.packed) {
+      f.entry.access_ns = stamp;
+      auto it = entries.find(id);
+      if (it != entries.end()) it->second.access_ns = stamp;
+    }
     lk.unlock();
+    if (e.packed) {
+      json::object o;
+      o["use"] = id;
+      o["at"] = stamp;
+      (void)append(json::serialize(o));
+      return f;
+    }
+    struct timespec ts[2]{};
     ts[0].tv_nsec = UTIME_NOW;
     ts[1].tv_sec = static_cast<time_t>(stamp / 1000000000);
     ts[1].tv_nsec = static_cast<long>(stamp % 1000000000);
-    ::futimens(fd, ts);
+    ::futimens(f.file->fd(), ts);
     return f;
   }
 };

@@ -2,11 +2,12 @@
 // byte bound (checked at every insert, counting downloads in flight, never on a timer),
 // least recently used first out, optional maximum age, pinning. Entries are keyed by store,
 // key and ETag, so a changed object is never served stale: after `revalidate_after` an entry
-// is checked with a conditional HEAD (If-None-Match). Downloads land in a temporary file,
-// are checked (size, then the sha256 the uploader stored or the object's MD5 ETag) and
-// renamed into place; an entry exists once its metadata file does, so a crash at any point
-// leaves either the old state or the new one, and opening the cache removes what a crash
-// left half-done. Concurrent readers of one missing object cause one download
+// is checked with a conditional HEAD (If-None-Match). Downloads land in a temporary file
+// (small objects: past the end of a pack file that only this download appends to), are
+// checked (size, then the sha256 the uploader stored or the object's MD5 ETag) and renamed
+// into place; an entry exists once its line in the cache's log does, so a crash at any
+// point leaves either the old state or the new one, and opening the cache removes what a
+// crash left half-done. Concurrent readers of one missing object cause one download
 // (single-flight). One process uses a cache folder at a time (an flock held while open; a
 // second one waits). A Cache is thread-safe.
 #pragma once
@@ -30,7 +31,10 @@ struct CacheOptions {
   double max_age_seconds = 0;            // 0: no maximum age
   double revalidate_after_seconds = 60;  // 0: revalidate at every read
   double lock_wait_seconds = 60;         // for a folder another process holds
-  std::function<std::int64_t()> now;     // unix seconds; the system clock when unset
+  // Objects up to this size are appended to shared pack files instead of a file each (a
+  // new file costs far more than its bytes when there are thousands); 0: a file each.
+  std::uint64_t pack_max_bytes = 1ULL << 20;
+  std::function<std::int64_t()> now;  // unix seconds; the system clock when unset
 };
 
 struct CacheEntry {
@@ -41,7 +45,10 @@ struct CacheEntry {
   std::uint64_t size = 0;
   std::int64_t fetched_at = 0, validated_at = 0, last_access = 0;
   bool pinned = false;
-  std::string path;  // the data file
+  std::string path;            // the data file (a pack file for a packed entry)
+  bool packed = false;         // its bytes are `size` bytes of a pack file from `offset`
+  std::uint64_t offset = 0;    // (packed)
+  std::int64_t access_ns = 0;  // (packed) the last use, in ns: orders eviction across runs
 };
 
 struct CacheStats {

@@ -8,6 +8,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <atomic>
 #include <cerrno>
 #include <cstring>
@@ -41,15 +42,21 @@ Error io_error(const std::string& path, int err) {
 
 FileHandle::~FileHandle() {
   if (fd_ >= 0) ::close(fd_);
+  if (on_close_) on_close_();
 }
 
-Result<std::uint64_t> copy_fd(int fd, int out_fd, const std::string& what) {
-  off_t off = 0;
+Result<std::uint64_t> copy_fd(int fd, int out_fd, const std::string& what, std::uint64_t offset,
+                              std::uint64_t len) {
+  auto off = static_cast<off_t>(offset);
   std::uint64_t total = 0;
+  auto chunk = [&](std::uint64_t most) {
+    return static_cast<std::size_t>(std::min<std::uint64_t>(len - total, most));
+  };
   // File to file: copy_file_range, which shares the blocks instead of copying them on file
   // systems with reflinks (XFS, btrfs) and copies in the kernel elsewhere.
   for (;;) {
-    ssize_t n = ::copy_file_range(fd, &off, out_fd, nullptr, 16u << 20, 0);
+    if (total == len) return total;
+    ssize_t n = ::copy_file_range(fd, &off, out_fd, nullptr, chunk(16u << 20), 0);
     if (n < 0 && errno == EINTR) continue;
     if (n < 0 && total == 0 &&
         (errno == EINVAL || errno == EXDEV || errno == ENOSYS || errno == EOPNOTSUPP ||
@@ -60,7 +67,8 @@ Result<std::uint64_t> copy_fd(int fd, int out_fd, const std::string& what) {
     total += static_cast<std::uint64_t>(n);
   }
   for (;;) {
-    ssize_t n = ::sendfile(out_fd, fd, &off, 16u << 20);
+    if (total == len) return total;
+    ssize_t n = ::sendfile(out_fd, fd, &off, chunk(16u << 20));
     if (n < 0 && (errno == EINVAL || errno == ENOSYS)) break;  // fall back to read/write
     if (n < 0) {
       if (errno == EINTR || errno == EAGAIN) continue;
@@ -71,7 +79,8 @@ Result<std::uint64_t> copy_fd(int fd, int out_fd, const std::string& what) {
   }
   std::vector<char> buf(1 << 20);
   for (;;) {
-    ssize_t n = ::pread(fd, buf.data(), buf.size(), off);
+    if (total == len) return total;
+    ssize_t n = ::pread(fd, buf.data(), chunk(buf.size()), off);
     if (n < 0) return io_error(what, errno);
     if (n == 0) return total;
     for (ssize_t w = 0; w < n;) {
@@ -91,25 +100,26 @@ Result<std::uint64_t> file_size(const std::string& path) {
   return static_cast<std::uint64_t>(st.st_size);
 }
 
-Result<bool> copy_range(const std::string& src, const std::string& dest, std::uint64_t offset,
-                        std::uint64_t len, const ProgressFn& progress, bool durable) {
+Result<bool> copy_range_to(const std::string& src, int out_fd, std::uint64_t out_offset,
+                           const std::string& dest, std::uint64_t offset, std::uint64_t len,
+                           const ProgressFn& progress) {
   Fd in(::open(src.c_str(), O_RDONLY | O_CLOEXEC));
   if (in.fd < 0) return io_error(src, errno);
-  Fd out(::open(dest.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644));
-  if (out.fd < 0) return io_error(dest, errno);
   auto off = static_cast<off_t>(offset);
+  auto out_off = static_cast<off_t>(out_offset);
   std::uint64_t done = 0;
   while (done < len) {
     std::size_t chunk = static_cast<std::size_t>(std::min<std::uint64_t>(len - done, 8u << 20));
-    ssize_t n = ::copy_file_range(in.fd, &off, out.fd, nullptr, chunk, 0);
+    ssize_t n = ::copy_file_range(in.fd, &off, out_fd, &out_off, chunk, 0);
     if (n < 0 && (errno == EXDEV || errno == ENOSYS || errno == EINVAL)) {
       std::vector<char> buf(1 << 20);
       n = ::pread(in.fd, buf.data(), std::min(buf.size(), chunk), off);
       if (n > 0) {
         for (ssize_t w = 0; w < n;) {
-          ssize_t k = ::write(out.fd, buf.data() + w, static_cast<std::size_t>(n - w));
+          ssize_t k = ::pwrite(out_fd, buf.data() + w, static_cast<std::size_t>(n - w), out_off);
           if (k < 0) return io_error(dest, errno);
           w += k;
+          out_off += k;
         }
         off += n;
       }
@@ -119,6 +129,15 @@ Result<bool> copy_range(const std::string& src, const std::string& dest, std::ui
     done += static_cast<std::uint64_t>(n);
     if (progress) progress(static_cast<std::uint64_t>(n));
   }
+  return true;
+}
+
+Result<bool> copy_range(const std::string& src, const std::string& dest, std::uint64_t offset,
+                        std::uint64_t len, const ProgressFn& progress, bool durable) {
+  Fd out(::open(dest.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644));
+  if (out.fd < 0) return io_error(dest, errno);
+  auto copied = copy_range_to(src, out.fd, 0, dest, offset, len, progress);
+  if (!copied) return copied;
   if (durable && ::fsync(out.fd) != 0) return io_error(dest, errno);
   return true;
 }
@@ -268,13 +287,14 @@ Result<bool> hash_file(const std::string& path, Hasher& h, std::uint64_t offset,
 }
 
 Result<bool> check_download(const std::string& tmp, const ObjectInfo& got, const ObjectInfo& info,
-                            const std::string& what, const Hasher& during) {
-  auto size = file_size(tmp);
-  if (!size) return size.error();
+                            const std::string& what, const Hasher& during, std::uint64_t offset) {
+  auto end = file_size(tmp);
+  if (!end) return end.error();
+  std::uint64_t size = *end >= offset ? *end - offset : 0;
   std::uint64_t want = got.size ? got.size : info.size;
-  if (*size != want)
+  if (size != want)
     return Error{Errc::kIo,
-                 fmt::format("{}: downloaded {} bytes, the object has {}", what, *size, want)};
+                 fmt::format("{}: downloaded {} bytes, the object has {}", what, size, want)};
   std::string sha = got.sha256.empty() ? info.sha256 : got.sha256;
   std::string etag = got.etag.empty() ? info.etag : got.etag;
   Check c = check_for(sha, etag);
@@ -284,7 +304,7 @@ Result<bool> check_download(const std::string& tmp, const ObjectInfo& got, const
                (!c.md5 || !during.md5().empty());
   Hasher again(c);
   if (!reuse) {
-    auto hashed = hash_file(tmp, again);
+    auto hashed = hash_file(tmp, again, offset, size);
     if (!hashed) return hashed.error();
   }
   std::string bad = digest_mismatch(reuse ? during : again, sha, etag);

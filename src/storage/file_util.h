@@ -4,6 +4,7 @@
 #pragma once
 
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <string>
 #include <string_view>
@@ -13,28 +14,43 @@
 
 namespace hylab::storage {
 
-// An open file descriptor, closed with its owner.
+// An open file descriptor, closed with its owner, and the bytes of it that are the data:
+// the whole file, or `length` bytes from `offset` (an object packed with others into one
+// file). `on_close` runs once the descriptor is closed (the cache frees a packed object's
+// bytes that were evicted while this handle read them).
 class FileHandle {
  public:
-  explicit FileHandle(int fd) : fd_(fd) {}
+  explicit FileHandle(int fd, std::uint64_t offset = 0, std::uint64_t length = UINT64_MAX,
+                      std::function<void()> on_close = {})
+      : fd_(fd), offset_(offset), length_(length), on_close_(std::move(on_close)) {}
   ~FileHandle();
   FileHandle(const FileHandle&) = delete;
   FileHandle& operator=(const FileHandle&) = delete;
   int fd() const { return fd_; }
+  std::uint64_t offset() const { return offset_; }
+  std::uint64_t length() const { return length_; }  // UINT64_MAX: to the end of the file
 
  private:
   int fd_;
+  std::uint64_t offset_, length_;
+  std::function<void()> on_close_;
 };
 
-// Copies everything from `fd` (from its start) to `out_fd`: copy_file_range between files
-// (reflinks where the file system has them), sendfile to a pipe or socket.
-Result<std::uint64_t> copy_fd(int fd, int out_fd, const std::string& what);
+// Copies the handle's bytes (`len` bytes of `fd` from `offset`; to its end with UINT64_MAX)
+// to `out_fd` at its position: copy_file_range between files (reflinks where the file
+// system has them), sendfile to a pipe or socket.
+Result<std::uint64_t> copy_fd(int fd, int out_fd, const std::string& what, std::uint64_t offset = 0,
+                              std::uint64_t len = UINT64_MAX);
 
 Result<std::uint64_t> file_size(const std::string& path);
 // Copies `len` bytes of `src` from `offset` into `dest` (created or truncated); fsynced
 // when `durable`.
 Result<bool> copy_range(const std::string& src, const std::string& dest, std::uint64_t offset,
                         std::uint64_t len, const ProgressFn& progress, bool durable = true);
+// The same into the open file `out_fd` from `out_offset` (`dest` names it in errors).
+Result<bool> copy_range_to(const std::string& src, int out_fd, std::uint64_t out_offset,
+                           const std::string& dest, std::uint64_t offset, std::uint64_t len,
+                           const ProgressFn& progress);
 // A name beside `path` for writing before the rename: "DIR/.NAME.hylab-tmp-PID-N".
 std::string temp_name(const std::string& path);
 bool is_temp_name(std::string_view key);
@@ -77,12 +93,14 @@ class Hasher {
   bool finished_ = false;
 };
 
-// Is the downloaded file `tmp` the object? Its size, then the strongest check the object
-// allows (see check_for), from what the answer said (`got`), else the listing (`info`);
-// with the digests computed during the download when they are the ones needed, else by
-// reading the file. `what` names the object in the error.
+// Is the downloaded file `tmp` (from `offset` to its end: a download appended to a pack)
+// the object? Its size, then the strongest check the object allows (see check_for), from
+// what the answer said (`got`), else the listing (`info`); with the digests computed during
+// the download when they are the ones needed, else by reading the file. `what` names the
+// object in the error.
 Result<bool> check_download(const std::string& tmp, const ObjectInfo& got, const ObjectInfo& info,
-                            const std::string& what, const Hasher& during);
+                            const std::string& what, const Hasher& during,
+                            std::uint64_t offset = 0);
 
 // "" when the finished hasher holds the digest the check for (sha256, etag) expects (see
 // check_for; none expected: ""); otherwise what differs, both digests named.

@@ -68,7 +68,9 @@ class FsStore final : public ObjectStore {
     auto path = path_of(key);
     std::uint64_t len = info->size > opt.offset ? info->size - opt.offset : 0;
     if (opt.length) len = std::min(len, *opt.length);
-    auto copied = copy_range(*path, dest, opt.offset, len, opt.progress, false);
+    auto copied = opt.dest_fd >= 0 ? copy_range_to(*path, opt.dest_fd, opt.dest_offset, dest,
+                                                   opt.offset, len, opt.progress)
+                                   : copy_range(*path, dest, opt.offset, len, opt.progress, false);
     if (!copied) return copied.error();
     return info;
   }

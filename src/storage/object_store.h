@@ -41,6 +41,11 @@ struct GetOptions {
   Hasher* hasher = nullptr;
   // What the caller already knows of the object (size, ETag): saves a HEAD.
   const ObjectInfo* known = nullptr;
+  // Into this open file from `dest_offset` instead of creating `dest` (which then only names
+  // it in messages): the cache appends small objects to a shared pack file. The file past
+  // `dest_offset` is the download's to write and to cut back (a retry starts over).
+  int dest_fd = -1;
+  std::uint64_t dest_offset = 0;
 };
 
 struct PutOptions {
@@ -59,7 +64,8 @@ class ObjectStore {
   virtual Result<ObjectInfo> head(const std::string& key) = 0;
   // A conditional HEAD (If-None-Match): not_modified while the object keeps that ETag.
   virtual Result<ObjectInfo> revalidate(const std::string& key, const std::string& etag) = 0;
-  // Writes the object (or the range) to `dest`, a file created or truncated; the caller
+  // Writes the object (or the range) to `dest`, a file created or truncated (or into
+  // opt.dest_fd); the caller
   // owns atomicity (the cache downloads into a temporary file and renames it).
   // Not fsynced: the caller decides what must survive a power loss.
   virtual Result<ObjectInfo> get(const std::string& key, const std::string& dest,

@@ -231,16 +231,21 @@ class S3Store final : public ObjectStore {
 
   Result<ObjectInfo> get(const std::string& key, const std::string& dest,
                          const GetOptions& opt) override {
-    int fd = ::open(dest.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+    int fd = opt.dest_fd >= 0
+                 ? opt.dest_fd
+                 : ::open(dest.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
     if (fd < 0) return Error{Errc::kIo, fmt::format("{}: {}", dest, errno_text(errno))};
     struct Close {
       int fd;
-      ~Close() { ::close(fd); }
-    } close_fd{fd};
+      ~Close() {
+        if (fd >= 0) ::close(fd);
+      }
+    } close_fd{opt.dest_fd >= 0 ? -1 : fd};
     bool whole = opt.offset == 0 && !opt.length;
     std::optional<ObjectInfo> known;
     if (opt.known) known = *opt.known;
-    if (whole && opt.parallel > 1 && opt.if_none_match.empty()) {
+    // (Into a shared file: one stream, appended; parallel parts need a file of their own.)
+    if (whole && opt.parallel > 1 && opt.if_none_match.empty() && opt.dest_fd < 0) {
       if (!known) {
         auto info = head(key);
         if (!info) return info;
@@ -253,6 +258,7 @@ class S3Store final : public ObjectStore {
     Request req;
     req.key = key;
     req.download_fd = fd;
+    req.download_offset = opt.dest_fd >= 0 ? opt.dest_offset : 0;
     req.progress = opt.progress;
     req.large = known && known->size >= (4u << 20);
     if (whole) req.hasher = opt.hasher;

@@ -71,7 +71,7 @@ Result<ObjectInfo> download(ObjectStore& store, Cache* cache, const ObjectInfo* 
     fo.parallel = opt.parallel;
     auto f = cache->fetch(store, key, fo);
     if (!f) return f.error();
-    auto d = deliver(f->file->fd(), dest);
+    auto d = deliver(*f->file, dest);
     if (!d) return d.error();
     ObjectInfo i;
     i.key = key;
@@ -106,7 +106,7 @@ Result<ObjectInfo> download(ObjectStore& store, Cache* cache, const ObjectInfo* 
     }
     FileHandle f(::open(tmp.c_str(), O_RDONLY | O_CLOEXEC));
     ::unlink(tmp.c_str());
-    auto d = deliver(f.fd(), dest);
+    auto d = deliver(f, dest);
     if (!d) return d.error();
     return got;
   }
@@ -150,21 +150,57 @@ void tally(TransferReport& r) {
 
 }  // namespace
 
-Result<bool> deliver(int fd, const std::string& dest) {
+Result<bool> deliver(const FileHandle& data, const std::string& dest) {
   if (dest == "-") {
-    auto n = copy_fd(fd, STDOUT_FILENO, "standard output");
+    auto n = copy_fd(data.fd(), STDOUT_FILENO, "standard output", data.offset(), data.length());
     if (!n) return n.error();
     return true;
   }
-  std::string tmp = temp_name(dest);
-  int out = ::open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+  // First a file without a name in the destination's folder (O_TMPFILE), named once it is
+  // complete: one operation under the folder's lock instead of two (a temporary name, then
+  // the rename), which many downloads into one folder contend for. Where that is not
+  // possible (no O_TMPFILE, no /proc, the name taken), a temporary name and a rename.
+  fs::path parent = fs::path(dest).parent_path();
+  const std::string folder = parent.empty() ? std::string(".") : parent.string();
+  int out = ::open(folder.c_str(), O_TMPFILE | O_WRONLY | O_CLOEXEC, 0644);
   if (out < 0 && errno == ENOENT) {  // the folder first (not before: most exist)
     std::error_code ec;
-    fs::create_directories(fs::path(dest).parent_path(), ec);
+    fs::create_directories(folder, ec);
+    out = ::open(folder.c_str(), O_TMPFILE | O_WRONLY | O_CLOEXEC, 0644);
+  }
+  if (out >= 0) {
+    auto n = copy_fd(data.fd(), out, dest, data.offset(), data.length());
+    if (!n) {
+      ::close(out);
+      return n.error();
+    }
+    std::string self = "/proc/self/fd/" + std::to_string(out);
+    auto name = [&](const std::string& as) {
+      return ::linkat(AT_FDCWD, self.c_str(), AT_FDCWD, as.c_str(), AT_SYMLINK_FOLLOW) == 0;
+    };
+    bool named = name(dest);
+    if (!named && errno == EEXIST) {  // replacing a file: a temporary name, then the rename
+      std::string tmp = temp_name(dest);
+      named = name(tmp);
+      if (named && ::rename(tmp.c_str(), dest.c_str()) != 0) {
+        int e = errno;
+        ::unlink(tmp.c_str());
+        ::close(out);
+        return Error{Errc::kIo, fmt::format("{}: {}", dest, errno_text(e))};
+      }
+    }
+    ::close(out);
+    if (named) return true;
+  }
+  std::string tmp = temp_name(dest);
+  out = ::open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+  if (out < 0 && errno == ENOENT) {
+    std::error_code ec;
+    fs::create_directories(folder, ec);
     out = ::open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
   }
   if (out < 0) return Error{Errc::kIo, fmt::format("{}: {}", tmp, errno_text(errno))};
-  auto n = copy_fd(fd, out, dest);
+  auto n = copy_fd(data.fd(), out, dest, data.offset(), data.length());
   ::close(out);
   if (!n || ::rename(tmp.c_str(), dest.c_str()) != 0) {
     int e = errno;

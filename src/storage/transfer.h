@@ -44,9 +44,9 @@ struct TransferReport {
   bool ok() const { return failed == 0 && refused == 0; }
 };
 
-// Writes an open file (a cached copy) to `dest` through a temporary file and a rename, or
-// to standard output for "-".
-Result<bool> deliver(int fd, const std::string& dest);
+// Writes the handle's bytes (a cached copy) to `dest` through a temporary file and a
+// rename, or to standard output for "-".
+Result<bool> deliver(const FileHandle& data, const std::string& dest);
 
 // Uploads one file; sensitive files are refused (and counted) before any byte leaves.
 Result<ObjectInfo> put_file(ObjectStore& store, const SensitivityRules& rules,

@@ -41,7 +41,8 @@ std::string random_bytes(std::size_t n, unsigned seed) {
   return s;
 }
 
-// Bytes in the cache's data and temporary files: what the bound limits.
+// Bytes in the cache's data and temporary files, and on the disk in its packs (holes
+// excluded): what the bound limits.
 std::uint64_t cache_bytes(const fs::path& dir) {
   std::uint64_t total = 0;
   std::error_code ec;
@@ -49,6 +50,11 @@ std::uint64_t cache_bytes(const fs::path& dir) {
        it.increment(ec)) {
     std::string name = it->path().filename().string();
     std::string ext = it->path().extension().string();  // downloads: ID.partN
+    struct stat st {};
+    if (ext == ".pack" && ::stat(it->path().c_str(), &st) == 0) {
+      total += static_cast<std::uint64_t>(st.st_blocks) * 512;
+      continue;
+    }
     bool counted =
         ext == ".data" || ext.starts_with(".part") || it->path().parent_path().filename() == "tmp";
     if (!counted) continue;
@@ -358,7 +364,10 @@ TEST_F(StorageTest, TheCacheStaysUnderItsBoundUnderConcurrentLoad) {
   watch.join();
   ASSERT_EQ(r.code, 0) << r.err;
   EXPECT_EQ(json_of(r).at("downloaded").as_int64(), 40);
-  EXPECT_LE(most, 1u << 20) << "the cache went over its bound";
+  // Plus what 8 workers may hold: an entry evicted while a worker still copies it out keeps
+  // its bytes until the copy ends (in a pack until its hole is punched; as a data file it is
+  // unlinked at once and keeps them unseen by this count).
+  EXPECT_LE(most, (1u << 20) + 8 * (100u << 10)) << "the cache went over its bound";
   EXPECT_GT(most, 0u);
   for (int i = 0; i < 40; ++i)
     EXPECT_TRUE(read_file(path(fmt::format("out/o{:02}", i))) == random_bytes(100 << 10, 10 + i))
