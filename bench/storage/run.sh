@@ -5,7 +5,7 @@
 # GET of the large object (the server's single-stream limit), and plain `curl --parallel`
 # for the small ones, unsigned and signed (the server's limit for many small objects, for any
 # client and for one that signs its requests). Each figure is the median of
-# ROUNDS interleaved runs (hylab, then rclone, then again): this machine's speed drifts.
+# ROUNDS rounds (hylab, rclone and the others in an order that turns each round): this machine's speed drifts.
 # Usage: [BENCH_FS=ext4] bench/storage/run.sh [HYLAB_BINARY] [ROUNDS] [BIG_MIB]
 # BENCH_FS=ext4 (needs root): every file of the run (s3rver's, the caches, the outputs) on a
 # fresh ext4 file system made for it on a loop device, as mkfs.ext4 and Debian's installer
@@ -101,26 +101,45 @@ timeit() {  # name command...
   local t1; t1=$(now)
   T[$name]+="$(python3 -c "print($t1-$t0)") "
 }
+# Each group's runs take turns being first in a round: on an ext4 without a journal, the
+# first to create files after the round's deletions pays the most (see above).
+rotated() {  # round name... : the names, turned by the round
+  local r=$1; shift
+  local n=$# names=("$@")
+  for ((j = 0; j < n; j++)); do echo "${names[$(( (j + r - 1) % n ))]}"; done
+}
 for r in $(seq 1 "$ROUNDS"); do
   echo "round $r of $ROUNDS" >&2
   rm -rf "$tmp/out"*; hy cache clear > /dev/null
-  timeit big_hylab hy get s3://bench/big.bin "$tmp/out-h.bin"
-  timeit big_rclone rc copyto s3:bench/big.bin "$tmp/out-r.bin"
-  timeit big_curl curl -sf -o "$tmp/out-c.bin" "$EP/bench/big.bin"
-  timeit big_nocache hy get s3://bench/big.bin "$tmp/out-n.bin" --no-cache
+  for m in $(rotated "$r" big_hylab big_rclone big_curl big_nocache); do
+    case $m in
+      big_hylab) timeit big_hylab hy get s3://bench/big.bin "$tmp/out-h.bin" ;;
+      big_rclone) timeit big_rclone rc copyto s3:bench/big.bin "$tmp/out-r.bin" ;;
+      big_curl) timeit big_curl curl -sf -o "$tmp/out-c.bin" "$EP/bench/big.bin" ;;
+      big_nocache) timeit big_nocache hy get s3://bench/big.bin "$tmp/out-n.bin" --no-cache ;;
+    esac
+  done
   cmp -s "$tmp/big.bin" "$tmp/out-h.bin" || { echo "error: hylab's copy differs" >&2; exit 1; }
-  timeit small_hylab hy get s3://bench/small/ "$tmp/out-hs"
-  timeit small_rclone rc copy s3:bench/small "$tmp/out-rs"
-  timeit small_nocache hy get s3://bench/small/ "$tmp/out-ns" --no-cache
-  timeit small_curl curl_small "$tmp/out-cs"
-  timeit small_signed curl_small "$tmp/out-ss" "${SIGNED[@]}"
+  for m in $(rotated "$r" small_hylab small_rclone small_nocache small_curl small_signed); do
+    case $m in
+      small_hylab) timeit small_hylab hy get s3://bench/small/ "$tmp/out-hs" ;;
+      small_rclone) timeit small_rclone rc copy s3:bench/small "$tmp/out-rs" ;;
+      small_nocache) timeit small_nocache hy get s3://bench/small/ "$tmp/out-ns" --no-cache ;;
+      small_curl) timeit small_curl curl_small "$tmp/out-cs" ;;
+      small_signed) timeit small_signed curl_small "$tmp/out-ss" "${SIGNED[@]}" ;;
+    esac
+  done
   diff -rq "$tmp/tree" "$tmp/out-cs" > /dev/null || { echo "error: curl's copy differs" >&2; exit 1; }
   diff -rq "$tmp/tree" "$tmp/out-ss" > /dev/null || { echo "error: signed curl's copy differs" >&2; exit 1; }
   diff -rq "$tmp/tree" "$tmp/out-hs" > /dev/null || { echo "error: hylab's copy differs" >&2; exit 1; }
-  timeit sync_hylab hy sync "$tmp/tree" "s3://bench/up-h$r"
-  timeit sync_rclone rc sync "$tmp/tree" "s3:bench/up-r$r"
-  timeit resync_hylab hy sync "$tmp/tree" "s3://bench/up-h$r"
-  timeit resync_rclone rc sync "$tmp/tree" "s3:bench/up-r$r"
+  for m in $(rotated "$r" hylab rclone); do
+    case $m in
+      hylab) timeit sync_hylab hy sync "$tmp/tree" "s3://bench/up-h$r"
+             timeit resync_hylab hy sync "$tmp/tree" "s3://bench/up-h$r" ;;
+      rclone) timeit sync_rclone rc sync "$tmp/tree" "s3:bench/up-r$r"
+              timeit resync_rclone rc sync "$tmp/tree" "s3:bench/up-r$r" ;;
+    esac
+  done
   # Warm: the object is in hylab's cache and the file in the page cache; both read into a pipe.
   cat "$tmp/big.bin" > /dev/null
   timeit warm_hylab bash -c "'$HYLAB' --config '$tmp/hylab.yaml' data get s3://bench/big.bin - | wc -c"
