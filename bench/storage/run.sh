@@ -169,3 +169,18 @@ row "  vs hylab get --no-cache" small_nocache small_curl curl
 row "  same, requests signed" small_hylab small_signed curl
 row "    vs hylab get --no-cache" small_nocache small_signed curl
 row "signed curl vs rclone (the ceiling)" small_signed small_rclone rclone
+# Each round's own ratio (same round, next to each other in time): the spread is the noise.
+per_round() {  # label hylab-key peer-key
+  python3 - "$1" "${T[$2]}" "${T[$3]}" <<'PY'
+import sys
+h = [float(x) for x in sys.argv[2].split()]; p = [float(x) for x in sys.argv[3].split()]
+print(f"{sys.argv[1]:34s} " + " ".join(f"{b / a:.2f}x" for a, b in zip(h, p)))
+PY
+}
+echo
+echo "each round's speedup, in order:"
+per_round "cold get, one ${BIG_MIB} MiB object" big_hylab big_rclone
+per_round "cold get, $SMALL small objects" small_hylab small_rclone
+per_round "  vs signed curl" small_hylab small_signed
+per_round "  --no-cache vs rclone" small_nocache small_rclone
+per_round "signed curl vs rclone" small_signed small_rclone

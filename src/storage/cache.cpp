@@ -623,9 +623,10 @@ struct Cache::Impl {
         if (::unlink(path.c_str()) == 0) ++counters.repaired;
         continue;
       }
+      bool cut = true;
       if (pf.size > pf.end) {
-        if (::truncate(path.c_str(), static_cast<off_t>(pf.end)) == 0) ++counters.repaired;
-        pf.size = pf.end;
+        cut = ::truncate(path.c_str(), static_cast<off_t>(pf.end)) == 0;
+        if (cut) ++counters.repaired;
       }
       std::uint64_t live = 0;
       for (const auto& [off, len] : pf.ranges) live += len;
@@ -648,9 +649,9 @@ struct Cache::Impl {
       }
       Pack& p = packs[path];
       p.path = path;
-      p.size = pf.size;
+      p.size = pf.end;
       p.live = live;
-      p.full = pf.size >= kPackFull;
+      p.full = !cut || pf.end >= kPackFull;  // (uncut: a download would not end the pack)
       if (!p.full) idle.push_back(&p);
     }
     std::sort(order.begin(), order.end());
