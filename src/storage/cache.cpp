@@ -96,6 +96,23 @@ void punch(const std::string& path, std::uint64_t offset, std::uint64_t len) {
   ::close(fd);
 }
 
+// Can files in `dir` get holes? A nameless 8 KiB file, its first 4 KiB punched.
+bool holes_work(const std::string& dir) {
+  int fd = ::open(dir.c_str(), O_TMPFILE | O_RDWR | O_CLOEXEC, 0600);
+  std::string named;
+  if (fd < 0) {  // (no O_TMPFILE here: a named probe)
+    named = dir + "/.holes-probe";
+    fd = ::open(named.c_str(), O_RDWR | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+    if (fd < 0) return false;
+    ::unlink(named.c_str());
+  }
+  char block[8192] = {1};
+  bool ok = ::pwrite(fd, block, sizeof block, 0) == static_cast<ssize_t>(sizeof block) &&
+            ::fallocate(fd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, 0, 4096) == 0;
+  ::close(fd);
+  return ok;
+}
+
 // Handles open on packed entries, and the entries evicted while one was: their bytes are
 // freed when the last handle closes. Shared with the handles, which may outlive the cache.
 struct PackReaders {
@@ -1019,6 +1036,10 @@ Result<std::unique_ptr<Cache>> Cache::open(CacheOptions opt) {
   impl->read_state();
   auto checked = impl->check();
   if (!checked) return checked.error();
+  // Packs need holes to free an evicted object's bytes (NFS before 4.2 and CIFS have none,
+  // for one): without them, a file each, and the bound holds on the disk.
+  if (impl->opt.pack_max_bytes > 0 && !holes_work(impl->opt.dir + "/packs"))
+    impl->opt.pack_max_bytes = 0;
   auto state = impl->write_state();
   if (!state) return state.error();
   // A smaller bound than last time: shrink now.
