@@ -1038,7 +1038,8 @@ Result<std::unique_ptr<Cache>> Cache::open(CacheOptions opt) {
   if (!checked) return checked.error();
   // Packs need holes to free an evicted object's bytes (NFS before 4.2 and CIFS have none,
   // for one): without them, a file each, and the bound holds on the disk.
-  if (impl->opt.pack_max_bytes > 0 && !holes_work(impl->opt.dir + "/packs"))
+  auto holes = impl->opt.holes_work ? impl->opt.holes_work : holes_work;
+  if (impl->opt.pack_max_bytes > 0 && !holes(impl->opt.dir + "/packs"))
     impl->opt.pack_max_bytes = 0;
   auto state = impl->write_state();
   if (!state) return state.error();

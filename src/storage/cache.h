@@ -34,6 +34,9 @@ struct CacheOptions {
   // Objects up to this size are appended to shared pack files instead of a file each (a
   // new file costs far more than its bytes when there are thousands); 0: a file each.
   std::uint64_t pack_max_bytes = 1ULL << 20;
+  // Whether files in a folder can get holes (packs need them); probed when unset. (Tests
+  // set it: a file system without holes cannot be made without root.)
+  std::function<bool(const std::string& dir)> holes_work;
   std::function<std::int64_t()> now;  // unix seconds; the system clock when unset
 };
 

@@ -1377,6 +1377,31 @@ TEST_P(PackTest, UsesOfPackedEntriesAreLoggedAndTheLogStaysBounded) {
   EXPECT_EQ(lru_keys(*again), (std::vector<std::string>{"b", "a"}));
 }
 
+TEST_P(PackTest, WithoutHolesEveryObjectGetsAFile) {
+  put("a", "aaaa");
+  CacheOptions o = options(1000);
+  std::string probed;
+  o.holes_work = [&](const std::string& dir) {
+    probed = dir;
+    return false;
+  };
+  auto cache = open(o);
+  ASSERT_TRUE(cache);
+  EXPECT_EQ(probed, (cache_dir_ / "packs").string());
+  Fetched a = fetch_ok(*cache, "a");
+  EXPECT_FALSE(a.entry.packed);
+  EXPECT_EQ(fs::path(a.entry.path).extension(), ".data");
+  EXPECT_EQ(contents(a), "aaaa");
+  EXPECT_TRUE(fs::is_empty(cache_dir_ / "packs"));
+  // The probe of the real file system (this one has holes) packs them.
+  cache.reset();
+  put("b", "bbbb");
+  auto real = open(1000);
+  ASSERT_TRUE(real);
+  EXPECT_TRUE(fetch_ok(*real, "b").entry.packed);
+  EXPECT_EQ(contents(fetch_ok(*real, "a")), "aaaa");  // the file entry stays one
+}
+
 INSTANTIATE_TEST_SUITE_P(Layouts, CacheTest, ::testing::Values(false, true),
                          [](const auto& i) { return i.param ? "Packed" : "Files"; });
 INSTANTIATE_TEST_SUITE_P(Layouts, FileLayoutTest, ::testing::Values(false),
