@@ -3,6 +3,7 @@
 #include <fmt/format.h>
 
 #include <charconv>
+#include <cmath>
 
 #include "common/config.h"
 #include "common/text.h"
@@ -86,7 +87,7 @@ std::optional<AcceleratorRequest> parse_accelerator(const yaml::Where& w, const 
       yaml::error_at(w, at, key, fmt::format("GPU count must be a whole number, got {}", quote(c)));
       return std::nullopt;
     }
-    if (*n != static_cast<double>(static_cast<long long>(*n))) {
+    if (*n != std::trunc(*n)) {  // (not a cast: a count past long long's range is no integer)
       yaml::error_at(
           w, at, key,
           fmt::format("fractional GPU count {} is not supported: ask for whole GPUs", c));

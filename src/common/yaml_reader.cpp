@@ -3,6 +3,7 @@
 #include <fmt/format.h>
 
 #include <algorithm>
+#include <cmath>
 
 #include "common/text.h"
 #include "common/units.h"
@@ -353,7 +354,7 @@ std::optional<long long> MapReader::integer(std::string_view key, long long min)
   if (!n || n->IsNull()) return std::nullopt;
   auto v = as_number(w_, *n, key_path(key));
   if (!v) return std::nullopt;
-  if (*v != static_cast<double>(static_cast<long long>(*v)) || *v > 1e15) {
+  if (!(std::fabs(*v) <= 1e15) || *v != std::trunc(*v)) {  // (range first: then it casts)
     error_at(w_, *n, key_path(key), fmt::format("expected a whole number, got {}", n->Scalar()));
     return std::nullopt;
   }

@@ -125,6 +125,13 @@ TEST(JobSpecErrors, ImpossibleValues) {
   EXPECT_EQ(spec_errors("resources: {accelerators: A100:0.5}\n"),
             "job.yaml:1:27: error: resources.accelerators: fractional GPU count 0.5 is not "
             "supported: ask for whole GPUs\n");
+  // Past long long's range (found by the fuzzer: the check once cast it first).
+  EXPECT_EQ(spec_errors("resources: {accelerators: A100:4444444444444444444444444444444}\n"),
+            "job.yaml:1:27: error: resources.accelerators: GPU count "
+            "4444444444444444444444444444444 is over the limit of 4096 per node\n");
+  EXPECT_EQ(spec_errors("num_nodes: 99999999999999999999999999999999\n"),
+            "job.yaml:1:12: error: num_nodes: expected a whole number, got "
+            "99999999999999999999999999999999\n");
   EXPECT_EQ(spec_errors("hours: 0\n"),
             "job.yaml:1:8: error: hours: the estimated run time must be greater than 0\n");
   EXPECT_EQ(spec_errors("num_nodes: 0\n"),
