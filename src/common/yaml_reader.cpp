@@ -349,7 +349,7 @@ std::optional<double> MapReader::number(std::string_view key, double min, bool e
   return v;
 }
 
-std::optional<long long> MapReader::integer(std::string_view key, long long min) {
+std::optional<long long> MapReader::integer(std::string_view key, long long min, long long max) {
   auto n = take(key);
   if (!n || n->IsNull()) return std::nullopt;
   auto v = as_number(w_, *n, key_path(key));
@@ -360,6 +360,10 @@ std::optional<long long> MapReader::integer(std::string_view key, long long min)
   }
   if (*v < static_cast<double>(min)) {
     error_at(w_, *n, key_path(key), fmt::format("must be at least {}, got {:g}", min, *v));
+    return std::nullopt;
+  }
+  if (*v > static_cast<double>(max)) {
+    error_at(w_, *n, key_path(key), fmt::format("must be at most {}, got {}", max, n->Scalar()));
     return std::nullopt;
   }
   return static_cast<long long>(*v);

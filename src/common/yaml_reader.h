@@ -10,6 +10,7 @@
 #include <cstdint>
 #include <functional>
 #include <initializer_list>
+#include <limits>
 #include <map>
 #include <optional>
 #include <string>
@@ -80,7 +81,9 @@ class MapReader {
   std::optional<std::string> string(std::string_view key);
   // min: inclusive lower bound unless `exclusive`.
   std::optional<double> number(std::string_view key, double min, bool exclusive = false);
-  std::optional<long long> integer(std::string_view key, long long min);
+  // Whole numbers in [min, max] (max: what an int holds, where every caller keeps them).
+  std::optional<long long> integer(std::string_view key, long long min,
+                                   long long max = std::numeric_limits<int>::max());
   std::optional<bool> boolean(std::string_view key);
   std::optional<std::uint64_t> bytes(std::string_view key, std::uint64_t bare_unit);
   std::optional<double> hours(std::string_view key);

@@ -132,6 +132,8 @@ TEST(JobSpecErrors, ImpossibleValues) {
   EXPECT_EQ(spec_errors("num_nodes: 99999999999999999999999999999999\n"),
             "job.yaml:1:12: error: num_nodes: expected a whole number, got "
             "99999999999999999999999999999999\n");
+  EXPECT_EQ(spec_errors("num_nodes: 3000000000\n"),
+            "job.yaml:1:12: error: num_nodes: must be at most 2147483647, got 3000000000\n");
   EXPECT_EQ(spec_errors("hours: 0\n"),
             "job.yaml:1:8: error: hours: the estimated run time must be greater than 0\n");
   EXPECT_EQ(spec_errors("num_nodes: 0\n"),
