@@ -203,7 +203,28 @@ class CacheTest : public ::testing::TestWithParam<bool> {
   }
   // The log's live packed entries whose range lies inside their pack, by id.
   std::map<std::string, boost::json::object> logged_packed() const {
-    std::map<std::string, boost::json::object> live;
+    auto live = logged_entries();
+    std::erase_if(live, [&](const std::pair<const std::string, boost::json::object>& item) {
+      const auto& o = item.second;
+      if (!o.contains("pack")) return true;
+      std::error_code ec;
+      auto size = fs::file_size(cache_dir_ / "packs" / std::string(o.at("pack").as_string()), ec);
+      return ec ||
+             o.at("offset").to_number<std::uint64_t>() + o.at("size").to_number<std::uint64_t>() >
+                 size;
+    });
+    return live;
+  }
+  // index.log's lines, and what it says at its end: each id's last entry line (a "gone" line
+  // ends it; lines that do not parse count for nothing), and their keys.
+  std::vector<std::string> log_lines() const {
+    std::vector<std::string> out;
+    std::ifstream in(cache_dir_ / "index.log");
+    for (std::string line; std::getline(in, line);) out.push_back(line);
+    return out;
+  }
+  std::map<std::string, boost::json::object> logged_entries() const {
+    std::map<std::string, boost::json::object> live;  // by id
     for (const auto& line : log_lines()) {
       boost::system::error_code ec;
       auto v = boost::json::parse(line, ec);
@@ -213,44 +234,14 @@ class CacheTest : public ::testing::TestWithParam<bool> {
         live.erase(std::string(gone->as_string()));
       } else if (o.contains("key") && o.contains("store")) {
         std::string store(o.at("store").as_string()), key(o.at("key").as_string());
-        std::string id = sha256_hex(store + "\n" + key).substr(0, 40);
-        live.erase(id);
-        if (!o.contains("pack")) continue;
-        fs::path pack = cache_dir_ / "packs" / std::string(o.at("pack").as_string());
-        std::error_code fec;
-        auto size = fs::file_size(pack, fec);
-        if (!fec &&
-            o.at("offset").to_number<std::uint64_t>() + o.at("size").to_number<std::uint64_t>() <=
-                size)
-          live[id] = o;
+        live[sha256_hex(store + "\n" + key).substr(0, 40)] = o;
       }
     }
     return live;
   }
-  // index.log's lines, and the keys it names at its end (the last line of a key wins; a
-  // "gone" line ends it; lines that do not parse count for nothing).
-  std::vector<std::string> log_lines() const {
-    std::vector<std::string> out;
-    std::ifstream in(cache_dir_ / "index.log");
-    for (std::string line; std::getline(in, line);) out.push_back(line);
-    return out;
-  }
   std::set<std::string> logged_keys() const {
-    std::map<std::string, std::string> key_of;  // id -> key
-    for (const auto& line : log_lines()) {
-      boost::system::error_code ec;
-      auto v = boost::json::parse(line, ec);
-      if (ec || !v.is_object()) continue;
-      const auto& o = v.as_object();
-      if (const auto* gone = o.if_contains("gone")) {
-        key_of.erase(std::string(gone->as_string()));
-      } else if (o.contains("key") && o.contains("store")) {
-        std::string store(o.at("store").as_string()), key(o.at("key").as_string());
-        key_of[sha256_hex(store + "\n" + key).substr(0, 40)] = key;
-      }
-    }
     std::set<std::string> keys;
-    for (const auto& [id, key] : key_of) keys.insert(key);
+    for (const auto& [id, o] : logged_entries()) keys.insert(std::string(o.at("key").as_string()));
     return keys;
   }
   // Rewrites index.log without the lines of `key`.
