@@ -894,13 +894,14 @@ struct Cache::Impl {
       e.size = got->size;
       e.fetched_at = e.validated_at = now();
       e.last_access = e.fetched_at;
-      e.path = base_of(id) + ".data";
       e.pinned = fo.pin || keep_pin;  // (in flight: no one else can have pinned it)
       if (pack) {
         e.packed = true;
         e.path = pack->path;
         e.offset = at;
         e.access_ns = next_stamp();
+      } else {
+        e.path = base_of(id) + ".data";
       }
       // The data into place (any older entry of this id has already ended), then its
       // line. Opened first: the reader's descriptor needs no lookup later.

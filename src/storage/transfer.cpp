@@ -162,53 +162,51 @@ Result<bool> deliver(const FileHandle& data, const std::string& dest) {
   // possible (no O_TMPFILE, no /proc, the name taken), a temporary name and a rename.
   fs::path parent = fs::path(dest).parent_path();
   const std::string folder = parent.empty() ? std::string(".") : parent.string();
-  int out = ::open(folder.c_str(), O_TMPFILE | O_WRONLY | O_CLOEXEC, 0644);
-  if (out < 0 && errno == ENOENT) {  // the folder first (not before: most exist)
-    std::error_code ec;
-    fs::create_directories(folder, ec);
-    out = ::open(folder.c_str(), O_TMPFILE | O_WRONLY | O_CLOEXEC, 0644);
-  }
+  auto open_in_folder = [&](const std::string& path, int flags) {
+    int fd = ::open(path.c_str(), flags | O_WRONLY | O_CLOEXEC, 0644);
+    if (fd < 0 && errno == ENOENT) {  // the folder first (not before: most exist)
+      std::error_code ec;
+      fs::create_directories(folder, ec);
+      fd = ::open(path.c_str(), flags | O_WRONLY | O_CLOEXEC, 0644);
+    }
+    return fd;
+  };
+  // The temporary name over the destination; removed if that fails.
+  auto rename_into_place = [&](const std::string& tmp) -> Result<bool> {
+    if (::rename(tmp.c_str(), dest.c_str()) == 0) return true;
+    int e = errno;
+    ::unlink(tmp.c_str());
+    return Error{Errc::kIo, fmt::format("{}: {}", dest, errno_text(e))};
+  };
+  std::string tmp;
+  int out = open_in_folder(folder, O_TMPFILE);
   if (out >= 0) {
     auto n = copy_fd(data.fd(), out, dest, data.offset(), data.length());
-    if (!n) {
-      ::close(out);
-      return n.error();
-    }
     std::string self = "/proc/self/fd/" + std::to_string(out);
     auto name = [&](const std::string& as) {
       return ::linkat(AT_FDCWD, self.c_str(), AT_FDCWD, as.c_str(), AT_SYMLINK_FOLLOW) == 0;
     };
-    bool named = name(dest);
-    if (!named && errno == EEXIST) {  // replacing a file: a temporary name, then the rename
-      std::string tmp = temp_name(dest);
-      named = name(tmp);
-      if (named && ::rename(tmp.c_str(), dest.c_str()) != 0) {
-        int e = errno;
-        ::unlink(tmp.c_str());
-        ::close(out);
-        return Error{Errc::kIo, fmt::format("{}: {}", dest, errno_text(e))};
-      }
+    bool named = n && name(dest);
+    bool replacing = false;
+    if (n && !named && errno == EEXIST) {  // a file is there: a temporary name, then the rename
+      tmp = temp_name(dest);
+      replacing = name(tmp);
     }
     ::close(out);
+    if (!n) return n.error();
     if (named) return true;
+    if (replacing) return rename_into_place(tmp);
   }
-  std::string tmp = temp_name(dest);
-  out = ::open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
-  if (out < 0 && errno == ENOENT) {
-    std::error_code ec;
-    fs::create_directories(folder, ec);
-    out = ::open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
-  }
+  tmp = temp_name(dest);
+  out = open_in_folder(tmp, O_CREAT | O_TRUNC);
   if (out < 0) return Error{Errc::kIo, fmt::format("{}: {}", tmp, errno_text(errno))};
   auto n = copy_fd(data.fd(), out, dest, data.offset(), data.length());
   ::close(out);
-  if (!n || ::rename(tmp.c_str(), dest.c_str()) != 0) {
-    int e = errno;
+  if (!n) {
     ::unlink(tmp.c_str());
-    if (!n) return n.error();
-    return Error{Errc::kIo, fmt::format("{}: {}", dest, errno_text(e))};
+    return n.error();
   }
-  return true;
+  return rename_into_place(tmp);
 }
 
 std::string_view action_name(Action a) {
