@@ -283,6 +283,7 @@ int DataCommand::run(const Config& cfg, bool json_out, std::ostream& out, std::o
   c.s3.profile = st.profile;
   c.s3.multipart_threshold = st.multipart_threshold;
   c.s3.part_size = st.part_size;
+  c.s3.split_below = st.split_below;
   c.rules = SensitivityRules(st.sensitive, st.shareable, st.base_dir);
   bool show = progress_ || ::isatty(STDERR_FILENO);
 

@@ -523,6 +523,18 @@ void read_storage(const yaml::Where& w, const YAML::Node& node, StorageConfig& s
       }
     }
   }
+  if (auto n = m.take("split_below")) {  // a rate: bytes a second, or "always"
+    std::string text = n->IsScalar() ? n->Scalar() : "";
+    auto v = parse_bytes(text, kMiB);
+    if (text == "always") {
+      st.split_below = ~std::uint64_t{0};
+    } else if (v) {
+      st.split_below = *v;
+    } else {
+      yaml::error_at(w, *n, "storage.split_below",
+                     "expected bytes a second such as 256MiB, 0 (one stream) or always");
+    }
+  }
   m.finish();
 }
 

@@ -152,6 +152,9 @@ struct StorageConfig {
   int parallel = 8;                                 // transfers at once
   std::uint64_t multipart_threshold = 64ULL << 20;  // larger objects move in parts
   std::uint64_t part_size = 16ULL << 20;
+  // A large download stays one stream while that brings at least this many bytes a second;
+  // slower, the rest is split into part_size ranges. 0: never; ~0 ("always"): from the start.
+  std::uint64_t split_below = 256ULL << 20;
 };
 
 // A cloud target jobs placed in the cloud are handed to (clouds: in hylab.yaml). Slurm is

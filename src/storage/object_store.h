@@ -96,8 +96,13 @@ struct S3Options {
   std::string ca_file;          // empty: AWS_CA_BUNDLE, else the system's
   std::uint64_t multipart_threshold = 64ULL << 20;
   std::uint64_t part_size = 16ULL << 20;
-  int max_attempts = 5;         // 5xx, throttling and connection errors, with back-off
-  double timeout_seconds = 60;  // without a byte moving
+  // A large download starts as one stream; while it is slower than this (bytes a second),
+  // the rest is split into part_size ranges fetched in parallel. 0: never split;
+  // ~0 (`always` in hylab.yaml): ranges from the start.
+  std::uint64_t split_below = 256ULL << 20;
+  double split_probe_seconds = 0.25;  // how often the stream's rate is judged
+  int max_attempts = 5;               // 5xx, throttling and connection errors, with back-off
+  double timeout_seconds = 60;        // without a byte moving
 };
 
 Result<std::unique_ptr<ObjectStore>> make_s3_store(const std::string& bucket, const S3Options& opt);

@@ -12,6 +12,7 @@
 #include <filesystem>
 #include <fstream>
 #include <random>
+#include <sstream>
 #include <thread>
 
 #include "process.h"
@@ -190,7 +191,8 @@ TEST_F(StorageTest, WhatHylabWritesBoto3ReadsAndTheOtherWayRound) {
   ASSERT_EQ(r.code, 0) << r.err;
   EXPECT_EQ(json_of(r).at("metadata").at("sha256").as_string().size(), 64u);
 
-  // boto3 writes, hylab reads: one GET for the small one, parallel ranges for the big one.
+  // boto3 writes, hylab reads: one GET each (on loopback one stream is fast enough not to be
+  // split into ranges: that is tested through a slow link below).
   write_file(path("from-boto3.bin"), big.substr(0, 7 << 20));
   ASSERT_EQ(peer({"put", bucket_, "in/from boto3.bin", path("from-boto3.bin")}).code, 0);
   r = hylab({"data", "get", uri("in/from boto3.bin"), path("got.bin"), "-o", "json"});
@@ -514,6 +516,74 @@ TEST_F(StorageTest, ServerErrorsAreRetriedWithBackOffAndOthersAreNot) {
     EXPECT_THAT(r.err, HasSubstr("answered 403"));
     EXPECT_EQ(requests(403), 1);
   }
+}
+
+TEST_F(StorageTest, ASlowStreamIsSplitIntoRangesAndAThrottledRangeIsRetriedInPlace) {
+  // A link that gives each connection 16 MiB/s, like a far region: 32 MiB would take one
+  // stream 2 s, so the first stream is stopped and the rest fetched as 5 MiB ranges, 4 at
+  // once. The first ranged request is throttled (503) once, 300 ms in: its retry must not
+  // cut off the ranges written past it meanwhile (the file is checked against its MD5 ETag).
+  std::string big = random_bytes(32 << 20, 5);
+  write_file(path("big.bin"), big);
+  ASSERT_EQ(peer({"put", bucket_, "far/big.bin", path("big.bin")}).code, 0);
+  std::string s3 = server_->endpoint();
+  Process link;
+  std::ofstream(path("link.rec")).close();
+  link.start(
+      {"python3", kSource + "/tests/integration/slow_link.py", "--upstream",
+       s3.substr(s3.rfind(':') + 1), "--port-file", path("link.port"), "--record", path("link.rec"),
+       "--rate", std::to_string(16 << 20), "--fail-ranged", "1", "--fail-delay-ms", "300"},
+      path("link.log"));
+  ASSERT_TRUE(wait_until([&] { return fs::exists(path("link.port")); }));
+  auto use = [&](const std::string& extra) {
+    write_file(path("hylab.yaml"),
+               fmt::format("storage:\n  endpoint_url: http://127.0.0.1:{}\n  cache_dir: {}\n"
+                           "  multipart_threshold: 5MiB\n  part_size: 5MiB\n  parallel: 4\n{}",
+                           read_file(path("link.port")), path("cache"), extra));
+    std::ofstream(path("link.rec"), std::ios::trunc).close();
+  };
+  struct Seen {
+    int whole = 0, ranged = 0, throttled = 0;
+  };
+  auto seen = [&] {
+    Seen s;
+    std::istringstream in(read_file(path("link.rec")));
+    for (std::string line; std::getline(in, line);) {
+      auto v = boost::json::parse(line).as_object();
+      if (v.at("method").as_string() != "GET") continue;
+      bool ranged = !v.at("range").as_string().empty();
+      int status = static_cast<int>(v.at("status").as_int64());
+      if (status == 503)
+        ++s.throttled;
+      else if (ranged && status == 206)
+        ++s.ranged;
+      else if (!ranged && status == 200)
+        ++s.whole;
+    }
+    return s;
+  };
+  use("");
+  auto r = hylab({"data", "get", uri("far/big.bin"), path("got.bin"), "-o", "json"});
+  ASSERT_EQ(r.code, 0) << r.err;
+  EXPECT_EQ(json_of(r).at("cache").as_string(), "downloaded");
+  EXPECT_TRUE(read_file(path("got.bin")) == big);
+  Seen s = seen();
+  EXPECT_EQ(s.whole, 1);  // the first stream, stopped where the ranges begin
+  EXPECT_EQ(s.throttled, 1);
+  EXPECT_GE(s.ranged, 2);  // the rest: 5 MiB ranges
+  // Without the cache, the same.
+  r = hylab({"data", "get", uri("far/big.bin"), path("nc.bin"), "--no-cache"});
+  ASSERT_EQ(r.code, 0) << r.err;
+  EXPECT_TRUE(read_file(path("nc.bin")) == big);
+  EXPECT_GE(seen().ranged, 2);
+  // split_below: 0 keeps one stream however slow.
+  use("  split_below: 0\n");
+  r = hylab({"data", "get", uri("far/big.bin"), path("one.bin"), "--no-cache"});
+  ASSERT_EQ(r.code, 0) << r.err;
+  EXPECT_TRUE(read_file(path("one.bin")) == big);
+  s = seen();
+  EXPECT_EQ(s.whole, 1);
+  EXPECT_EQ(s.ranged + s.throttled, 0);
 }
 
 TEST_F(StorageTest, AFullDiskIsAClearErrorAndLeavesNothingBehind) {

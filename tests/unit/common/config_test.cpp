@@ -272,6 +272,7 @@ TEST(Config, StorageDefaults) {
   EXPECT_EQ(st.parallel, 8);
   EXPECT_EQ(st.multipart_threshold, 64 * kMiB);
   EXPECT_EQ(st.part_size, 16 * kMiB);
+  EXPECT_EQ(st.split_below, 256 * kMiB);
   // An empty section is the defaults too.
   Config empty = testing::config_from("storage:\n");
   EXPECT_EQ(empty.storage.cache_max_size, 50 * kGiB);
@@ -294,6 +295,7 @@ TEST(Config, StorageEveryKey) {
   parallel: 16
   multipart_threshold: 128MiB
   part_size: 32MiB
+  split_below: 64MiB
 )");
   const StorageConfig& st = cfg.storage;
   EXPECT_EQ(st.remote, "s3://lab-data/projects/x");
@@ -310,6 +312,7 @@ TEST(Config, StorageEveryKey) {
   EXPECT_EQ(st.parallel, 16);
   EXPECT_EQ(st.multipart_threshold, 128 * kMiB);
   EXPECT_EQ(st.part_size, 32 * kMiB);
+  EXPECT_EQ(st.split_below, 64 * kMiB);
 }
 
 TEST(Config, StorageOtherForms) {
@@ -334,6 +337,9 @@ TEST(Config, StorageOtherForms) {
   EXPECT_EQ(st.part_size, 5 * kMiB);                 // S3's smallest part is allowed
   EXPECT_EQ(st.multipart_threshold, 8 * kMiB);       // a bare size is MiB
   EXPECT_EQ(st.parallel, 256);                       // capped
+  EXPECT_EQ(testing::config_from("storage: {split_below: always}").storage.split_below,
+            ~std::uint64_t{0});
+  EXPECT_EQ(testing::config_from("storage: {split_below: 0}").storage.split_below, 0u);
   // One path needs no list.
   Config one = testing::config_from("storage: {sensitive: data/secret}");
   EXPECT_EQ(one.storage.sensitive, std::vector<std::string>{"data/secret"});
@@ -383,6 +389,9 @@ TEST(ConfigErrors, StorageValuesNameFileLineAndKey) {
             "limits)\n");
   EXPECT_THAT(config_errors("storage: {part_size: 6GiB}\n"),
               HasSubstr("storage.part_size: must be between 5MiB and 5GiB"));
+  EXPECT_EQ(config_errors("storage:\n  split_below: fast\n"),
+            "hylab.yaml:2:16: error: storage.split_below: expected bytes a second such as "
+            "256MiB, 0 (one stream) or always\n");
   EXPECT_THAT(config_errors("storage: {multipart_threshold: 1MiB}\n"),
               HasSubstr("storage.multipart_threshold: must be at least 5MiB"));
   EXPECT_THAT(config_errors("storage: {parallel: 0}\n"),
