@@ -857,6 +857,7 @@ struct Cache::Impl {
     go.parallel = fo.parallel;
     go.hasher = &hasher;
     go.known = &*info;
+    go.tee_fd = fo.tee_fd;
     Result<ObjectInfo> got = Error{Errc::kInternal, "not downloaded"};
     if (pack) {
       tmp = pack->path;
@@ -949,8 +950,11 @@ struct Cache::Impl {
       auto shrink = reserve(lk, 0, what);
       (void)shrink;
     }
-    if (e.packed) return Fetched{e, kind, std::move(handle)};  // its line has its use
-    return stamped(lk, id, e, kind, std::move(handle));
+    const bool teed = fo.tee_fd >= 0;
+    if (e.packed) return Fetched{e, kind, std::move(handle), teed};  // its line has its use
+    auto r = stamped(lk, id, e, kind, std::move(handle));
+    if (r) r->teed = teed;
+    return r;
   }
 
   // Opened under the lock, so an eviction right after cannot take the bytes away from the

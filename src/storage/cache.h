@@ -66,6 +66,10 @@ struct FetchOptions {
   ProgressFn progress;
   int parallel = 4;
   bool pin = false;
+  // The caller's own copy: a download made by this fetch also writes every byte here (see
+  // GetOptions::tee_fd), which saves copying the cached file afterwards. Fetched::teed
+  // says whether it did (a hit, or another caller's download, leaves the file untouched).
+  int tee_fd = -1;
 };
 
 enum class FetchKind { kHit, kRevalidated, kDownloaded };
@@ -75,6 +79,7 @@ struct Fetched {
   FetchKind kind = FetchKind::kHit;
   // The data, open: read through this, not entry.path (an eviction may unlink the path).
   std::shared_ptr<FileHandle> file;
+  bool teed = false;  // FetchOptions::tee_fd holds the object
 };
 
 // The cache folder: `configured`, else $XDG_CACHE_HOME/hylab, else ~/.cache/hylab.

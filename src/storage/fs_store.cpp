@@ -72,6 +72,10 @@ class FsStore final : public ObjectStore {
                                                    opt.offset, len, opt.progress)
                                    : copy_range(*path, dest, opt.offset, len, opt.progress, false);
     if (!copied) return copied.error();
+    if (opt.tee_fd >= 0) {
+      auto teed = copy_range_to(*path, opt.tee_fd, 0, dest, opt.offset, len, nullptr);
+      if (!teed) return teed.error();
+    }
     return info;
   }
 

@@ -46,6 +46,10 @@ struct GetOptions {
   // `dest_offset` is the download's to write and to cut back (a retry starts over).
   int dest_fd = -1;
   std::uint64_t dest_offset = 0;
+  // Also written with every byte, at its offset in the object: a second copy made while
+  // the first is (the cache fills its own file and the reader's in one pass). Cut back
+  // with the destination when a retry starts over.
+  int tee_fd = -1;
 };
 
 struct PutOptions {

@@ -58,6 +58,10 @@ struct Request {
   std::uint64_t upload_offset = 0, upload_len = 0;
   int download_fd = -1;
   std::uint64_t download_offset = 0;
+  // Also written with every downloaded byte, at its offset in the object (the object's
+  // first byte is at `object_at` in download_fd: a pack's offset).
+  int tee_fd = -1;
+  std::uint64_t object_at = 0;
   ProgressFn progress;
   Hasher* hasher = nullptr;  // fed with downloaded bytes in order
   bool large = false;        // a download of megabytes: bigger receive buffer
@@ -112,18 +116,25 @@ struct Transfer {
   bool stopped = false;  // a segment's end reached: the rest is not ours to write
 };
 
-bool write_at(Transfer* t, const char* data, std::size_t len, std::uint64_t offset) {
+bool write_all(int fd, const char* data, std::size_t len, std::uint64_t offset,
+               std::string& error) {
   for (std::size_t w = 0; w < len;) {
-    ssize_t k = ::pwrite(t->req->download_fd, data + w, len - w, static_cast<off_t>(offset + w));
+    ssize_t k = ::pwrite(fd, data + w, len - w, static_cast<off_t>(offset + w));
     if (k < 0) {
-      t->write_error = errno == ENOSPC || errno == EDQUOT
-                           ? "the disk is full"
-                           : fmt::format("cannot write the download: {}", errno_text(errno));
+      error = errno == ENOSPC || errno == EDQUOT
+                  ? "the disk is full"
+                  : fmt::format("cannot write the download: {}", errno_text(errno));
       return false;
     }
     w += static_cast<std::size_t>(k);
   }
   return true;
+}
+
+bool write_at(Transfer* t, const char* data, std::size_t len, std::uint64_t offset) {
+  const Request& r = *t->req;
+  return write_all(r.download_fd, data, len, offset, t->write_error) &&
+         (r.tee_fd < 0 || write_all(r.tee_fd, data, len, offset - r.object_at, t->write_error));
 }
 
 std::size_t on_header(char* data, std::size_t size, std::size_t n, void* user) {
@@ -288,7 +299,8 @@ class S3Store final : public ObjectStore {
     Request req;
     req.key = key;
     req.download_fd = fd;
-    req.download_offset = opt.dest_fd >= 0 ? opt.dest_offset : 0;
+    req.download_offset = req.object_at = opt.dest_fd >= 0 ? opt.dest_offset : 0;
+    req.tee_fd = opt.tee_fd;
     req.progress = opt.progress;
     req.large = known && known->size >= (4u << 20);
     if (whole) req.hasher = opt.hasher;
@@ -429,7 +441,9 @@ class S3Store final : public ObjectStore {
       if (!r) return r.error();
       if (!retryable(res) || attempt >= opt_.max_attempts) break;
       if (req.download_fd >= 0 && req.cut_on_retry &&
-          ::ftruncate(req.download_fd, static_cast<off_t>(req.download_offset)) != 0)
+          (::ftruncate(req.download_fd, static_cast<off_t>(req.download_offset)) != 0 ||
+           (req.tee_fd >= 0 &&
+            ::ftruncate(req.tee_fd, static_cast<off_t>(req.download_offset - req.object_at)) != 0)))
         break;
       if (req.segment) {
         std::lock_guard lock(req.segment->mu);
@@ -582,6 +596,7 @@ class S3Store final : public ObjectStore {
       req.key = key;
       req.download_fd = fd;
       req.download_offset = from;
+      req.tee_fd = opt.tee_fd;
       req.cut_on_retry = false;  // other ranges lie past this one
       req.progress = opt.progress;
       req.large = true;

@@ -11,7 +11,9 @@
 #include <filesystem>
 #include <map>
 #include <mutex>
+#include <optional>
 #include <thread>
+#include <utility>
 
 #include "storage/file_util.h"
 
@@ -69,9 +71,25 @@ Result<ObjectInfo> download(ObjectStore& store, Cache* cache, const ObjectInfo* 
     fo.known = known;
     fo.progress = opt.progress;
     fo.parallel = opt.parallel;
+    // The destination's file is written by the download itself when there is one (the
+    // cache's copy and this one in one pass), else copied from the cache.
+    std::optional<Output> out;
+    if (dest != "-") {
+      auto o = Output::open(dest);
+      if (!o) return o.error();
+      out.emplace(std::move(*o));
+      fo.tee_fd = out->fd();
+    }
     auto f = cache->fetch(store, key, fo);
     if (!f) return f.error();
-    auto d = deliver(*f->file, dest);
+    Result<bool> d = true;
+    if (!out) {
+      d = deliver(*f->file, dest);
+    } else if (!f->teed) {
+      auto n = copy_fd(f->file->fd(), out->fd(), dest, f->file->offset(), f->file->length());
+      if (!n) d = n.error();
+    }
+    if (d && out) d = out->commit();
     if (!d) return d.error();
     ObjectInfo i;
     i.key = key;
@@ -150,63 +168,88 @@ void tally(TransferReport& r) {
 
 }  // namespace
 
+Result<Output> Output::open(const std::string& dest) {
+  Output o;
+  o.dest_ = dest;
+  fs::path parent = fs::path(dest).parent_path();
+  o.folder_ = parent.empty() ? std::string(".") : parent.string();
+  o.fd_ = o.open_in_folder(o.folder_, O_TMPFILE | O_RDWR);
+  if (o.fd_ >= 0) return o;
+  o.tmp_ = temp_name(dest);
+  o.fd_ = o.open_in_folder(o.tmp_, O_CREAT | O_TRUNC | O_RDWR);
+  if (o.fd_ < 0) return Error{Errc::kIo, fmt::format("{}: {}", o.tmp_, errno_text(errno))};
+  return o;
+}
+
+int Output::open_in_folder(const std::string& path, int flags) const {
+  int fd = ::open(path.c_str(), flags | O_CLOEXEC, 0644);
+  if (fd < 0 && errno == ENOENT) {  // the folder first (not before: most exist)
+    std::error_code ec;
+    fs::create_directories(folder_, ec);
+    fd = ::open(path.c_str(), flags | O_CLOEXEC, 0644);
+  }
+  return fd;
+}
+
+Output::Output(Output&& o) noexcept
+    : dest_(std::move(o.dest_)),
+      folder_(std::move(o.folder_)),
+      tmp_(std::move(o.tmp_)),
+      fd_(std::exchange(o.fd_, -1)) {}
+
+Output::~Output() {
+  if (fd_ >= 0) ::close(fd_);
+  if (!tmp_.empty()) ::unlink(tmp_.c_str());
+}
+
+Result<bool> Output::commit() {
+  auto rename_into_place = [&]() -> Result<bool> {
+    ::close(std::exchange(fd_, -1));
+    if (::rename(tmp_.c_str(), dest_.c_str()) == 0) {
+      tmp_.clear();
+      return true;
+    }
+    return Error{Errc::kIo, fmt::format("{}: {}", dest_, errno_text(errno))};
+  };
+  if (!tmp_.empty()) return rename_into_place();
+  // A file without a name: linked in as dest (one operation under the folder's lock), or,
+  // where a file is there already, under a temporary name renamed over it.
+  std::string self = "/proc/self/fd/" + std::to_string(fd_);
+  auto name = [&](const std::string& as) {
+    return ::linkat(AT_FDCWD, self.c_str(), AT_FDCWD, as.c_str(), AT_SYMLINK_FOLLOW) == 0;
+  };
+  if (name(dest_)) {
+    ::close(std::exchange(fd_, -1));
+    return true;
+  }
+  bool taken = errno == EEXIST;
+  std::string tmp = temp_name(dest_);
+  if (taken && name(tmp)) {
+    tmp_ = tmp;
+    return rename_into_place();
+  }
+  // No /proc: the bytes into a file with a temporary name.
+  int out = open_in_folder(tmp, O_CREAT | O_TRUNC | O_WRONLY);
+  if (out < 0) return Error{Errc::kIo, fmt::format("{}: {}", tmp, errno_text(errno))};
+  tmp_ = tmp;
+  auto n = copy_fd(fd_, out, dest_);
+  ::close(fd_);
+  fd_ = out;
+  if (!n) return n.error();
+  return rename_into_place();
+}
+
 Result<bool> deliver(const FileHandle& data, const std::string& dest) {
   if (dest == "-") {
     auto n = copy_fd(data.fd(), STDOUT_FILENO, "standard output", data.offset(), data.length());
     if (!n) return n.error();
     return true;
   }
-  // First a file without a name in the destination's folder (O_TMPFILE), named once it is
-  // complete: one operation under the folder's lock instead of two (a temporary name, then
-  // the rename), which many downloads into one folder contend for. Where that is not
-  // possible (no O_TMPFILE, no /proc, the name taken), a temporary name and a rename.
-  fs::path parent = fs::path(dest).parent_path();
-  const std::string folder = parent.empty() ? std::string(".") : parent.string();
-  auto open_in_folder = [&](const std::string& path, int flags) {
-    int fd = ::open(path.c_str(), flags | O_WRONLY | O_CLOEXEC, 0644);
-    if (fd < 0 && errno == ENOENT) {  // the folder first (not before: most exist)
-      std::error_code ec;
-      fs::create_directories(folder, ec);
-      fd = ::open(path.c_str(), flags | O_WRONLY | O_CLOEXEC, 0644);
-    }
-    return fd;
-  };
-  // The temporary name over the destination; removed if that fails.
-  auto rename_into_place = [&](const std::string& tmp) -> Result<bool> {
-    if (::rename(tmp.c_str(), dest.c_str()) == 0) return true;
-    int e = errno;
-    ::unlink(tmp.c_str());
-    return Error{Errc::kIo, fmt::format("{}: {}", dest, errno_text(e))};
-  };
-  std::string tmp;
-  int out = open_in_folder(folder, O_TMPFILE);
-  if (out >= 0) {
-    auto n = copy_fd(data.fd(), out, dest, data.offset(), data.length());
-    std::string self = "/proc/self/fd/" + std::to_string(out);
-    auto name = [&](const std::string& as) {
-      return ::linkat(AT_FDCWD, self.c_str(), AT_FDCWD, as.c_str(), AT_SYMLINK_FOLLOW) == 0;
-    };
-    bool named = n && name(dest);
-    bool replacing = false;
-    if (n && !named && errno == EEXIST) {  // a file is there: a temporary name, then the rename
-      tmp = temp_name(dest);
-      replacing = name(tmp);
-    }
-    ::close(out);
-    if (!n) return n.error();
-    if (named) return true;
-    if (replacing) return rename_into_place(tmp);
-  }
-  tmp = temp_name(dest);
-  out = open_in_folder(tmp, O_CREAT | O_TRUNC);
-  if (out < 0) return Error{Errc::kIo, fmt::format("{}: {}", tmp, errno_text(errno))};
-  auto n = copy_fd(data.fd(), out, dest, data.offset(), data.length());
-  ::close(out);
-  if (!n) {
-    ::unlink(tmp.c_str());
-    return n.error();
-  }
-  return rename_into_place(tmp);
+  auto out = Output::open(dest);
+  if (!out) return out.error();
+  auto n = copy_fd(data.fd(), out->fd(), dest, data.offset(), data.length());
+  if (!n) return n.error();
+  return out->commit();
 }
 
 std::string_view action_name(Action a) {

@@ -44,8 +44,28 @@ struct TransferReport {
   bool ok() const { return failed == 0 && refused == 0; }
 };
 
-// Writes the handle's bytes (a cached copy) to `dest` through a temporary file and a
-// rename, or to standard output for "-".
+// A file being written for `dest`, named only once complete: a file without a name in
+// dest's folder (O_TMPFILE), linked in at the end (one operation under the folder's lock,
+// which many downloads into one folder contend for), or, where that is not possible, a
+// temporary name renamed over dest. Destroyed before commit(), it leaves nothing.
+class Output {
+ public:
+  static Result<Output> open(const std::string& dest);
+  Output(Output&& o) noexcept;
+  Output& operator=(Output&&) = delete;
+  ~Output();
+  int fd() const { return fd_; }  // open for reading and writing
+  Result<bool> commit();          // names it `dest` (replacing what is there)
+
+ private:
+  Output() = default;
+  int open_in_folder(const std::string& path, int flags) const;
+  std::string dest_, folder_, tmp_;
+  int fd_ = -1;
+};
+
+// Writes the handle's bytes (a cached copy) to `dest` through an Output, or to standard
+// output for "-".
 Result<bool> deliver(const FileHandle& data, const std::string& dest);
 
 // Uploads one file; sensitive files are refused (and counted) before any byte leaves.

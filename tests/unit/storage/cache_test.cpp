@@ -339,6 +339,30 @@ TEST_P(CacheTest, DownloadsOnceThenHits) {
   EXPECT_EQ(tmp_files(), 0u);
 }
 
+TEST_P(CacheTest, ADownloadAlsoFillsTheCallersFileAHitLeavesItAlone) {
+  put("datasets/a.bin", "hello, cache");
+  auto cache = open(1000);
+  ASSERT_TRUE(cache);
+  auto file = [&](const std::string& name) {
+    return ::open((tmp_.path() / name).c_str(), O_RDWR | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+  };
+  FetchOptions fo;
+  fo.tee_fd = file("mine");
+  ASSERT_GE(fo.tee_fd, 0);
+  Fetched first = fetch_ok(*cache, "datasets/a.bin", fo);
+  ::close(fo.tee_fd);
+  EXPECT_EQ(first.kind, FetchKind::kDownloaded);
+  EXPECT_TRUE(first.teed);
+  EXPECT_EQ(read_path((tmp_.path() / "mine").string()), "hello, cache");
+  EXPECT_EQ(contents(first), "hello, cache");
+  fo.tee_fd = file("again");
+  Fetched second = fetch_ok(*cache, "datasets/a.bin", fo);
+  ::close(fo.tee_fd);
+  EXPECT_EQ(second.kind, FetchKind::kHit);
+  EXPECT_FALSE(second.teed);  // the caller copies from the handle
+  EXPECT_EQ(read_path((tmp_.path() / "again").string()), "");
+}
+
 TEST_P(CacheTest, MissingObjectIsNotFoundAndNothingIsCached) {
   auto cache = open(1000);
   ASSERT_TRUE(cache);
