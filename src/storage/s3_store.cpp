@@ -66,8 +66,8 @@ struct Request {
   Hasher* hasher = nullptr;  // fed with downloaded bytes in order
   bool large = false;        // a download of megabytes: bigger receive buffer
   bool cut_on_retry = true;  // a retry cuts the file back to download_offset first
-  struct Segment* segment =
-      nullptr;  // written from 0 up to segment->end (a large get's first stream)
+  // A large get's first stream: written from 0 up to segment->end.
+  Segment* segment = nullptr;
 };
 
 std::string trim_quotes(std::string s) {
@@ -294,7 +294,7 @@ class S3Store final : public ObjectStore {
         // Its headers tell the check (as a GET's do, see on_header).
         if (opt.hasher) opt.hasher->choose(check_for(known->sha256, known->etag));
       }
-      if (known->size >= opt_.multipart_threshold) return parallel_get(key, fd, dest, *known, opt);
+      if (known->size >= opt_.multipart_threshold) return parallel_get(key, fd, *known, opt);
     }
     Request req;
     req.key = key;
@@ -576,9 +576,8 @@ class S3Store final : public ObjectStore {
   // written in place, If-Match keeps them to one version of the object, and the hash
   // follows them in order, each read back (from the page cache) once every byte before it
   // is in.
-  Result<ObjectInfo> parallel_get(const std::string& key, int fd, const std::string& dest,
-                                  const ObjectInfo& info, const GetOptions& opt) {
-    (void)dest;
+  Result<ObjectInfo> parallel_get(const std::string& key, int fd, const ObjectInfo& info,
+                                  const GetOptions& opt) {
     const std::uint64_t part = opt_.part_size;
     std::mutex mu;  // guards what follows, with part_cv
     std::condition_variable part_cv;
