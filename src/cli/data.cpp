@@ -49,7 +49,7 @@ class ProgressLine {
   ProgressFn fn() {
     return [this](std::uint64_t n) { done_.fetch_add(n, std::memory_order_relaxed); };
   }
-  void set_total(std::uint64_t bytes, std::uint64_t files) {
+  void set_total(std::uint64_t bytes, std::uint64_t files) {  // also while it is drawn
     total_ = bytes;
     files_ = files;
   }
@@ -79,23 +79,24 @@ class ProgressLine {
     double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0_).count();
     std::uint64_t d = done_.load();
     double rate = secs > 0 ? static_cast<double>(d) / secs : 0;
+    std::uint64_t total = total_, files = files_;
     std::string line = fmt::format("{:>10}", format_bytes(d));
-    if (total_ > 0) {
-      line += fmt::format(" / {} {:3.0f}%", format_bytes(total_),
-                          100.0 * static_cast<double>(d) / static_cast<double>(total_));
+    if (total > 0) {
+      line += fmt::format(" / {} {:3.0f}%", format_bytes(total),
+                          100.0 * static_cast<double>(d) / static_cast<double>(total));
     }
     line += fmt::format("  {}/s", format_bytes(static_cast<std::uint64_t>(rate)));
-    if (total_ > d && rate > 0) {
-      line += fmt::format("  ETA {:.0f}s", static_cast<double>(total_ - d) / rate);
+    if (total > d && rate > 0) {
+      line += fmt::format("  ETA {:.0f}s", static_cast<double>(total - d) / rate);
     }
-    if (files_ > 1) line += fmt::format("  ({} files)", files_);
+    if (files > 1) line += fmt::format("  ({} files)", files);
     err_ << "\r\033[K" << line << (last ? "\n" : "") << std::flush;
   }
 
   bool on_;
   std::ostream& err_;
   std::atomic<std::uint64_t> done_{0};
-  std::uint64_t total_ = 0, files_ = 0;
+  std::atomic<std::uint64_t> total_{0}, files_{0};
   std::chrono::steady_clock::time_point t0_;
   std::mutex mu_;
   std::condition_variable cv_;
@@ -484,8 +485,8 @@ int DataCommand::run(const Config& cfg, bool json_out, std::ostream& out, std::o
     to.progress = progress.fn();
     to.on_plan = [&](std::uint64_t bytes, std::uint64_t files) {
       progress.set_total(bytes, files);
-      progress.start();
     };
+    progress.start();  // (a sync down starts on the listing's first page)
     Result<TransferReport> rep = Error{};
     if (up) {
       rep = sync_up(**store, c.rules, a_, prefix, to);

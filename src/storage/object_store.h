@@ -78,6 +78,16 @@ class ObjectStore {
                                  const PutOptions& opt) = 0;
   // Every object whose key starts with `prefix`, in key order.
   virtual Result<std::vector<ObjectInfo>> list(const std::string& prefix) = 0;
+  // The same, handed out page by page as the store answers (S3: up to 1,000 keys a page),
+  // so a caller can start on one page while the next is fetched; `last` marks the last
+  // page. The default: one page.
+  using PageFn = std::function<void(std::vector<ObjectInfo>&& page, bool last)>;
+  virtual Result<bool> list_pages(const std::string& prefix, const PageFn& on_page) {
+    auto all = list(prefix);
+    if (!all) return all.error();
+    on_page(std::move(*all), true);
+    return true;
+  }
   // Deleting a missing object succeeds (as S3 does).
   virtual Result<bool> remove(const std::string& key) = 0;
 };

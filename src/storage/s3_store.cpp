@@ -13,6 +13,7 @@
 #include <chrono>
 #include <condition_variable>
 #include <cstring>
+#include <iterator>
 #include <map>
 #include <mutex>
 #include <random>
@@ -365,6 +366,16 @@ class S3Store final : public ObjectStore {
 
   Result<std::vector<ObjectInfo>> list(const std::string& prefix) override {
     std::vector<ObjectInfo> out;
+    auto r = list_pages(prefix, [&](std::vector<ObjectInfo>&& page, bool) {
+      out.insert(out.end(), std::make_move_iterator(page.begin()),
+                 std::make_move_iterator(page.end()));
+    });
+    if (!r) return r.error();
+    std::sort(out.begin(), out.end(), [](const auto& a, const auto& b) { return a.key < b.key; });
+    return out;
+  }
+
+  Result<bool> list_pages(const std::string& prefix, const PageFn& on_page) override {
     std::string token;
     for (;;) {
       Request req;
@@ -373,24 +384,25 @@ class S3Store final : public ObjectStore {
       auto res = perform(req);
       if (!res) return res.error();
       if (res->status != 200) return status_error(req, *res);
+      std::vector<ObjectInfo> page;
       for (std::string_view block : xml_blocks(res->body, "Contents")) {
         ObjectInfo i;
         i.key = xml_text(block, "Key");
         i.size = std::strtoull(xml_text(block, "Size").c_str(), nullptr, 10);
         i.etag = trim_quotes(xml_text(block, "ETag"));
         i.mtime = parse_iso_date(xml_text(block, "LastModified"));
-        out.push_back(std::move(i));
+        page.push_back(std::move(i));
       }
-      if (xml_text(res->body, "IsTruncated") != "true") break;
-      std::string next = xml_text(res->body, "NextContinuationToken");
-      if (next.empty() || next == token)
+      bool more = xml_text(res->body, "IsTruncated") == "true";
+      std::string next = more ? xml_text(res->body, "NextContinuationToken") : "";
+      if (more && (next.empty() || next == token))
         return Error{Errc::kIo,
                      fmt::format("s3://{}/{}: a truncated listing without a continuation token",
                                  bucket_, prefix)};
+      on_page(std::move(page), !more);
+      if (!more) return true;
       token = next;
     }
-    std::sort(out.begin(), out.end(), [](const auto& a, const auto& b) { return a.key < b.key; });
-    return out;
   }
 
   Result<bool> remove(const std::string& key) override {

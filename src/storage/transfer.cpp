@@ -8,7 +8,10 @@
 
 #include <algorithm>
 #include <atomic>
+#include <condition_variable>
+#include <deque>
 #include <filesystem>
+#include <iterator>
 #include <map>
 #include <mutex>
 #include <optional>
@@ -376,48 +379,94 @@ Result<TransferReport> sync_up(ObjectStore& store, const SensitivityRules& rules
 Result<TransferReport> sync_down(ObjectStore& store, Cache* cache, const std::string& prefix_in,
                                  const std::string& local_dir, const TransferOptions& opt) {
   std::string prefix = prefix_in.empty() ? "" : with_slash(prefix_in);
-  auto remote = store.list(prefix);
-  if (!remote) return remote.error();
-  TransferReport rep;
-  std::vector<const ObjectInfo*> source;  // beside rep.items
+  // Work starts on each page of the listing as it arrives (a prefix of a million keys is a
+  // thousand listing requests): the listing runs on this thread, `parallel` workers compare
+  // and download what it has handed out so far. Deques: items keep their place as more come.
+  std::deque<PlanItem> items;
+  std::deque<ObjectInfo> sources;  // beside items, for the downloads
   std::map<std::string, bool> wanted;
-  for (const auto& o : *remote) {
-    if (o.key.size() == prefix.size() || o.key.back() == '/') continue;  // folder markers
-    PlanItem item;
-    item.action = Action::kDownload;
-    item.key = o.key;
-    item.size = o.size;
-    item.local = (fs::path(local_dir) / o.key.substr(prefix.size())).lexically_normal().string();
-    // A key must not write outside the destination ("../" in a hostile bucket).
-    auto rel = fs::path(item.local).lexically_relative(fs::path(local_dir).lexically_normal());
-    if (rel.empty() || *rel.begin() == "..") {
-      item.error = fmt::format("the key {} would land outside {}", o.key, local_dir);
+  std::mutex mu;
+  std::condition_variable cv;
+  std::size_t listed = 0, next = 0;
+  bool listing_done = false;
+  std::uint64_t total = 0, files = 0;
+  const fs::path root = fs::path(local_dir).lexically_normal();
+  auto on_page = [&](std::vector<ObjectInfo>&& page, bool last) {
+    std::lock_guard lock(mu);
+    for (auto& o : page) {
+      if (o.key.size() <= prefix.size() || o.key.back() == '/') continue;  // folder markers
+      PlanItem item;
+      item.action = Action::kDownload;
+      item.key = o.key;
+      item.size = o.size;
+      item.local = (fs::path(local_dir) / o.key.substr(prefix.size())).lexically_normal().string();
+      // A key must not write outside the destination ("../" in a hostile bucket).
+      auto rel = fs::path(item.local).lexically_relative(root);
+      if (rel.empty() || *rel.begin() == "..") {
+        item.error = fmt::format("the key {} would land outside {}", o.key, local_dir);
+      } else {
+        total += item.size, ++files;
+      }
+      wanted[item.local] = true;
+      items.push_back(std::move(item));
+      sources.push_back(std::move(o));
     }
-    wanted[item.local] = true;
-    rep.items.push_back(std::move(item));
-    source.push_back(&o);
+    listed = items.size();
+    listing_done = last;
+    cv.notify_all();
+  };
+  auto work = [&] {
+    for (;;) {
+      std::unique_lock lock(mu);
+      cv.wait(lock, [&] { return next < listed || listing_done; });
+      if (next >= listed) return;
+      std::size_t i = next++;
+      PlanItem& item = items[i];
+      const ObjectInfo& source = sources[i];
+      // One object alone gets parallel ranges; among many, one stream each.
+      int parallel = listing_done && listed == 1 ? opt.parallel : 1;
+      lock.unlock();
+      if (!item.error.empty()) continue;
+      std::error_code ec;
+      auto size = fs::file_size(item.local, ec);
+      if (ec) {
+        item.reason = "new";
+      } else if (auto d = differs(store, source, item.local, size); !d) {
+        item.error = d.error().message;
+        continue;
+      } else if (d->empty()) {
+        item.action = Action::kSkip;
+        item.reason = "same";
+        if (opt.progress) opt.progress(item.size);  // counted as done
+        continue;
+      } else {
+        item.reason = *d;
+      }
+      if (opt.dry_run) continue;
+      TransferOptions one = opt;
+      one.parallel = parallel;
+      auto r = download(store, cache, &source, item.key, item.local, one);
+      if (!r) item.error = r.error().message;
+    }
+  };
+  std::vector<std::thread> workers;
+  for (int t = 0; t < std::max(1, opt.parallel); ++t) workers.emplace_back(work);
+  auto listing = store.list_pages(prefix, on_page);
+  {
+    std::lock_guard lock(mu);
+    listing_done = true;
+    if (!listing) listed = next;  // failed: the workers end with what they are doing
+    cv.notify_all();
   }
-  run_parallel(rep.items.size(), opt.parallel, [&](std::size_t i) {
-    PlanItem& item = rep.items[i];
-    if (!item.error.empty()) return;
-    std::error_code ec;
-    auto size = fs::file_size(item.local, ec);
-    if (ec) {
-      item.reason = "new";
-      return;
-    }
-    auto d = differs(store, *source[i], item.local, size);
-    if (!d) {
-      item.error = d.error().message;
-    } else if (d->empty()) {
-      item.action = Action::kSkip;
-      item.reason = "same";
-    } else {
-      item.reason = *d;
-    }
-  });
+  // Totals for the progress line once the listing is complete (downloads and comparisons).
+  if (listing && opt.on_plan) opt.on_plan(total, files);
+  for (auto& t : workers) t.join();
+  if (!listing) return listing.error();
+  TransferReport rep;
+  rep.items.assign(std::make_move_iterator(items.begin()), std::make_move_iterator(items.end()));
   std::error_code ec;
   if (opt.delete_extra && fs::is_directory(local_dir, ec)) {
+    std::size_t first_delete = rep.items.size();
     for (auto it = fs::recursive_directory_iterator(local_dir, ec); !ec && it != fs::end(it);
          it.increment(ec)) {
       if (!it->is_regular_file(ec)) continue;
@@ -430,24 +479,14 @@ Result<TransferReport> sync_down(ObjectStore& store, Cache* cache, const std::st
       item.reason = "not under " + store.describe() + "/" + prefix;
       rep.items.push_back(std::move(item));
     }
-  }
-  std::uint64_t total = 0, files = 0;
-  for (const auto& i : rep.items)
-    if (i.action == Action::kDownload && i.error.empty()) total += i.size, ++files;
-  if (opt.on_plan) opt.on_plan(total, files);
-  if (!opt.dry_run) {
-    run_parallel(rep.items.size(), opt.parallel, [&](std::size_t i) {
-      PlanItem& item = rep.items[i];
-      if (!item.error.empty()) return;
-      if (item.action == Action::kDownload) {
-        TransferOptions one = opt;
-        one.parallel = rep.items.size() > 1 ? 1 : opt.parallel;
-        auto r = download(store, cache, source[i], item.key, item.local, one);
-        if (!r) item.error = r.error().message;
-      } else if (item.action == Action::kDelete) {
+    if (!opt.dry_run) {
+      run_parallel(rep.items.size() - first_delete, opt.parallel, [&](std::size_t i) {
+        PlanItem& item = rep.items[first_delete + i];
         if (::unlink(item.local.c_str()) != 0) item.error = item.local + ": " + errno_text(errno);
-      }
-    });
+      });
+    }
+  }
+  if (!opt.dry_run) {
     for (const auto& i : rep.items)
       if (i.action == Action::kDownload && i.error.empty()) rep.bytes += i.size;
   }

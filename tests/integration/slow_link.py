@@ -4,7 +4,8 @@ connection's response bodies are paced to --rate bytes a second (one connection 
 limit, as to a cloud region). Records one JSON line per request (method, path, Range, the
 status it answered) and can fail requests once: --fail-ranged N answers the first N
 requests that carry a Range header with 503 SlowDown (S3's throttling), after
---fail-delay-ms (while the other ranges arrive).
+--fail-delay-ms (while the other ranges arrive). --delay-continued-list-ms holds every
+listing request after the first (those with a continuation-token) that long.
 
 Keep-alive; one thread per client connection, one upstream connection each. Bodies of
 requests are passed through by Content-Length (hylab's requests have no chunked bodies).
@@ -70,6 +71,8 @@ def serve(client):
             method, path = head[0].split(" ")[:2]
             body = cf.read(int(header(head, "content-length") or 0))
             rng = header(head, "range")
+            if "continuation-token=" in path:
+                time.sleep(args.delay_continued_list_ms / 1000)
             with lock:
                 fail = bool(rng) and failed < args.fail_ranged
                 failed += fail
@@ -106,6 +109,7 @@ def main():
     p.add_argument("--rate", type=float, required=True)
     p.add_argument("--fail-ranged", type=int, default=0)
     p.add_argument("--fail-delay-ms", type=float, default=0)
+    p.add_argument("--delay-continued-list-ms", type=float, default=0)
     args = p.parse_args()
     srv = socket.socket()
     srv.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)

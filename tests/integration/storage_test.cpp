@@ -159,6 +159,28 @@ class StorageTest : public ::testing::Test {
     return v;
   }
 
+  // slow_link.py in front of s3rver (see there), recording to link.rec; its port.
+  std::string start_link(Process& link, std::vector<std::string> args) {
+    std::string s3 = server_->endpoint();
+    std::ofstream(path("link.rec")).close();
+    std::vector<std::string> argv{"python3",     kSource + "/tests/integration/slow_link.py",
+                                  "--upstream",  s3.substr(s3.rfind(':') + 1),
+                                  "--port-file", path("link.port"),
+                                  "--record",    path("link.rec")};
+    argv.insert(argv.end(), args.begin(), args.end());
+    link.start(argv, path("link.log"));
+    EXPECT_TRUE(wait_until([&] { return fs::exists(path("link.port")); }));
+    return read_file(path("link.port"));
+  }
+  // The requests the link saw, in the order it answered them.
+  std::vector<boost::json::object> link_records() {
+    std::vector<boost::json::object> out;
+    std::istringstream in(read_file(path("link.rec")));
+    for (std::string line; std::getline(in, line);)
+      out.push_back(boost::json::parse(line).as_object());
+    return out;
+  }
+
   static fs::path* root_;
   static S3rver* server_;
   std::string bucket_;
@@ -526,20 +548,14 @@ TEST_F(StorageTest, ASlowStreamIsSplitIntoRangesAndAThrottledRangeIsRetriedInPla
   std::string big = random_bytes(32 << 20, 5);
   write_file(path("big.bin"), big);
   ASSERT_EQ(peer({"put", bucket_, "far/big.bin", path("big.bin")}).code, 0);
-  std::string s3 = server_->endpoint();
   Process link;
-  std::ofstream(path("link.rec")).close();
-  link.start(
-      {"python3", kSource + "/tests/integration/slow_link.py", "--upstream",
-       s3.substr(s3.rfind(':') + 1), "--port-file", path("link.port"), "--record", path("link.rec"),
-       "--rate", std::to_string(16 << 20), "--fail-ranged", "1", "--fail-delay-ms", "300"},
-      path("link.log"));
-  ASSERT_TRUE(wait_until([&] { return fs::exists(path("link.port")); }));
+  std::string port = start_link(
+      link, {"--rate", std::to_string(16 << 20), "--fail-ranged", "1", "--fail-delay-ms", "300"});
   auto use = [&](const std::string& extra) {
     write_file(path("hylab.yaml"),
                fmt::format("storage:\n  endpoint_url: http://127.0.0.1:{}\n  cache_dir: {}\n"
                            "  multipart_threshold: 5MiB\n  part_size: 5MiB\n  parallel: 4\n{}",
-                           read_file(path("link.port")), path("cache"), extra));
+                           port, path("cache"), extra));
     std::ofstream(path("link.rec"), std::ios::trunc).close();
   };
   struct Seen {
@@ -547,9 +563,7 @@ TEST_F(StorageTest, ASlowStreamIsSplitIntoRangesAndAThrottledRangeIsRetriedInPla
   };
   auto seen = [&] {
     Seen s;
-    std::istringstream in(read_file(path("link.rec")));
-    for (std::string line; std::getline(in, line);) {
-      auto v = boost::json::parse(line).as_object();
+    for (const auto& v : link_records()) {
       if (v.at("method").as_string() != "GET") continue;
       bool ranged = !v.at("range").as_string().empty();
       int status = static_cast<int>(v.at("status").as_int64());
@@ -584,6 +598,41 @@ TEST_F(StorageTest, ASlowStreamIsSplitIntoRangesAndAThrottledRangeIsRetriedInPla
   s = seen();
   EXPECT_EQ(s.whole, 1);
   EXPECT_EQ(s.ranged + s.throttled, 0);
+}
+
+TEST_F(StorageTest, DownloadsStartWhileTheListingGoesOn) {
+  // 1005 objects: two listing pages. The link holds the second page's request 700 ms; the
+  // first page's objects are downloaded meanwhile (a prefix of a million keys is a thousand
+  // pages: waiting for all of them would delay the first byte by minutes).
+  for (int i = 0; i < 1005; ++i)
+    write_file(path(fmt::format("tree/f{:04}.txt", i)), fmt::format("file {}\n", i));
+  auto r = hylab({"data", "sync", path("tree"), uri("ds"), "--parallel", "16"});
+  ASSERT_EQ(r.code, 0) << r.err;
+  Process link;
+  std::string port =
+      start_link(link, {"--rate", std::to_string(1 << 30), "--delay-continued-list-ms", "700"});
+  write_file(path("hylab.yaml"),
+             fmt::format("storage:\n  endpoint_url: http://127.0.0.1:{}\n  cache_dir: {}\n", port,
+                         path("cache")));
+  r = hylab({"data", "get", uri("ds/"), path("out"), "-o", "json"});
+  ASSERT_EQ(r.code, 0) << r.err;
+  EXPECT_EQ(json_of(r).at("downloaded").as_int64(), 1005);
+  for (int i : {0, 999, 1000, 1004})
+    EXPECT_EQ(read_file(path(fmt::format("out/f{:04}.txt", i))), fmt::format("file {}\n", i));
+  int gets_before_second_page = -1, gets = 0;
+  for (const auto& v : link_records()) {
+    std::string_view p = v.at("path").as_string();
+    if (p.find("continuation-token=") != std::string_view::npos) gets_before_second_page = gets;
+    if (v.at("method").as_string() == "GET" && p.find("list-type") == std::string_view::npos)
+      ++gets;
+  }
+  EXPECT_EQ(gets, 1005);
+  EXPECT_GT(gets_before_second_page, 0);  // the first page's downloads did not wait for it
+  // A sync down into the same folder: everything compared, nothing moves.
+  r = hylab({"data", "sync", uri("ds/"), path("out"), "-o", "json"});
+  ASSERT_EQ(r.code, 0) << r.err;
+  EXPECT_EQ(json_of(r).at("downloaded").as_int64(), 0);
+  EXPECT_EQ(json_of(r).at("skipped").as_int64(), 1005);
 }
 
 TEST_F(StorageTest, AFullDiskIsAClearErrorAndLeavesNothingBehind) {
