@@ -67,6 +67,9 @@ struct Request {
   Hasher* hasher = nullptr;  // fed with downloaded bytes in order
   bool large = false;        // a download of megabytes: bigger receive buffer
   bool cut_on_retry = true;  // a retry cuts the file back to download_offset first
+  // The answer's headers choose the hasher's check (x-amz-meta-sha256 or the MD5 ETag);
+  // off when the caller chose it from what it knew (its check will expect that one).
+  bool check_from_headers = true;
   // A large get's first stream: written from 0 up to segment->end.
   Segment* segment = nullptr;
 };
@@ -150,7 +153,8 @@ std::size_t on_header(char* data, std::size_t size, std::size_t n, void* user) {
   }
   auto colon = line.find(':');
   if (colon == std::string_view::npos) {
-    if (t->req->hasher && t->res->status == 200 && (line == "\r\n" || line == "\n")) {
+    if (t->req->hasher && t->req->check_from_headers && t->res->status == 200 &&
+        (line == "\r\n" || line == "\n")) {
       // The headers are in, the body is next: hash for the check this object allows.
       t->req->hasher->choose(
           check_for(t->res->headers["x-amz-meta-sha256"], trim_quotes(t->res->headers["etag"])));
@@ -640,7 +644,10 @@ class S3Store final : public ObjectStore {
     std::thread first([&] {
       Request req = request(0, 0);  // the whole object, stopped at seg.end
       req.segment = &seg;
+      // Hashed as it arrives, on this thread (a thread of its own reading back was slower:
+      // 2.7-2.9 s against 2.0-2.1 s for 1 GiB on tmpfs), with the check chosen from `info`.
       req.hasher = opt.hasher;
+      req.check_from_headers = false;
       auto res = perform(req);
       if (!res) return fail(res.error());
       if (res->status != 200 && res->status != 206) return fail(status_error(req, *res));
