@@ -185,22 +185,25 @@ std::size_t on_body(char* data, std::size_t size, std::size_t n, void* user) {
     t->res->body.append(data, len);
     return len;
   }
-  if (Segment* seg = t->req->segment) {
-    std::lock_guard lock(seg->mu);
+  // A segment (a large get's first stream) writes up to its end, under its lock: a split
+  // moves the end while the stream runs.
+  Segment* seg = t->req->segment;
+  std::unique_lock<std::mutex> seg_lock;
+  std::size_t take = len;
+  std::uint64_t at = t->req->download_offset + t->down_pos;
+  if (seg) {
+    seg_lock = std::unique_lock(seg->mu);
     if (seg->pos == 0) seg->first_byte = std::chrono::steady_clock::now();
-    std::size_t take = static_cast<std::size_t>(std::min<std::uint64_t>(len, seg->end - seg->pos));
-    if (!write_at(t, data, take, seg->pos)) return 0;
-    seg->pos += take;
-    if (t->req->hasher) t->req->hasher->update(data, take);
-    if (t->req->progress) t->req->progress(take);
-    if (take < len) t->stopped = true;
-    return take < len ? 0 : len;
+    take = static_cast<std::size_t>(std::min<std::uint64_t>(len, seg->end - seg->pos));
+    at = seg->pos;
   }
-  if (!write_at(t, data, len, t->req->download_offset + t->down_pos)) return 0;
-  t->down_pos += len;
-  if (t->req->hasher) t->req->hasher->update(data, len);
-  if (t->req->progress) t->req->progress(len);
-  return len;
+  if (!write_at(t, data, take, at)) return 0;
+  (seg ? seg->pos : t->down_pos) += take;
+  if (t->req->hasher) t->req->hasher->update(data, take);
+  if (t->req->progress) t->req->progress(take);
+  if (take == len) return len;
+  t->stopped = true;  // the rest is not this stream's to write: curl ends the transfer
+  return 0;
 }
 
 std::size_t on_read(char* buf, std::size_t size, std::size_t n, void* user) {

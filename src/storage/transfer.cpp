@@ -88,11 +88,10 @@ Result<ObjectInfo> download(ObjectStore& store, Cache* cache, const ObjectInfo* 
     Result<bool> d = true;
     if (!out) {
       d = deliver(*f->file, dest);
-    } else if (!f->teed) {
-      auto n = copy_fd(f->file->fd(), out->fd(), dest, f->file->offset(), f->file->length());
-      if (!n) d = n.error();
+    } else {
+      if (!f->teed) d = out->fill(*f->file);
+      if (d) d = out->commit();
     }
-    if (d && out) d = out->commit();
     if (!d) return d.error();
     ObjectInfo i;
     i.key = key;
@@ -205,6 +204,12 @@ Output::~Output() {
   if (!tmp_.empty()) ::unlink(tmp_.c_str());
 }
 
+Result<bool> Output::fill(const FileHandle& data) {
+  auto n = copy_fd(data.fd(), fd_, dest_, data.offset(), data.length());
+  if (!n) return n.error();
+  return true;
+}
+
 Result<bool> Output::commit() {
   auto rename_into_place = [&]() -> Result<bool> {
     ::close(std::exchange(fd_, -1));
@@ -250,8 +255,8 @@ Result<bool> deliver(const FileHandle& data, const std::string& dest) {
   }
   auto out = Output::open(dest);
   if (!out) return out.error();
-  auto n = copy_fd(data.fd(), out->fd(), dest, data.offset(), data.length());
-  if (!n) return n.error();
+  auto filled = out->fill(data);
+  if (!filled) return filled;
   return out->commit();
 }
 

@@ -22,7 +22,10 @@ struct TransferOptions {
   bool dry_run = false;
   bool delete_extra = false;  // sync --delete: remove what the source does not have
   ProgressFn progress;        // bytes moved
-  std::function<void(std::uint64_t bytes, std::uint64_t files)> on_plan;  // totals, once
+  // Totals, once: before the transfers for an upload; for a download of a prefix once its
+  // listing is complete (downloads start on its first page, objects found the same count as
+  // done in `progress`).
+  std::function<void(std::uint64_t bytes, std::uint64_t files)> on_plan;
 };
 
 enum class Action { kUpload, kDownload, kDelete, kSkip, kRefused };
@@ -54,8 +57,9 @@ class Output {
   Output(Output&& o) noexcept;
   Output& operator=(Output&&) = delete;
   ~Output();
-  int fd() const { return fd_; }  // open for reading and writing
-  Result<bool> commit();          // names it `dest` (replacing what is there)
+  int fd() const { return fd_; }              // open for reading and writing
+  Result<bool> fill(const FileHandle& data);  // writes the handle's bytes into it
+  Result<bool> commit();                      // names it `dest` (replacing what is there)
 
  private:
   Output() = default;
