@@ -1,0 +1,174 @@
+#include "common/http1.h"
+
+#include <gtest/gtest.h>
+
+#include <string>
+
+namespace hylab::http1 {
+namespace {
+
+struct Parsed {
+  bool done = false;
+  int status = 0;  // of the error, 0 when none
+  std::size_t used = 0;
+  std::string body;
+};
+
+// Feeds `wire` whole, then again one byte at a time: both must frame it the same way.
+Parsed parse(std::string_view wire, Limits limits = {}) {
+  Parsed whole;
+  {
+    RequestReader r(limits);
+    whole.used = r.parse(wire);
+    if (!r.done() && !r.failed()) r.eof();
+    whole.done = r.done();
+    whole.status = r.failed() ? r.error().status : 0;
+    whole.body = r.body();
+  }
+  RequestReader r(limits);
+  std::size_t used = 0;
+  for (std::size_t i = 0; i < wire.size() && !r.done() && !r.failed(); ++i) {
+    used += r.parse(wire.substr(i, 1));
+  }
+  if (!r.done() && !r.failed()) r.eof();
+  EXPECT_EQ(whole.done, r.done()) << wire;
+  EXPECT_EQ(whole.status, r.failed() ? r.error().status : 0) << wire;
+  if (r.done()) EXPECT_EQ(whole.used, used) << wire;  // after an error the connection closes
+  if (r.done()) EXPECT_EQ(whole.body, r.body()) << wire;
+  return whole;
+}
+
+TEST(RequestReader, ReadsAContentLengthRequestAndStopsAtItsEnd) {
+  std::string wire =
+      "POST /v1/embeddings HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\n\r\nhelloGET / HTTP/1.1\r\n";
+  RequestReader r;
+  std::size_t used = r.parse(wire);
+  ASSERT_TRUE(r.done());
+  EXPECT_EQ(r.method(), "POST");
+  EXPECT_EQ(r.target(), "/v1/embeddings");
+  EXPECT_EQ(r.version(), 11);
+  EXPECT_EQ(r.body(), "hello");
+  EXPECT_EQ(wire.substr(used), "GET / HTTP/1.1\r\n");
+  EXPECT_EQ(r.find("content-length").value_or(""), "5");
+  EXPECT_TRUE(r.keep_alive());
+}
+
+TEST(RequestReader, DecodesChunkedBodiesAndDropsTrailers) {
+  auto p = parse(
+      "POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n"
+      "5;name=\"a;b\";x=y\r\nhello\r\n1\r\n!\r\n0\r\nAuthorization: Bearer k\r\n\r\n");
+  EXPECT_TRUE(p.done);
+  EXPECT_EQ(p.body, "hello!");
+  RequestReader r;
+  r.parse(
+      "POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n"
+      "Authorization: Bearer k\r\n\r\n");
+  ASSERT_TRUE(r.done());
+  EXPECT_FALSE(r.find("authorization"));  // a trailer never becomes a header
+}
+
+TEST(RequestReader, RefusesTransferEncodingsThatDoNotEndInChunked) {
+  for (std::string te : {"xchunked", "gzip", "identity", "chunked, gzip", "chunked, chunked",
+                         "chunked;x=1", "\"chunked\""}) {
+    auto p = parse("POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: " + te +
+                   "\r\n\r\n5\r\nhello\r\n0\r\n\r\n");
+    EXPECT_TRUE(p.status == 400 || p.status == 501) << te << " " << p.status;
+  }
+  // Two fields are one list: the last coding decides.
+  EXPECT_EQ(parse("POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n"
+                  "Transfer-Encoding: gzip\r\n\r\n")
+                .status,
+            400);
+  EXPECT_EQ(parse("POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: gzip, chunked\r\n\r\n").status,
+            501);
+  EXPECT_TRUE(
+      parse("POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: CHUNKED\r\n\r\n0\r\n\r\n").done);
+}
+
+TEST(RequestReader, RefusesAmbiguousLengths) {
+  EXPECT_EQ(
+      parse("POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\nContent-Length: 5\r\n\r\n").status,
+      400);
+  EXPECT_EQ(parse("POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 5, 5\r\n\r\n").status, 400);
+  EXPECT_EQ(parse("POST / HTTP/1.1\r\nHost: x\r\nContent-Length: +5\r\n\r\n").status, 400);
+  EXPECT_EQ(parse("POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\n"
+                  "Transfer-Encoding: chunked\r\n\r\n")
+                .status,
+            400);
+  EXPECT_EQ(parse("POST / HTTP/1.0\r\nTransfer-Encoding: chunked\r\n\r\n").status, 400);
+}
+
+TEST(RequestReader, RefusesObsFoldBareLfAndBadCharacters) {
+  EXPECT_EQ(parse("GET / HTTP/1.1\r\nHost: x\r\nX-A: 1\r\n  folded\r\n\r\n").status, 400);
+  EXPECT_EQ(parse("GET / HTTP/1.1\nHost: x\n\n").status, 400);
+  EXPECT_EQ(parse("GET / HTTP/1.1\r\nHost: x\rX: y\r\n\r\n").status, 400);
+  EXPECT_EQ(parse("GET / HTTP/1.1\r\nHost : x\r\n\r\n").status, 400);
+  EXPECT_EQ(parse(std::string("GET / HTTP/1.1\r\nHost: x\r\nX: a\0b\r\n\r\n", 35)).status, 400);
+  EXPECT_EQ(parse("GET /a b HTTP/1.1\r\nHost: x\r\n\r\n").status, 400);
+  EXPECT_EQ(parse("GET / HTTP/1.1\r\n\r\n").status, 400);  // no Host
+  EXPECT_EQ(parse("GET / HTTP/1.1\r\nHost: a\r\nHost: b\r\n\r\n").status, 400);
+  EXPECT_EQ(parse("GET / HTTP/2.0\r\nHost: a\r\n\r\n").status, 505);
+  EXPECT_EQ(parse("BREW / HTTP/1.1\r\nHost: a\r\n\r\n").status, 501);
+  EXPECT_EQ(parse("CONNECT a:443 HTTP/1.1\r\nHost: a\r\n\r\n").status, 501);
+  EXPECT_EQ(parse("GET / HTTP/1.1\r\nHost: a\r\nExpect: tea\r\n\r\n").status, 417);
+}
+
+TEST(RequestReader, BoundsChunkExtensionsAndTrailersByTheHeaderLimit) {
+  Limits l{1024, 1 << 20};
+  std::string head = "POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n";
+  EXPECT_EQ(parse(head + "5;" + std::string(5000, 'a'), l).status, 431);
+  std::string trailers;
+  for (int i = 0; i < 200; ++i) trailers += "X-T: v\r\n";
+  EXPECT_EQ(parse(head + "0\r\n" + trailers + "\r\n", l).status, 431);
+  EXPECT_EQ(parse(head + "5 \r\nhello\r\n0\r\n\r\n").status, 400);
+  EXPECT_EQ(parse(head + "5\r\nhelloXX0\r\n\r\n").status, 400);
+  EXPECT_EQ(parse(head + "fffffffffffffffff\r\n").status, 400);
+  EXPECT_EQ(parse(head + "ffffffff\r\n", l).status, 413);
+}
+
+TEST(RequestReader, KnowsKeepAliveAndHopByHopFields) {
+  RequestReader r;
+  r.parse("GET / HTTP/1.1\r\nHost: x\r\nConnection: close, X-Secret\r\nX-Secret: 1\r\n\r\n");
+  ASSERT_TRUE(r.done());
+  EXPECT_FALSE(r.keep_alive());
+  EXPECT_TRUE(r.hop_by_hop("x-secret"));
+  EXPECT_TRUE(r.hop_by_hop("Keep-Alive"));
+  EXPECT_FALSE(r.hop_by_hop("Host"));
+  r.reset();
+  r.parse("GET / HTTP/1.0\r\n\r\n");
+  ASSERT_TRUE(r.done());
+  EXPECT_FALSE(r.keep_alive());
+  r.reset();
+  r.parse("GET / HTTP/1.0\r\nConnection: keep-alive\r\n\r\n");
+  EXPECT_TRUE(r.keep_alive());
+}
+
+TEST(RequestReader, LimitsTheHeadAndTheBody) {
+  Limits l{256, 16};
+  EXPECT_EQ(
+      parse("GET / HTTP/1.1\r\nHost: x\r\nX: " + std::string(300, 'a') + "\r\n\r\n", l).status,
+      431);
+  EXPECT_EQ(parse("POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 17\r\n\r\n", l).status, 413);
+  EXPECT_EQ(parse("POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n"
+                  "10\r\n0123456789abcdef\r\n1\r\n",
+                  l)
+                .status,
+            413);
+}
+
+TEST(RequestReader, EndsCleanlyOrNotAtEof) {
+  RequestReader r;
+  r.eof();
+  EXPECT_TRUE(r.closed());
+  RequestReader partial;
+  partial.parse("POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\n\r\nab");
+  partial.eof();
+  EXPECT_TRUE(partial.failed());
+  // Empty lines between pipelined requests are skipped, as llhttp does.
+  RequestReader lead;
+  lead.parse("\r\n\r\nGET / HTTP/1.1\r\nHost: x\r\n\r\n");
+  EXPECT_TRUE(lead.done());
+}
+
+}  // namespace
+}  // namespace hylab::http1
