@@ -4,7 +4,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-build_pkgs=(cmake ninja-build g++ pkg-config ccache
+build_pkgs=(cmake ninja-build g++ pkg-config ccache zlib1g-dev
   libyaml-cpp-dev libcli11-dev libfmt-dev libboost1.81-dev libboost-json1.81-dev
   libsqlite3-dev libssl-dev prometheus-cpp-dev libcurl4-openssl-dev)
 test_pkgs=(clang clang-format clang-tidy libclang-rt-14-dev libgtest-dev libgmock-dev git python3 openssl

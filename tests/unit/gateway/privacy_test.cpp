@@ -1,0 +1,165 @@
+#include "gateway/privacy.h"
+
+#include <gmock/gmock.h>
+#include <gtest/gtest.h>
+#include <zlib.h>
+
+#include <string>
+
+namespace hylab::gateway {
+namespace {
+
+using ::testing::HasSubstr;
+
+std::string path_of(std::string_view raw) {
+  std::string why;
+  auto t = normalize_target(raw, why);
+  return t ? t->path : "refused: " + why;
+}
+
+TEST(NormalizeTarget, ReducesEverySpellingToOnePath) {
+  EXPECT_EQ(path_of("/v1/embeddings"), "/v1/embeddings");
+  EXPECT_EQ(path_of("/v1//embeddings"), "/v1/embeddings");
+  EXPECT_EQ(path_of("/v1/%65mbeddings"), "/v1/embeddings");
+  EXPECT_EQ(path_of("/x/../v1/embeddings"), "/v1/embeddings");
+  EXPECT_EQ(path_of("/./v1/./embeddings"), "/v1/embeddings");
+  EXPECT_EQ(path_of("/%2e%2e/v1/%2E/embeddings"), "/v1/embeddings");
+  EXPECT_EQ(path_of("/../../v1/embeddings"), "/v1/embeddings");
+  EXPECT_EQ(path_of("/v1/embeddings/"), "/v1/embeddings/");
+  EXPECT_EQ(path_of("http://cloud.example/v1/embeddings?x=1"), "/v1/embeddings");
+  EXPECT_EQ(path_of("HTTPS://h"), "/");
+  EXPECT_EQ(path_of("/a%20b"), "/a%20b");
+  EXPECT_EQ(path_of("/a%3bb"), "/a%3Bb");  // one spelling of a reserved escape
+  std::string why;
+  auto t = normalize_target("/v1/x?q=%2F&b", why);
+  ASSERT_TRUE(t);
+  EXPECT_EQ(t->origin_form(), "/v1/x?q=%2F&b");  // the query is left as sent
+}
+
+TEST(NormalizeTarget, RefusesWhatCannotBeNormalisedSafely) {
+  for (std::string raw : {"/v1%2fembeddings", "/v1%2Fembeddings", "/v1%5cembeddings",
+                          "/v1\\embeddings", "/v1/%00", "/v1/%zz", "/v1/%4", "/v1/%", "v1"}) {
+    EXPECT_THAT(path_of(raw), HasSubstr("refused")) << raw;
+  }
+}
+
+struct Fixture : ::testing::Test {
+  PrivacyRules rules;
+  Fixture() {
+    rules.routes = {"/v1/embeddings", "/internal/*"};
+    rules.client_keys = {"key-of-the-clinic"};
+    rules.patterns = {"###-##-####"};
+  }
+  Verdict of(std::string_view target, std::vector<HeaderView> headers = {},
+             std::string_view body = {}) {
+    std::string why;
+    auto t = normalize_target(target, why);
+    EXPECT_TRUE(t) << target << ": " << why;
+    RequestFacts f{t ? &*t : nullptr, std::move(headers), body};
+    return classify(rules, f);
+  }
+};
+using Classify = Fixture;
+
+TEST_F(Classify, RoutesMatchEverySpellingOfTheProtectedPath) {
+  for (std::string p :
+       {"/v1/embeddings", "/v1/embeddings/", "/v1//embeddings", "/v1/%65mbeddings",
+        "/V1/EMBEDDINGS", "/x/../v1/embeddings", "/internal", "/internal/", "/Internal/x/y",
+        "/v1/embeddings;v=1", "/v1/embeddings%3Bx", "//v1/embeddings", "/v1/embeddings?x=1",
+        "http://a/v1/embeddings", "/v1/./embeddings", "/v1/embeddings/.", "/internal%3B/a"}) {
+    auto v = of(p);
+    EXPECT_TRUE(v.sensitive) << p;
+    EXPECT_THAT(v.rule, HasSubstr("route")) << p;
+  }
+  for (std::string p : {"/v1/chat/completions", "/internalx", "/v1/embeddingsx", "/"}) {
+    EXPECT_FALSE(of(p).sensitive) << p;
+  }
+}
+
+TEST_F(Classify, EveryMarkingHeaderCountsAsAList) {
+  auto marked = [&](std::vector<HeaderView> h) { return of("/v1/chat/completions", h).sensitive; };
+  EXPECT_TRUE(marked({{"X-Hylab-Data", "sensitive"}}));
+  EXPECT_TRUE(marked({{"x-hylab-data", "SENSITIVE"}}));
+  EXPECT_TRUE(marked({{"X-Hylab-Data", "public"}, {"X-Hylab-Data", "sensitive"}}));
+  EXPECT_TRUE(marked({{"X-Hylab-Data", "sensitive, pii"}}));
+  EXPECT_TRUE(marked({{"X-Hylab-Data", "public, pii"}}));
+  EXPECT_TRUE(marked({{"X-Hylab-Data", "\"sensitive\""}}));
+  EXPECT_TRUE(marked({{"X-Hylab-Data", "regulated"}}));
+  EXPECT_TRUE(marked({{"X-Hylab-Data", "secret"}}));
+  EXPECT_TRUE(marked({{"X-Hylab-Data", ""}}));
+  EXPECT_TRUE(marked({{"X_Hylab_Data", "sensitive"}}));
+  EXPECT_FALSE(marked({{"X-Hylab-Data", "public"}}));
+  EXPECT_FALSE(marked({{"X-Hylab-Data", "Internal, \"public\""}}));
+  EXPECT_FALSE(marked({}));
+}
+
+TEST_F(Classify, ClientKeysInAnySchemeCaseAndSpacing) {
+  auto keyed = [&](std::string_view name, std::string_view value) {
+    return of("/v1/chat/completions", {{name, value}}).sensitive;
+  };
+  EXPECT_TRUE(keyed("Authorization", "Bearer key-of-the-clinic"));
+  EXPECT_TRUE(keyed("authorization", "bearer key-of-the-clinic"));
+  EXPECT_TRUE(keyed("Authorization", "BEARER \t key-of-the-clinic  "));
+  EXPECT_TRUE(keyed("X-Api-Key", "key-of-the-clinic"));
+  EXPECT_TRUE(keyed("api-key", " key-of-the-clinic"));
+  EXPECT_FALSE(keyed("Authorization", "Bearer another-key"));
+  EXPECT_FALSE(keyed("Authorization", "Bearer key-of-the-clinicX"));
+  auto v = of("/", {{"Authorization", "Bearer key-of-the-clinic"}});
+  EXPECT_THAT(v.rule, ::testing::Not(HasSubstr("key-of")));  // the secret is never named
+}
+
+std::string gzip(std::string_view in, int window_bits) {
+  z_stream z{};
+  deflateInit2(&z, 6, Z_DEFLATED, window_bits, 8, Z_DEFAULT_STRATEGY);
+  std::string out(in.size() + 128, '\0');
+  z.next_in = reinterpret_cast<Bytef*>(const_cast<char*>(in.data()));
+  z.avail_in = static_cast<uInt>(in.size());
+  z.next_out = reinterpret_cast<Bytef*>(out.data());
+  z.avail_out = static_cast<uInt>(out.size());
+  deflate(&z, Z_FINISH);
+  out.resize(z.total_out);
+  deflateEnd(&z);
+  return out;
+}
+
+TEST_F(Classify, PatternsSeeThroughJsonEscapesFormsAndCompression) {
+  auto hit = [&](std::string_view body, std::vector<HeaderView> h = {}) {
+    return of("/v1/chat/completions", h, body).sensitive;
+  };
+  EXPECT_TRUE(hit(R"({"messages":[{"content":"SSN 123-45-6789"}]})"));
+  EXPECT_TRUE(hit(R"({"messages":[{"content":"SSN 123\u002d45\u002d6789"}]})"));
+  EXPECT_TRUE(hit(R"({"x":"\u0031\u0032\u0033-45-6789"})"));
+  EXPECT_TRUE(hit(R"({"123-45-6789":1})"));  // keys too
+  EXPECT_TRUE(hit("q=123%2D45%2D6789"));
+  EXPECT_TRUE(of("/v1/chat/completions?ssn=123-45-6789").sensitive);
+  EXPECT_TRUE(of("/v1/chat/completions?ssn=123%2d45%2d6789").sensitive);
+  std::string body = R"({"content":"123-45-6789"})";
+  EXPECT_TRUE(hit(gzip(body, 15 + 16), {{"Content-Encoding", "gzip"}}));
+  EXPECT_TRUE(hit(gzip(body, 15), {{"Content-Encoding", "deflate"}}));
+  EXPECT_TRUE(hit(gzip(body, -15), {{"Content-Encoding", "Deflate"}}));
+  EXPECT_TRUE(hit(gzip(gzip(body, 15 + 16), 15), {{"Content-Encoding", "gzip, deflate"}}));
+  // A body the gateway cannot read is sensitive while any pattern is configured.
+  auto v = of("/v1/chat/completions", {{"Content-Encoding", "br"}}, "\x1b\x02\x00");
+  EXPECT_TRUE(v.sensitive);
+  EXPECT_THAT(v.rule, HasSubstr("cannot read"));
+  EXPECT_TRUE(hit("not gzip at all", {{"Content-Encoding", "gzip"}}));
+  // A gzip bomb past max_body is unreadable, not decoded whole.
+  rules.max_body_bytes = 1000;
+  EXPECT_TRUE(hit(gzip(std::string(100000, 'a'), 15 + 16), {{"Content-Encoding", "gzip"}}));
+  EXPECT_FALSE(hit(R"({"content":"call 555-1234"})"));
+  EXPECT_FALSE(hit(gzip("hello", 15 + 16), {{"Content-Encoding", "gzip"}}));
+  rules.patterns.clear();
+  EXPECT_FALSE(hit("\x1b\x02", {{"Content-Encoding", "br"}}));  // nothing to look for
+}
+
+TEST_F(Classify, EgressSeesTheBytesAsSent) {
+  EXPECT_TRUE(egress_hit(rules, "POST / HTTP/1.1\r\n\r\n", R"({"a":"123-45-6789"})", ""));
+  EXPECT_TRUE(egress_hit(rules, "POST / HTTP/1.1\r\n\r\n", R"({"a":"123\u002d45-6789"})", ""));
+  EXPECT_TRUE(egress_hit(rules, "GET /?q=123-45-6789 HTTP/1.1\r\n\r\n", "", ""));
+  EXPECT_TRUE(egress_hit(rules, "POST / HTTP/1.1\r\n\r\n", gzip(R"({"a":"123-45-6789"})", 15 + 16),
+                         "gzip"));
+  EXPECT_FALSE(egress_hit(rules, "POST / HTTP/1.1\r\n\r\n", R"({"a":"hello"})", ""));
+}
+
+}  // namespace
+}  // namespace hylab::gateway
