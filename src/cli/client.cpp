@@ -12,6 +12,7 @@
 #include "cli/output.h"
 #include "common/http_client.h"
 #include "common/job_spec.h"
+#include "common/text.h"
 #include "server/serve.h"
 
 namespace hylab::cli {
@@ -95,6 +96,15 @@ std::string not_running(const std::string& url) {
       url);
 }
 
+// An API response body. Lenient about bytes that are not UTF-8: a server before 0.2
+// sent stored job names as they were, and one bad name must not make every listing fail.
+// The output functions escape what this lets through. Throws on anything not JSON.
+json::value parse_body(std::string_view body) {
+  json::parse_options lenient;
+  lenient.allow_invalid_utf8 = true;
+  return json::parse(body, {}, lenient);
+}
+
 // One API call. Prints the reason and returns nothing on failure; *code gets the exit code.
 std::optional<HttpClientResponse> call(const Target& t, const std::string& method,
                                        const std::string& path, const std::string& body,
@@ -119,16 +129,19 @@ std::optional<HttpClientResponse> call(const Target& t, const std::string& metho
 // The API's error body: {"error": "...", "diagnostics": [...]}.
 int report_error(const HttpClientResponse& r, std::ostream& err) {
   boost::system::error_code ec;
-  json::value v = json::parse(r.body, ec);
+  json::parse_options lenient;
+  lenient.allow_invalid_utf8 = true;
+  json::value v = json::parse(r.body, ec, {}, lenient);
+  // Messages quote what the user sent, which may be the very bytes that were refused.
   if (!ec && v.is_object()) {
     const auto& o = v.as_object();
     if (auto* d = o.if_contains("diagnostics"); d && d->is_array()) {
-      for (const auto& x : d->as_array()) err << x.at("text").as_string().c_str() << "\n";
+      for (const auto& x : d->as_array()) err << printable(x.at("text").as_string()) << "\n";
     }
     if (auto* e = o.if_contains("error"); e && e->is_string())
-      err << "error: " << e->as_string().c_str() << "\n";
+      err << "error: " << printable(e->as_string()) << "\n";
   } else {
-    err << fmt::format("error: HTTP {}: {}\n", r.status, r.body.substr(0, 200));
+    err << fmt::format("error: HTTP {}: {}\n", r.status, printable(r.body.substr(0, 200)));
   }
   if (r.status == 401) err << "(the token is read from $HYLAB_TOKEN or STATE_DIR/token)\n";
   if (r.status == 400) return kExitBadInput;
@@ -145,11 +158,13 @@ std::optional<json::value> get_json(const Target& t, const std::string& path, st
     *code = report_error(*r, err);
     return std::nullopt;
   }
-  return json::parse(r->body);
+  return parse_body(r->body);
 }
 
+// A value as one line of text for a person: a string stored by an older hylab may hold
+// terminal escapes, which are shown (\x1b), never obeyed.
 std::string str(const json::value& v) {
-  if (v.is_string()) return std::string(v.as_string());
+  if (v.is_string()) return printable(v.as_string());
   if (v.is_null()) return "-";
   return json::serialize(v);
 }
@@ -206,9 +221,10 @@ int cmd_run(const Config& cfg, const ClientOptions& c, const RunOptions& o, std:
                 *spec, err, &code);
   if (!r) return code;
   if (r->status != 201) return report_error(*r, err);
-  json::value v = json::parse(r->body);
+  json::value v = parse_body(r->body);
   const auto& j = v.as_object();
-  for (const auto& w : j.at("warnings").as_array()) err << w.at("text").as_string().c_str() << "\n";
+  for (const auto& w : j.at("warnings").as_array())
+    err << printable(w.at("text").as_string()) << "\n";
   std::int64_t id = j.at("id").as_int64();
   if (c.json && !o.follow) {
     out << pretty_json(v);
@@ -232,7 +248,7 @@ int cmd_run(const Config& cfg, const ClientOptions& c, const RunOptions& o, std:
   if (rc != kExitOk) return rc;
   auto fin = call(*t, "GET", fmt::format("/v1/jobs/{}", id), "", err, &code);
   if (!fin) return code;
-  json::value fv = json::parse(fin->body);
+  json::value fv = parse_body(fin->body);
   err << fmt::format("job {} {}\n", id, job_line_state(fv.as_object()));
   return str(fv.at("state")) == "succeeded" ? kExitOk : kExitFailure;
 }
@@ -251,7 +267,7 @@ int cmd_jobs(const Config& cfg, const ClientOptions& c, const JobsOptions& o, st
     auto r = call(*t, "GET", fmt::format("/v1/jobs?{}{}", query, after), "", err, &code);
     if (!r) return code;
     if (r->status != 200) return report_error(*r, err);
-    json::value v = json::parse(r->body);
+    json::value v = parse_body(r->body);
     for (auto& j : v.at("jobs").as_array()) all.push_back(std::move(j));
     const auto& next = v.at("next_after");
     if (!o.all || next.is_null()) break;
@@ -315,7 +331,7 @@ int cmd_cancel(const Config& cfg, const ClientOptions& c, const std::string& id_
   auto r = call(*t, "POST", fmt::format("/v1/jobs/{}/cancel", *id), "", err, &code);
   if (!r) return code;
   if (r->status != 200 && r->status != 202) return report_error(*r, err);
-  json::value v = json::parse(r->body);
+  json::value v = parse_body(r->body);
   if (c.json) {
     out << pretty_json(v);
   } else if (r->status == 202) {

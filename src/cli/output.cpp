@@ -5,6 +5,7 @@
 #include <boost/json.hpp>
 #include <cmath>
 
+#include "common/text.h"
 #include "common/units.h"
 
 namespace hylab::cli {
@@ -29,7 +30,15 @@ std::string money_cell(const placement::CostEstimate& c, bool local_side, bool s
 
 }  // namespace
 
-std::string columns(const std::vector<std::vector<std::string>>& rows) {
+std::string columns(const std::vector<std::vector<std::string>>& raw) {
+  // A cell is shown, never obeyed: a stored name with terminal escapes (ESC [ 2 J) or a
+  // newline would otherwise clear the screen or break the table.
+  std::vector<std::vector<std::string>> rows;
+  rows.reserve(raw.size());
+  for (const auto& r : raw) {
+    auto& row = rows.emplace_back();
+    for (const auto& cell : r) row.push_back(printable(cell));
+  }
   std::vector<std::size_t> width;
   for (const auto& r : rows) {
     if (width.size() < r.size()) width.resize(r.size(), 0);
@@ -113,6 +122,11 @@ std::string cost_text(const Decision& d) {
 }
 
 namespace {
+// A JSON string, valid UTF-8 whatever the server sent (see escape_invalid_utf8).
+std::string string_json(std::string_view s) {
+  return json::serialize(json::value(escape_invalid_utf8(s)));
+}
+
 void pretty(std::string& out, const json::value& v, int indent) {
   std::string pad(static_cast<std::size_t>(indent) * 2, ' ');
   std::string pad_in(static_cast<std::size_t>(indent + 1) * 2, ' ');
@@ -127,7 +141,7 @@ void pretty(std::string& out, const json::value& v, int indent) {
     for (const auto& kv : o) {
       if (!first) out += ",\n";
       first = false;
-      out += pad_in + json::serialize(json::value(kv.key())) + ": ";
+      out += pad_in + string_json(kv.key()) + ": ";
       pretty(out, kv.value(), indent + 1);
     }
     out += "\n" + pad + "}";
@@ -148,6 +162,8 @@ void pretty(std::string& out, const json::value& v, int indent) {
     // Boost.JSON 1.81 writes 0.9 as 9E-1; people and jq prefer the shortest decimal.
     double d = v.get_double();
     out += std::isfinite(d) ? fmt::format("{}", d) : "null";
+  } else if (v.is_string()) {
+    out += string_json(v.get_string());
   } else {
     out += json::serialize(v);
   }

@@ -19,7 +19,8 @@ std::string explain_text(const placement::Decision& d);
 std::string cost_text(const placement::Decision& d);
 std::string pretty_json(const boost::json::value& v);
 
-// Lays out rows in aligned columns (first row is the header).
+// Lays out rows in aligned columns (first row is the header), every cell escaped as
+// printable() does.
 std::string columns(const std::vector<std::vector<std::string>>& rows);
 
 }  // namespace hylab::cli

@@ -2,6 +2,7 @@
 
 #include <fmt/format.h>
 
+#include <algorithm>
 #include <charconv>
 #include <cmath>
 
@@ -259,6 +260,58 @@ void read_data(const yaml::Where& w, const YAML::Node& node, JobSpec& spec) {
   m.finish();
 }
 
+// Every string of a job spec is stored, listed, and handed to bash and the environment,
+// so each must be text: valid UTF-8 without control characters. Scripts (run, setup) and
+// environment values may hold tabs and newlines; names, paths and keys are one line.
+bool multiline_field(std::string_view path) {
+  return path == "run" || path == "setup" || path.rfind("envs.", 0) == 0;
+}
+
+// The raw text first: yaml-cpp passes bytes that are not UTF-8 through untouched, and here
+// the first one can be shown at its line and column.
+bool check_utf8(std::string_view text, const std::string& file, Diagnostics& diag) {
+  auto bad = first_invalid_utf8(text);
+  if (!bad) return true;
+  std::string_view before = text.substr(0, *bad);
+  auto line = static_cast<int>(std::count(before.begin(), before.end(), '\n')) + 1;
+  auto nl = before.rfind('\n');
+  auto column =
+      static_cast<int>(nl == std::string_view::npos ? before.size() + 1 : before.size() - nl);
+  diag.error(file, line, column, "",
+             fmt::format("byte 0x{:02x} is not valid UTF-8: a job spec must be UTF-8 text",
+                         static_cast<unsigned char>(text[*bad])));
+  return false;
+}
+
+// Then every parsed scalar, keys included: escapes in quoted strings ("\e", "\x9b") make
+// characters the raw text does not show.
+void check_strings(const yaml::Where& w, const YAML::Node& n, const std::string& path) {
+  auto check = [&](const YAML::Node& at, const std::string& key, bool multiline) {
+    if (auto fault = find_text_fault(at.Scalar(), multiline)) {
+      yaml::error_at(w, at, key.empty() ? "(top level)" : key,
+                     fmt::format("{} at byte {}: {}", fault->message, fault->offset,
+                                 multiline ? "only tab and newline may appear in a script or "
+                                             "an environment value"
+                                           : "this value must be one line of text"));
+    }
+  };
+  if (n.IsScalar()) {
+    check(n, path, multiline_field(path));
+  } else if (n.IsSequence()) {
+    std::size_t i = 0;
+    for (const auto& item : n) check_strings(w, item, fmt::format("{}[{}]", path, i++));
+  } else if (n.IsMap()) {
+    for (const auto& kv : n) {
+      if (!kv.first.IsScalar()) continue;  // MapReader reports it
+      // Escaped: the path is printed in the message, and this key may be the bad string.
+      std::string name = printable(kv.first.Scalar());
+      std::string key = path.empty() ? name : path + "." + name;
+      check(kv.first, key, /*multiline=*/false);
+      check_strings(w, kv.second, key);
+    }
+  }
+}
+
 std::string file_stem(const std::string& path) {
   auto slash = path.find_last_of('/');
   std::string base = slash == std::string::npos ? path : path.substr(slash + 1);
@@ -277,9 +330,11 @@ std::optional<JobSpec> load_job_spec_text(std::string_view text, const std::stri
                            kMaxJobSpecBytes));
     return std::nullopt;
   }
+  if (!check_utf8(text, file, diag)) return std::nullopt;
   auto doc = yaml::parse(text, file, diag);
   if (!doc) return std::nullopt;
   yaml::Where w{file, diag};
+  check_strings(w, *doc, "");
   JobSpec spec;
   spec.file = file;
   yaml::MapReader top(w, *doc, "");

@@ -1,7 +1,11 @@
 #include "common/text.h"
 
+#include <fmt/format.h>
+
 #include <algorithm>
+#include <array>
 #include <cctype>
+#include <cstdint>
 
 namespace hylab {
 
@@ -112,5 +116,115 @@ std::string quote(std::string_view s) {
   out += "'";
   return out;
 }
+
+namespace {
+
+// The length of the well-formed UTF-8 sequence at s[i] (Unicode 15, table 3-7), with its
+// code point in `cp`; 0 when the bytes there are not one. The second byte's range is what
+// rules out overlong forms (E0, F0), surrogates (ED) and code points past U+10FFFF (F4).
+std::size_t utf8_sequence(std::string_view s, std::size_t i, char32_t& cp) {
+  auto byte = [&](std::size_t k) { return static_cast<unsigned char>(s[i + k]); };
+  unsigned char b0 = byte(0);
+  if (b0 < 0x80) {
+    cp = b0;
+    return 1;
+  }
+  std::size_t len = 0;
+  unsigned char lo = 0x80, hi = 0xbf;  // the allowed range of the second byte
+  if (b0 >= 0xc2 && b0 <= 0xdf) {
+    len = 2;
+  } else if (b0 >= 0xe0 && b0 <= 0xef) {
+    len = 3;
+    if (b0 == 0xe0) lo = 0xa0;
+    if (b0 == 0xed) hi = 0x9f;
+  } else if (b0 >= 0xf0 && b0 <= 0xf4) {
+    len = 4;
+    if (b0 == 0xf0) lo = 0x90;
+    if (b0 == 0xf4) hi = 0x8f;
+  } else {
+    return 0;  // a continuation byte, C0/C1 (always overlong) or F5-FF (past U+10FFFF)
+  }
+  if (i + len > s.size()) return 0;
+  if (byte(1) < lo || byte(1) > hi) return 0;
+  for (std::size_t k = 2; k < len; ++k) {
+    if (byte(k) < 0x80 || byte(k) > 0xbf) return 0;
+  }
+  cp = b0 & (0xff >> (len + 1));
+  for (std::size_t k = 1; k < len; ++k) cp = (cp << 6) | (byte(k) & 0x3f);
+  return len;
+}
+
+bool is_control(char32_t cp) { return cp < 0x20 || cp == 0x7f || (cp >= 0x80 && cp <= 0x9f); }
+
+std::string control_name(char32_t cp) {
+  static constexpr std::array<std::string_view, 32> kC0 = {
+      "NUL", "SOH", "STX", "ETX", "EOT", "ENQ", "ACK", "BEL", "BS",  "TAB", "LF",
+      "VT",  "FF",  "CR",  "SO",  "SI",  "DLE", "DC1", "DC2", "DC3", "DC4", "NAK",
+      "SYN", "ETB", "CAN", "EM",  "SUB", "ESC", "FS",  "GS",  "RS",  "US"};
+  std::string_view name = cp < 0x20 ? kC0[cp] : cp == 0x7f ? "DEL" : "C1";
+  return fmt::format("U+{:04X} ({})", static_cast<std::uint32_t>(cp), name);
+}
+
+}  // namespace
+
+std::optional<std::size_t> first_invalid_utf8(std::string_view s) {
+  char32_t cp = 0;
+  for (std::size_t i = 0; i < s.size();) {
+    std::size_t n = utf8_sequence(s, i, cp);
+    if (n == 0) return i;
+    i += n;
+  }
+  return std::nullopt;
+}
+
+bool valid_utf8(std::string_view s) { return !first_invalid_utf8(s); }
+
+std::optional<TextFault> find_text_fault(std::string_view s, bool multiline) {
+  char32_t cp = 0;
+  for (std::size_t i = 0; i < s.size();) {
+    std::size_t n = utf8_sequence(s, i, cp);
+    if (n == 0) {
+      return TextFault{
+          i, fmt::format("byte 0x{:02x} is not valid UTF-8", static_cast<unsigned char>(s[i]))};
+    }
+    if (is_control(cp) && !(multiline && (cp == '\t' || cp == '\n'))) {
+      return TextFault{i, "control character " + control_name(cp)};
+    }
+    i += n;
+  }
+  return std::nullopt;
+}
+
+namespace {
+// One pass for both escapes: `controls` also escapes what a terminal would act on.
+std::string escape(std::string_view s, bool controls) {
+  std::string out;
+  out.reserve(s.size());
+  char32_t cp = 0;
+  for (std::size_t i = 0; i < s.size();) {
+    std::size_t n = utf8_sequence(s, i, cp);
+    if (n == 0) {
+      out += fmt::format("\\x{:02x}", static_cast<unsigned char>(s[i]));
+      ++i;
+      continue;
+    }
+    if (controls && is_control(cp)) {
+      out += cp < 0x80 ? fmt::format("\\x{:02x}", static_cast<std::uint32_t>(cp))
+                       : fmt::format("\\u{:04x}", static_cast<std::uint32_t>(cp));
+    } else {
+      out.append(s.substr(i, n));
+    }
+    i += n;
+  }
+  return out;
+}
+}  // namespace
+
+std::string escape_invalid_utf8(std::string_view s) {
+  if (valid_utf8(s)) return std::string(s);  // the common case: no copy through escape()
+  return escape(s, /*controls=*/false);
+}
+
+std::string printable(std::string_view s) { return escape(s, /*controls=*/true); }
 
 }  // namespace hylab

@@ -35,7 +35,11 @@ double next_day(double t) {
 // The lab's running cost of a local job per hour, from its placement decision.
 double local_usd_per_hour(const std::string& decision) {
   boost::system::error_code ec;
-  json::value v = json::parse(decision, ec);
+  // Lenient: a decision stored before job names were checked may name its job with bytes
+  // that are not UTF-8, and its cost is still its cost.
+  json::parse_options lenient;
+  lenient.allow_invalid_utf8 = true;
+  json::value v = json::parse(decision, ec, {}, lenient);
   if (ec || !v.is_object()) return 0;
   const json::value* local = v.find_pointer("/cost/local", ec);
   if (!local || !local->is_object()) return 0;

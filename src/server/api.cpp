@@ -54,7 +54,32 @@ json::value time_json(std::optional<double> t) {
                                  tm.tm_mon + 1, tm.tm_mday, tm.tm_hour, tm.tm_min, tm.tm_sec, ms));
 }
 
-HttpResponse json_response(int status, const json::value& v) {
+// Rows stored before strings were checked (or by an older hylab) may hold bytes that are
+// not UTF-8. Boost.JSON serialises them raw, and every strict parser, Boost.JSON's own
+// included, then refuses the whole document: one bad job name broke every listing. So
+// each string and key leaves as valid UTF-8, its bad bytes written as \xNN.
+void make_valid_utf8(json::value& v) {
+  if (v.is_string()) {
+    if (!valid_utf8(v.get_string())) v = escape_invalid_utf8(v.get_string());
+  } else if (v.is_array()) {
+    for (auto& x : v.get_array()) make_valid_utf8(x);
+  } else if (v.is_object()) {
+    auto& o = v.get_object();
+    bool bad_key = false;
+    for (auto& kv : o) {
+      bad_key = bad_key || !valid_utf8(kv.key());
+      make_valid_utf8(kv.value());
+    }
+    if (bad_key) {
+      json::object fixed;
+      for (auto& kv : o) fixed[escape_invalid_utf8(kv.key())] = std::move(kv.value());
+      o = std::move(fixed);
+    }
+  }
+}
+
+HttpResponse json_response(int status, json::value v) {
+  make_valid_utf8(v);
   HttpResponse r;
   r.status = status;
   r.body = json::serialize(v) + "\n";
@@ -63,12 +88,17 @@ HttpResponse json_response(int status, const json::value& v) {
 
 HttpResponse error(int status, std::string_view message, json::object extra = {}) {
   extra["error"] = message;
-  return json_response(status, extra);
+  return json_response(status, std::move(extra));
 }
 
+// A stored JSON column. It may hold bytes that are not UTF-8 (a decision naming a job
+// stored before names were checked): read anyway, json_response escapes them on the way
+// out, where a strict parse made the whole decision read back as null.
 json::value parse_or_null(const std::string& s) {
   boost::system::error_code ec;
-  json::value v = json::parse(s, ec);
+  json::parse_options lenient;
+  lenient.allow_invalid_utf8 = true;
+  json::value v = json::parse(s, ec, {}, lenient);
   return ec ? json::value(nullptr) : v;
 }
 
@@ -173,13 +203,11 @@ class LogStream {
 
 }  // namespace
 
-Api::Api(const Config& cfg, store::Store& store, exec::Executor& executor, std::string token,
-         std::string token_path)
+Api::Api(const Config& cfg, store::Store& store, exec::Executor& executor, std::string token)
     : cfg_(cfg),
       store_(store),
       executor_(executor),
       token_(std::move(token)),
-      token_path_(std::move(token_path)),
       started_at_(now_seconds()) {}
 
 HttpResponse Api::handle(const HttpRequest& req) {
@@ -206,11 +234,15 @@ HttpResponse Api::route(const HttpRequest& req, std::string& label) {
           : std::string_view();
   if (!constant_time_equal(given, token_)) {
     label = "unauthorized";
+    // Says how to authenticate, not where the token lives: whoever asks without it may be
+    // anyone who reaches the port, and the server's filesystem layout is none of theirs.
     HttpResponse r = error(
         401, auth.empty() ? "missing bearer token: send 'Authorization: Bearer TOKEN' with the "
-                            "token from " +
-                                token_path_
-                          : "wrong bearer token: use the token from " + token_path_);
+                            "token hylab serve created at its first start (hylab clients on "
+                            "its machine find it themselves, or take it from $HYLAB_TOKEN)"
+                          : "wrong bearer token: send the token hylab serve created at its "
+                            "first start (hylab clients on its machine find it themselves, or "
+                            "take it from $HYLAB_TOKEN)");
     r.headers.emplace_back("WWW-Authenticate", "Bearer");
     return r;
   }
@@ -286,6 +318,14 @@ Parsed parse_spec(const HttpRequest& req, const Catalog& catalog) {
   Parsed p;
   auto f = req.query.find("file");
   p.file = f == req.query.end() || f->second.empty() ? "request body" : f->second;
+  // The file name is stored with the job and starts every message about it.
+  if (auto fault = find_text_fault(p.file, /*multiline=*/false)) {
+    p.file = printable(p.file);
+    p.diag.error("request", 0, 0, "file",
+                 fmt::format("the ?file= parameter is not one line of text: {} at byte {}",
+                             fault->message, fault->offset));
+    return p;
+  }
   if (req.body.empty()) {
     p.diag.error(p.file, 0, 0, "", "the request body is empty: send the job spec as YAML or JSON");
     return p;
@@ -305,7 +345,7 @@ HttpResponse Api::place(const HttpRequest& req) {
   auto d = placement::decide(*p.spec, cfg_);
   json::object o = placement::decision_json(d);
   o["warnings"] = diagnostics_json(p.diag);
-  return json_response(200, o);
+  return json_response(200, std::move(o));
 }
 
 HttpResponse Api::submit(const HttpRequest& req) {
@@ -336,6 +376,10 @@ HttpResponse Api::submit(const HttpRequest& req) {
             400, fmt::format("workdir '{}' is relative: submit with ?base=/absolute/dir (hylab run "
                              "does) or give an absolute path",
                              workdir));
+      }
+      if (auto fault = find_text_fault(base->second, /*multiline=*/false)) {
+        return error(400, fmt::format("the ?base= parameter is not one line of text: {} at byte {}",
+                                      fault->message, fault->offset));
       }
       workdir = base->second + "/" + workdir;
     }
@@ -376,7 +420,7 @@ HttpResponse Api::submit(const HttpRequest& req) {
   if (!stored) return error(500, stored.error().message);
   json::object o = job_json(*stored);
   o["warnings"] = diagnostics_json(p.diag);
-  HttpResponse r = json_response(201, o);
+  HttpResponse r = json_response(201, std::move(o));
   r.headers.emplace_back("Location", fmt::format("/v1/jobs/{}", *id));
   return r;
 }
@@ -486,7 +530,7 @@ HttpResponse Api::list(const HttpRequest& req) {
   json::object out;
   out["jobs"] = std::move(arr);
   out["next_after"] = more ? json::value(jobs->back().id) : json::value(nullptr);
-  return json_response(200, out);
+  return json_response(200, std::move(out));
 }
 
 HttpResponse Api::get(std::int64_t id) {

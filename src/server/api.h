@@ -16,8 +16,7 @@ namespace hylab::server {
 
 class Api {
  public:
-  Api(const Config& cfg, store::Store& store, exec::Executor& executor, std::string token,
-      std::string token_path);
+  Api(const Config& cfg, store::Store& store, exec::Executor& executor, std::string token);
   HttpResponse handle(const HttpRequest& req);
   void set_url(std::string url) { url_ = std::move(url); }
 
@@ -38,7 +37,6 @@ class Api {
   store::Store& store_;
   exec::Executor& executor_;
   std::string token_;
-  std::string token_path_;
   std::string url_;
   double started_at_;
   telemetry::ServerMetrics metrics_;

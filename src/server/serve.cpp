@@ -147,7 +147,7 @@ int run_serve(const Config& cfg, const ServeOptions& opts, std::ostream& out, st
   exec::Router executor(**store, local, cloud);
   executor.recover();
 
-  Api api(cfg, **store, executor, *token, token_path(dir));
+  Api api(cfg, **store, executor, *token);
   HttpServer http(ioc, hopts, [&api](const HttpRequest& r) { return api.handle(r); });
   auto port = http.start();
   if (!port) {

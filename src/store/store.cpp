@@ -1,9 +1,14 @@
 #include "store/store.h"
 
+#include <fcntl.h>
 #include <fmt/format.h>
 #include <sqlite3.h>
+#include <sys/stat.h>
+#include <unistd.h>
 
 #include <array>
+#include <cerrno>
+#include <cstring>
 
 namespace hylab::store {
 
@@ -199,7 +204,34 @@ Result<std::vector<JobRecord>> collect(Stmt& st, sqlite3* db) {
 
 }  // namespace
 
+namespace {
+
+// The database holds every job's spec and environment: readable by its owner only. The
+// file is made here, mode 0600 whatever the umask, and an existing one (from a version
+// that let SQLite create it 0644) is narrowed. SQLite gives the -wal and -shm files it
+// creates the database file's mode; ones already there are narrowed too.
+Result<bool> make_private(const std::string& path) {
+  int fd = ::open(path.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0600);
+  if (fd < 0 || ::fchmod(fd, 0600) != 0) {
+    std::string why = std::strerror(errno);
+    if (fd >= 0) ::close(fd);
+    return Error{Errc::kIo, fmt::format("cannot create the state database {}: {}", path, why)};
+  }
+  ::close(fd);
+  for (const char* suffix : {"-wal", "-shm"}) {
+    std::string side = path + suffix;
+    if (::chmod(side.c_str(), 0600) != 0 && errno != ENOENT) {
+      return Error{Errc::kIo,
+                   fmt::format("cannot make {} private: {}", side, std::strerror(errno))};
+    }
+  }
+  return true;
+}
+
+}  // namespace
+
 Result<std::unique_ptr<Store>> Store::open(const std::string& path) {
+  if (auto p = make_private(path); !p) return p.error();
   sqlite3* db = nullptr;
   int rc = sqlite3_open_v2(
       path.c_str(), &db, SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_NOMUTEX, nullptr);

@@ -72,7 +72,8 @@ struct StateCount {
 
 class Store {
  public:
-  // Opens (creating if needed) the database and brings its schema up to date.
+  // Opens (creating if needed) the database, readable by its owner only (0600, with its
+  // -wal and -shm files), and brings its schema up to date.
   static Result<std::unique_ptr<Store>> open(const std::string& path);
   ~Store();
   Store(const Store&) = delete;

@@ -3,7 +3,9 @@
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
 #include <netinet/in.h>
+#include <sqlite3.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
 
 #include <atomic>
 #include <fstream>
@@ -11,6 +13,7 @@
 #include <set>
 #include <thread>
 
+#include "common/text.h"
 #include "exec/local/process.h"
 #include "serve_harness.h"
 
@@ -244,6 +247,12 @@ TEST(ServeAuth, TokenRequiredEverywhereButHealthz) {
   EXPECT_EQ(wrong.status, 401);
   EXPECT_THAT(wrong.body, HasSubstr("wrong bearer token"));
   EXPECT_THAT(wrong.body, ::testing::Not(HasSubstr(s.token())));
+  // Says how to authenticate, never where anything is on the server's disk.
+  for (const auto* r : {&none, &wrong}) {
+    EXPECT_THAT(r->body, HasSubstr("$HYLAB_TOKEN"));
+    EXPECT_THAT(json::parse(r->body).at("error").as_string().c_str(), Not(HasSubstr("/")));
+    EXPECT_THAT(r->body, Not(HasSubstr(s.state_dir())));
+  }
   EXPECT_EQ(s.request("GET", "/metrics", "", std::string()).status, 401);
   // The token file is private.
   struct stat st {};
@@ -324,6 +333,192 @@ TEST(ServeCrash, KilledServerAdoptsRunningJobsAndMarksVanishedOnesLost) {
   touch(s.path("release"));
   ASSERT_TRUE(s.wait_state(survivor, "succeeded"));
   EXPECT_THAT(s.log(survivor), HasSubstr("done survivor"));
+}
+
+// ---- input that cannot break readers ----
+
+// Rewrites job `id` in the state database as an older hylab stored it, before names were
+// checked: `name` (which replaces `old`) in the name column and in the stored decision.
+void store_name_as_an_older_hylab(const ServeHarness& s, std::int64_t id, const std::string& old,
+                                  const std::string& name) {
+  sqlite3* db = nullptr;
+  ASSERT_EQ(sqlite3_open((s.state_dir() + "/hylab.db").c_str(), &db), SQLITE_OK);
+  sqlite3_stmt* st = nullptr;
+  ASSERT_EQ(sqlite3_prepare_v2(db,
+                               "UPDATE jobs SET name = ?1, decision = replace(decision, ?2, ?4) "
+                               "WHERE id = ?3",
+                               -1, &st, nullptr),
+            SQLITE_OK);
+  // SQLite stores text as given, UTF-8 or not, as an older hylab's insert did.
+  sqlite3_bind_text(st, 1, name.data(), static_cast<int>(name.size()), SQLITE_TRANSIENT);
+  std::string quoted = "\"" + old + "\"";
+  sqlite3_bind_text(st, 2, quoted.c_str(), -1, SQLITE_TRANSIENT);
+  sqlite3_bind_int64(st, 3, id);
+  // In the decision as Boost.JSON wrote it then: bytes that are not UTF-8 raw, ESC as \u001b.
+  std::string in_json = json::serialize(json::value(name));
+  sqlite3_bind_text(st, 4, in_json.data(), static_cast<int>(in_json.size()), SQLITE_TRANSIENT);
+  EXPECT_EQ(sqlite3_step(st), SQLITE_DONE);
+  sqlite3_finalize(st);
+  sqlite3_close(db);
+}
+
+struct Ran {
+  int code;
+  std::string out;
+};
+
+Ran hylab_cli(const std::string& args) {
+  std::string cmd = std::string(HYLAB_BINARY) + " " + args + " 2>&1";
+  FILE* p = ::popen(cmd.c_str(), "r");
+  std::string out;
+  char buf[4096];
+  std::size_t n;
+  while ((n = std::fread(buf, 1, sizeof buf, p)) > 0) out.append(buf, n);
+  int status = ::pclose(p);
+  return {WIFEXITED(status) ? WEXITSTATUS(status) : -1, out};
+}
+
+// Regression: a job name with bytes that are not UTF-8, stored by an older hylab, made
+// its decision read back as null and every listing fail, for every user; a name with
+// terminal escapes was printed raw in `hylab jobs`.
+TEST(ServeInput, StoredNamesThatAreNotTextAreShownEscapedAndListingsWork) {
+  ServeHarness s;
+  s.start();
+  std::int64_t bad = s.submit("name: placeholder-one\ncategory: development\nrun: echo a\n");
+  std::int64_t good = s.submit("name: fine\ncategory: development\nrun: echo b\n");
+  ASSERT_TRUE(s.wait_state(bad, "succeeded"));
+  ASSERT_TRUE(s.wait_state(good, "succeeded"));
+  s.stop();
+  const std::string stored = "bad\xff\xfe\x1b[31mred\xc2\x9b";
+  store_name_as_an_older_hylab(s, bad, "placeholder-one", stored);
+  s.start();
+
+  // The API: valid UTF-8 documents, the bad bytes as \xNN, the controls as JSON escapes.
+  auto list = s.request("GET", "/v1/jobs");
+  ASSERT_EQ(list.status, 200);
+  EXPECT_TRUE(valid_utf8(list.body));
+  json::value jobs = json::parse(list.body);  // strict: as any client parses
+  ASSERT_EQ(jobs.at("jobs").as_array().size(), 2u);
+  const std::string shown = "bad\\xff\\xfe\x1b[31mred\xc2\x9b";
+  EXPECT_EQ(jobs.at("jobs").at(0).at("name").as_string(), shown);
+  EXPECT_EQ(jobs.at("jobs").at(1).at("name").as_string(), "fine");
+  auto one = s.request("GET", "/v1/jobs/" + std::to_string(bad));
+  ASSERT_EQ(one.status, 200);
+  json::value job = json::parse(one.body);
+  ASSERT_TRUE(job.at("decision").is_object()) << one.body;  // was null
+  EXPECT_EQ(job.at("decision").at("name").as_string(), shown);
+  auto cost = s.request("GET", "/v1/cost");
+  ASSERT_EQ(cost.status, 200);
+  EXPECT_TRUE(valid_utf8(cost.body));
+  EXPECT_NO_THROW(json::parse(cost.body));
+
+  // The CLI: the table shows the escapes, never the bytes a terminal would act on.
+  std::string cfg = " --config " + s.config();
+  Ran table = hylab_cli("jobs" + cfg);
+  EXPECT_EQ(table.code, 0) << table.out;
+  EXPECT_THAT(table.out, HasSubstr("bad\\xff\\xfe\\x1b[31mred\\u009b"));
+  EXPECT_THAT(table.out, HasSubstr("fine"));
+  EXPECT_EQ(table.out.find('\x1b'), std::string::npos);
+  EXPECT_TRUE(valid_utf8(table.out));
+  Ran as_json = hylab_cli("jobs -o json" + cfg);
+  EXPECT_EQ(as_json.code, 0) << as_json.out;
+  EXPECT_EQ(json::parse(as_json.out).at(0).at("name").as_string(), shown);
+  Ran report = hylab_cli("cost report" + cfg);
+  EXPECT_EQ(report.code, 0) << report.out;
+  EXPECT_THAT(report.out, HasSubstr("bad\\xff\\xfe\\x1b[31mred"));
+  EXPECT_EQ(report.out.find('\x1b'), std::string::npos);
+}
+
+TEST(ServeInput, SpecStringsThatAreNotTextAreRefusedNamingTheField) {
+  ServeHarness s;
+  s.start();
+  auto diagnostics = [](const HttpClientResponse& r) {
+    return json::parse(r.body).at("diagnostics").as_array();
+  };
+  auto escape = s.request("POST", "/v1/jobs?file=job.yaml", "name: \"x\\e[2J\"\nrun: echo\n");
+  EXPECT_EQ(escape.status, 400);
+  ASSERT_EQ(diagnostics(escape).size(), 1u);
+  EXPECT_EQ(diagnostics(escape).at(0).at("key").as_string(), "name");
+  EXPECT_THAT(escape.body, HasSubstr("job.yaml:1:7: error: name: control character U+001B (ESC)"));
+  auto raw = s.request("POST", "/v1/jobs?file=job.yaml", "run: echo\nname: caf\xff\n");
+  EXPECT_EQ(raw.status, 400);
+  EXPECT_TRUE(valid_utf8(raw.body));
+  EXPECT_THAT(raw.body, HasSubstr("job.yaml:2:10: error: byte 0xff is not valid UTF-8"));
+  auto env = s.request("POST", "/v1/jobs", "envs: {K: \"\\x9b\"}\nrun: echo\n");
+  EXPECT_EQ(env.status, 400);
+  EXPECT_EQ(diagnostics(env).at(0).at("key").as_string(), "envs.K");
+  auto file = s.request("POST", "/v1/jobs?file=a%1bb.yaml", "run: echo\n");
+  EXPECT_EQ(file.status, 400);
+  EXPECT_EQ(diagnostics(file).at(0).at("key").as_string(), "file");
+  // Nothing refused was stored.
+  EXPECT_TRUE(s.get_json("/v1/jobs").at("jobs").as_array().empty());
+  // A script keeps its tabs and lines.
+  std::int64_t ok = s.submit("name: ok\ncategory: development\nrun: |\n  echo a\n  \techo b\n");
+  EXPECT_TRUE(s.wait_state(ok, "succeeded"));
+}
+
+TEST(ServeInput, StateDatabaseIsPrivateWhateverTheUmask) {
+  ServeHarness s;
+  mode_t old = ::umask(0);  // inherited by serve: SQLite alone would make the file 0644
+  s.start();
+  ::umask(old);
+  std::int64_t id = s.submit("name: a\ncategory: development\nrun: echo a\n");
+  ASSERT_TRUE(s.wait_state(id, "succeeded"));
+  auto mode = [&](const std::string& name) {
+    struct stat st {};
+    return ::stat((s.state_dir() + "/" + name).c_str(), &st) == 0 ? st.st_mode & 0777 : 01000;
+  };
+  EXPECT_EQ(mode("hylab.db"), 0600u);
+  EXPECT_EQ(mode("hylab.db-wal"), 0600u);
+  EXPECT_EQ(mode("hylab.db-shm"), 0600u);
+  // One an older hylab left readable by everyone is narrowed at the next start.
+  s.stop();
+  ::chmod((s.state_dir() + "/hylab.db").c_str(), 0644);
+  s.start();
+  EXPECT_EQ(mode("hylab.db"), 0600u);
+}
+
+// ---- lost jobs stop ----
+
+TEST(ServeCrash, LostJobsProcessGroupIsKilledBeforeItsGpusAreFreed) {
+  ServeHarness s;
+  s.start();
+  std::string pid_file = s.path("job.pid");
+  std::int64_t orphan = s.submit(
+      "name: orphan\ncategory: development\n"
+      "resources: {accelerators: RTX4090:2}\n"
+      "run: |\n  echo $$ > " +
+      pid_file + ".tmp\n  mv " + pid_file + ".tmp " + pid_file + "\n  exec sleep 1000\n");
+  ASSERT_TRUE(s.wait_state(orphan, "running"));
+  pid_t job_pid = 0;
+  auto is_sleep = [&] {
+    auto text = read_text_file(pid_file, 64);
+    if (!text) return false;
+    job_pid = static_cast<pid_t>(std::stol(*text));
+    auto cmd = read_text_file("/proc/" + std::to_string(job_pid) + "/cmdline", 4096);
+    return cmd && cmd->rfind("sleep", 0) == 0;
+  };
+  ASSERT_TRUE(wait_until(is_sleep));
+  auto shim = static_cast<pid_t>(s.job(orphan).at("pid").as_int64());
+  // serve goes, then the shim while serve is down: nobody supervises the sleep any more.
+  s.stop(SIGKILL);
+  ::kill(shim, SIGKILL);
+  ASSERT_TRUE(wait_until([&] { return !exec::local::process_start_time(shim); }));
+  ASSERT_TRUE(exec::local::process_start_time(job_pid)) << "the job should outlive its shim";
+
+  s.start();
+  // Stopped before the server answers: its start (and with it the GPUs' release) waited.
+  EXPECT_FALSE(exec::local::process_start_time(job_pid)) << "the job's sleep still runs";
+  json::object j = s.job(orphan);
+  EXPECT_EQ(j.at("state").as_string(), "lost");
+  EXPECT_THAT(std::string(j.at("reason").as_string()),
+              HasSubstr(fmt::format("its supervisor (pid {}) was gone when hylab serve started; "
+                                    "its process group {} was killed (1 process)",
+                                    shim, job_pid)));
+  EXPECT_EQ(s.get_json("/v1/inventory").at("used").as_int64(), 0);
+  std::int64_t next = s.submit(
+      "name: next\ncategory: development\nresources: {accelerators: RTX4090:2}\nrun: echo next\n");
+  ASSERT_TRUE(s.wait_state(next, "succeeded"));
 }
 
 TEST(ServeConcurrency, ParallelSubmissionsLoseAndDuplicateNothing) {

@@ -39,6 +39,10 @@ double now_seconds() {
 
 int pidfd_open(pid_t pid) { return static_cast<int>(::syscall(SYS_pidfd_open, pid, 0)); }
 
+// How long the processes of a job whose shim is gone may take to die after SIGKILL (they
+// may be in the middle of a driver call) before serve starts without them.
+constexpr std::chrono::milliseconds kOrphanKillDeadline{5000};
+
 struct Allocation {
   enum class Kind { kNow, kWait, kNever } kind = Kind::kNever;
   std::vector<std::size_t> gpus;  // indexes into Inventory::gpus
@@ -79,6 +83,7 @@ class LocalExecutor::Impl {
 
   void recover() {
     auto running = store_.jobs_in_state(JobState::kRunning);
+    std::vector<JobRecord> orphans;  // their shims are gone
     if (running) {
       for (auto& job : *running) {
         if (job.environment == "cloud") continue;  // the cloud executor's
@@ -95,21 +100,12 @@ class LocalExecutor::Impl {
         }
         if (pid > 0 && job.pid_start && same_process(pid, *job.pid_start)) {
           watch(job.id, pid, /*child=*/false, job.pid_start);
-        } else if (auto st = read_exit_status(job.job_dir)) {
-          finish(job, *st);
         } else {
-          job.state = JobState::kLost;
-          job.ended_at = now_seconds();
-          job.reason = pid > 0 ? fmt::format(
-                                     "its process (pid {}) vanished while hylab serve was down, "
-                                     "without recording an exit status",
-                                     pid)
-                               : "hylab serve stopped while starting it";
-          release(job.id);
-          (void)store_.update_job(job);
+          orphans.push_back(std::move(job));
         }
       }
     }
+    stop_orphans(orphans);
     // Jobs the server recorded but had not handed over before it stopped.
     if (auto pending = store_.jobs_in_state(JobState::kPending)) {
       for (auto& job : *pending) {
@@ -351,6 +347,59 @@ class LocalExecutor::Impl {
         continue;
       }
       start(job, *spec, a);
+    }
+  }
+
+  // Jobs whose shim was gone when serve started. Whatever they left running is stopped
+  // before their GPUs go to another job, which would otherwise share them, memory and
+  // all, with processes nobody supervises.
+  void stop_orphans(std::vector<JobRecord>& jobs) {
+    if (jobs.empty()) return;
+    std::vector<pid_t> sessions;
+    for (auto& job : jobs) {
+      // The pgid is known to the shim alone, which wrote it to shim.json; kept in the row
+      // from now on.
+      auto info = job.job_dir.empty() ? std::nullopt : read_shim_info(job.job_dir);
+      if (info && !job.pgid) job.pgid = info->pgid;
+      pid_t shim = static_cast<pid_t>(job.pid.value_or(0));
+      if (shim <= 0 && info) shim = info->pid;
+      sessions.push_back(shim);
+    }
+    auto grace = std::chrono::milliseconds(std::llround(opts_.cancel_grace_seconds * 1000));
+    auto stops = stop_sessions(sessions, grace, kOrphanKillDeadline);
+    for (std::size_t i = 0; i < jobs.size(); ++i) {
+      JobRecord& job = jobs[i];
+      const SessionStop& stop = stops[i];
+      if (auto st = read_exit_status(job.job_dir)) {
+        finish(job, *st);  // it ended while serve was down; stop took what it left behind
+        continue;
+      }
+      job.state = JobState::kLost;
+      job.ended_at = now_seconds();
+      if (stop.signalled > 0) {
+        std::string what = job.pgid ? fmt::format("its process group {}", *job.pgid)
+                                    : fmt::format("its processes (session {})", stop.sid);
+        job.reason = fmt::format(
+            "its supervisor (pid {}) was gone when hylab serve started; {} was killed ({} "
+            "process{})",
+            stop.sid, what, stop.signalled, stop.signalled == 1 ? "" : "es");
+      } else {
+        job.reason = stop.sid > 0 ? fmt::format(
+                                        "its process (pid {}) vanished while hylab serve was "
+                                        "down, without recording an exit status",
+                                        stop.sid)
+                                  : "hylab serve stopped while starting it";
+      }
+      if (stop.left.empty()) {
+        release(job.id);
+      } else {
+        // Still on its GPUs: handing them out would fail the next job, not this one.
+        job.reason += fmt::format(
+            "; {} of them outlived SIGKILL for {}s (pid {}...): its GPUs stay reserved until "
+            "hylab serve restarts",
+            stop.left.size(), kOrphanKillDeadline.count() / 1000, stop.left.front());
+      }
+      (void)store_.update_job(job);
     }
   }
 

@@ -14,8 +14,11 @@
 #include <chrono>
 #include <climits>
 #include <cstring>
+#include <filesystem>
 #include <fstream>
+#include <set>
 #include <sstream>
+#include <thread>
 
 #include "common/config.h"
 #include "common/units.h"
@@ -158,6 +161,93 @@ std::optional<pid_t> running_shim(const std::string& job_dir) {
   std::string want = std::string("__shim") + '\0' + job_dir + '\0';
   if (cmdline->find(want) == std::string::npos) return std::nullopt;
   return pid;
+}
+
+std::optional<ShimInfo> read_shim_info(const std::string& job_dir) {
+  auto text = read_text_file(job_dir + "/shim.json", 4096);
+  if (!text) return std::nullopt;
+  boost::system::error_code ec;
+  json::value v = json::parse(*text, ec);
+  if (ec || !v.is_object()) return std::nullopt;
+  const auto& o = v.as_object();
+  auto* pid = o.if_contains("pid");
+  auto* pgid = o.if_contains("pgid");
+  if (!pid || !pid->is_int64() || !pgid || !pgid->is_int64()) return std::nullopt;
+  return ShimInfo{static_cast<pid_t>(pid->as_int64()), static_cast<pid_t>(pgid->as_int64())};
+}
+
+namespace {
+
+// State and session of PID from /proc/PID/stat (fields 3 and 6).
+struct ProcStat {
+  char state = '?';
+  pid_t session = 0;
+};
+
+std::optional<ProcStat> proc_stat(pid_t pid) {
+  std::ifstream in(fmt::format("/proc/{}/stat", pid));
+  std::string line;
+  if (!in || !std::getline(in, line)) return std::nullopt;
+  auto close = line.rfind(')');  // the command name may hold spaces and parentheses
+  if (close == std::string::npos) return std::nullopt;
+  std::istringstream rest(line.substr(close + 2));
+  ProcStat st;
+  long ppid = 0, pgrp = 0, session = 0;
+  if (!(rest >> st.state >> ppid >> pgrp >> session)) return std::nullopt;
+  st.session = static_cast<pid_t>(session);
+  return st;
+}
+
+bool alive(const ProcStat& st) { return st.state != 'Z' && st.state != 'X'; }
+
+}  // namespace
+
+std::vector<pid_t> session_processes(pid_t sid) {
+  std::vector<pid_t> out;
+  if (sid <= 1) return out;
+  // The kernel reuses a pid only once no process has it as its pid, group or session: a
+  // live process with the pid `sid` means the old session is empty or that this one is a
+  // stranger's.
+  if (auto leader = proc_stat(sid); leader && alive(*leader)) return out;
+  std::error_code ec;
+  for (const auto& e : std::filesystem::directory_iterator("/proc", ec)) {
+    const std::string name = e.path().filename().string();
+    if (name.empty() || name.find_first_not_of("0123456789") != std::string::npos) continue;
+    auto pid = static_cast<pid_t>(std::stol(name));
+    if (auto st = proc_stat(pid); st && alive(*st) && st->session == sid) out.push_back(pid);
+  }
+  return out;
+}
+
+std::vector<SessionStop> stop_sessions(const std::vector<pid_t>& sids,
+                                       std::chrono::milliseconds grace,
+                                       std::chrono::milliseconds deadline) {
+  using Clock = std::chrono::steady_clock;
+  std::vector<SessionStop> out;
+  std::vector<std::set<pid_t>> signalled(sids.size());
+  for (pid_t sid : sids) out.push_back({sid, 0, {}});
+  auto kill_at = Clock::now() + grace;
+  bool killing = false;
+  for (;;) {
+    bool any = false;
+    if (!killing && Clock::now() >= kill_at) killing = true;
+    for (std::size_t i = 0; i < sids.size(); ++i) {
+      out[i].left = session_processes(sids[i]);
+      for (pid_t pid : out[i].left) {
+        // SIGTERM once to each (a process may be saving a checkpoint); SIGKILL on every
+        // round once the grace is over, so a child forked meanwhile goes too.
+        bool first = signalled[i].insert(pid).second;
+        if (killing || first) ::kill(pid, killing ? SIGKILL : SIGTERM);
+      }
+      out[i].signalled = signalled[i].size();
+      any = any || !out[i].left.empty();
+    }
+    if (!any) return out;
+    if (killing && Clock::now() >= kill_at + deadline) return out;
+    // These are not our children and a session has no descriptor to wait on: look again
+    // shortly (/proc is cheap to read).
+    std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  }
 }
 
 // ---- the shim ----

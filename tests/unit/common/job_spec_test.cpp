@@ -204,5 +204,53 @@ TEST(JobSpecFile, MissingFileNamesIt) {
   EXPECT_EQ(d.str(), "/nonexistent/job.yaml: error: cannot open: No such file or directory\n");
 }
 
+// Every string is stored and shown again (hylab jobs, the API): it must be text.
+TEST(JobSpecText, BytesThatAreNotUtf8AreRefusedAtTheirLineAndColumn) {
+  EXPECT_EQ(spec_errors("run: echo hi\nname: caf\xff\n"),
+            "job.yaml:2:10: error: byte 0xff is not valid UTF-8: a job spec must be UTF-8 text\n");
+  EXPECT_THAT(spec_errors("name: \xed\xa0\x80\n"), HasSubstr("job.yaml:1:7: error: byte 0xed"));
+  EXPECT_THAT(spec_errors("name: x\nrun: echo \xc0\xaf\n"), HasSubstr("job.yaml:2:11"));
+}
+
+TEST(JobSpecText, ControlCharactersAreRefusedNamingTheField) {
+  EXPECT_THAT(spec_errors("name: \"evil\\e[2J\"\nrun: echo\n"),
+              HasSubstr("job.yaml:1:7: error: name: control character U+001B (ESC) at byte 4: "
+                        "this value must be one line of text"));
+  EXPECT_THAT(spec_errors("name: \"a\\x9b31m\"\n"), HasSubstr("name: control character U+009B"));
+  EXPECT_THAT(spec_errors("name: \"a\\x7f\"\n"), HasSubstr("name: control character U+007F"));
+  EXPECT_THAT(spec_errors("name: \"two\\nlines\"\n"), HasSubstr("name: control character U+000A"));
+  EXPECT_THAT(spec_errors("workdir: \"/tmp/\\0x\"\n"),
+              HasSubstr("workdir: control character U+0000"));
+  EXPECT_THAT(spec_errors("envs: {\"K\\e\": v}\n"), HasSubstr("envs.K\\x1b: control character"));
+  EXPECT_THAT(spec_errors("file_mounts: {/d: \"s\\e\"}\n"), HasSubstr("file_mounts./d: control"));
+  EXPECT_THAT(spec_errors("outputs: [ok, \"b\\ad\"]\n"),
+              HasSubstr("outputs[1]: control character"));
+  EXPECT_THAT(spec_errors("data: {inputs: [\"\\e\"]}\n"), HasSubstr("data.inputs[0]: control"));
+  // JSON is YAML: its escapes are refused as well.
+  EXPECT_THAT(spec_errors(R"({"name": "x\u001b[31m", "run": "echo"})"),
+              HasSubstr("name: control character U+001B (ESC)"));
+}
+
+TEST(JobSpecText, ScriptsAndEnvironmentValuesMayHaveTabsAndLines) {
+  JobSpec s = spec_from(
+      "name: ok\nenvs: {CERT: \"line1\\n\\tline2\"}\nsetup: \"a\\tb\\n\"\nrun: |\n  echo a\n"
+      "  \techo b\n");
+  EXPECT_EQ(*s.envs.at("CERT"), "line1\n\tline2");
+  EXPECT_EQ(s.setup, "a\tb\n");
+  EXPECT_EQ(s.run, "echo a\n\techo b\n");
+  EXPECT_EQ(spec_from("name: caf\xc3\xa9 \xf0\x9f\x98\x80\nrun: echo\n").name,
+            "caf\xc3\xa9 \xf0\x9f\x98\x80");
+  // But nothing a terminal would obey, not even in a script.
+  EXPECT_THAT(spec_errors("run: \"echo \\e]0;pwned\\a\"\n"),
+              HasSubstr("run: control character U+001B (ESC) at byte 5: only tab and newline may "
+                        "appear in a script or an environment value"));
+  EXPECT_THAT(spec_errors("envs: {A: \"\\r\"}\n"), HasSubstr("envs.A: control character U+000D"));
+}
+
+TEST(JobSpecText, CrlfFilesStillLoad) {
+  // yaml-cpp folds CRLF line breaks into LF: a file saved on Windows is text.
+  EXPECT_EQ(spec_from("name: w\r\nrun: |\r\n  echo a\r\n  echo b\r\n").run, "echo a\necho b\n");
+}
+
 }  // namespace
 }  // namespace hylab

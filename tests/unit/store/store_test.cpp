@@ -2,6 +2,7 @@
 
 #include <gtest/gtest.h>
 #include <sqlite3.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <filesystem>
@@ -182,6 +183,34 @@ TEST(JobStates, NamesAndTerminality) {
   EXPECT_FALSE(job_state_from("done"));
   EXPECT_TRUE(is_terminal(JobState::kLost));
   EXPECT_FALSE(is_terminal(JobState::kRunning));
+}
+
+TEST_F(StoreTest, DatabaseIsPrivateWhateverTheUmaskAndIsNarrowedWhenWider) {
+  auto mode = [](const std::string& p) {
+    struct stat st {};
+    return ::stat(p.c_str(), &st) == 0 ? st.st_mode & 0777 : 01000;
+  };
+  mode_t old = ::umask(0);  // SQLite alone would create 0644 & ~umask: here 0644
+  {
+    auto s = Store::open(path_);
+    ::umask(old);
+    ASSERT_TRUE(s) << s.error().message;
+    ASSERT_TRUE((*s)->insert_job(job("a")));  // a write, so the -wal and -shm files exist
+    EXPECT_EQ(mode(path_), 0600u);
+    EXPECT_EQ(mode(path_ + "-wal"), 0600u);
+    EXPECT_EQ(mode(path_ + "-shm"), 0600u);
+  }
+  // As an older hylab left it: readable by everyone.
+  for (const char* suffix : {"", "-wal", "-shm"}) ::chmod((path_ + suffix).c_str(), 0644);
+  auto again = Store::open(path_);
+  ASSERT_TRUE(again);
+  EXPECT_EQ(mode(path_), 0600u);
+  EXPECT_EQ((*again)->get_job(1)->name, "a");
+  for (const char* suffix : {"-wal", "-shm"}) {
+    if (std::filesystem::exists(path_ + suffix)) {
+      EXPECT_EQ(mode(path_ + suffix), 0600u) << suffix;
+    }
+  }
 }
 
 }  // namespace
