@@ -30,10 +30,12 @@
 #include <tuple>
 #include <unordered_map>
 
+#include "common/http1.h"
 #include "common/text.h"
 #include "common/units.h"
 #include "gateway/loop.h"
 #include "gateway/matching.h"
+#include "gateway/privacy.h"
 
 namespace hylab::gateway {
 
@@ -54,7 +56,6 @@ using Clock = std::chrono::steady_clock;
 using Alloc = std::pmr::polymorphic_allocator<char>;
 using Fields = http::basic_fields<Alloc>;
 using Request = http::request<http::string_body, Fields>;
-using RequestParser = http::request_parser<http::string_body, Alloc>;
 using UpstreamResponse = http::response<http::buffer_body, Fields>;
 using ResponseParser = http::response_parser<http::buffer_body, Alloc>;
 
@@ -269,8 +270,8 @@ struct Snapshot {
   GatewayConfig cfg;
   EndpointList local;
   EndpointList cloud;
-  std::vector<std::string> sensitive_keys;  // client keys whose requests are sensitive
-  bool any_model_lists = false;             // some endpoint serves only the models it lists
+  PrivacyRules privacy;          // routes, marking header, client keys (secrets) and patterns
+  bool any_model_lists = false;  // some endpoint serves only the models it lists
   std::uint64_t generation = 1;
 };
 using SnapshotPtr = std::shared_ptr<const Snapshot>;
@@ -300,6 +301,7 @@ struct Shared {
   std::atomic<std::uint64_t> by_model{0};  // sent to the cloud: no local endpoint serves the model
   std::atomic<std::uint64_t> sensitive_refused{0};
   std::atomic<std::uint64_t> sensitive_to_cloud{0};  // must stay 0: exported to prove it
+  std::atomic<std::uint64_t> sensitive_blocked{0};   // stopped by the check on the way out
   std::atomic<std::uint64_t> rejected{0};            // answered by the gateway itself (4xx/5xx)
   std::atomic<std::uint64_t> budget_refused{0};
   std::atomic<std::uint64_t> retries{0};
@@ -574,6 +576,7 @@ enum class Outcome {
   kTimeout,     // sent, then no response (or no first token) in time
   kBadStatus,   // sent, answered 502/503/504: nothing reached the client
   kBusy,        // answered 503 with Retry-After: loading or saturated, not dead
+  kRefused,     // not sent: the bytes bound for a cloud endpoint hold a content pattern
 };
 
 // What a request's attempts share.
@@ -713,77 +716,102 @@ class Worker {
     co_return !wec && res.keep_alive();
   }
 
+  // Reads requests with the strict reader (common/http1.h): the socket's bytes go through a
+  // buffer of at most one read (kReadChunk), and the reader holds at most the head and body
+  // limits, so no connection can make the gateway buffer without bound.
   Task<void> session(int fd) {
     Peer client(loop_, fd);
     beast::flat_buffer buffer;
+    http1::RequestReader reader;
     bool first = true;
     for (;;) {
       SnapshotPtr snap = snap_;  // limits for reading; routing takes the newest below
       const GatewayConfig& cfg = snap->cfg;
-      // The previous request is gone: its fields' arena starts empty again.
-      RequestParser parser(std::piecewise_construct, std::make_tuple(),
-                           std::make_tuple(client.arena.fresh()));
-      parser.header_limit(static_cast<std::uint32_t>(cfg.max_header_bytes));
-      parser.body_limit(cfg.max_body_bytes);
+      reader.reset();
+      reader.set_limits({cfg.max_header_bytes, cfg.max_body_bytes});
       client.sock.set_deadline(
           from_seconds(first ? cfg.client_timeout_seconds : cfg.idle_timeout_seconds));
       first = false;
-      auto [ec, n] = co_await read_until(client.sock, buffer, parser, kHeadDone);
-      // A body that came with the head is parsed in place, without an I/O round.
-      if (!ec) ec = parse_held(buffer, parser, kAllDone);
-      if (!ec && !parser.is_done()) {
+      bool continued = false;
+      boost::system::error_code ec;
+      while (!reader.done() && !reader.failed()) {
+        if (buffer.size() > 0) {
+          auto in = static_cast<const char*>(buffer.data().data());
+          buffer.consume(reader.parse(std::string_view(in, buffer.size())));
+          continue;
+        }
+        if (reader.head_done() && reader.expects_continue() && !continued) {
+          continued = true;
+          (void)co_await client.sock.write_all(std::string_view("HTTP/1.1 100 Continue\r\n\r\n"));
+        }
+        auto space = buffer.prepare(kReadChunk);
+        auto [rec, n] =
+            co_await client.sock.read_some(static_cast<char*>(space.data()), space.size());
+        buffer.commit(n);
         // A slow client gets the client timeout for the whole request, not per byte.
-        client.sock.set_deadline(from_seconds(cfg.client_timeout_seconds));
-        ec = (co_await read_until(client.sock, buffer, parser, kAllDone)).ec;
+        if (n > 0 && !reader.started())
+          client.sock.set_deadline(from_seconds(cfg.client_timeout_seconds));
+        if (rec) {
+          if (rec == asio::error::eof) reader.eof();
+          ec = rec == asio::error::eof ? boost::system::error_code() : rec;
+          if (ec || reader.closed()) break;
+        }
       }
-      if (ec == http::error::end_of_stream || ec == asio::error::eof ||
-          ec == asio::error::connection_reset || ec == asio::error::operation_aborted) {
-        break;
-      }
-      if (ec) {
+      if (ec || reader.closed()) break;
+      if (reader.failed()) {
         sh_.rejected.fetch_add(1, std::memory_order_relaxed);
         http::response<http::string_body> res{http::status::ok, 11};
-        if (ec == http::error::body_limit) {
-          answer(res, 413,
-                 json_error(fmt::format("request body over the gateway's limit of {} bytes",
-                                        cfg.max_body_bytes)));
-        } else if (ec == http::error::header_limit) {
-          answer(res, 431,
-                 json_error(fmt::format("request headers over the gateway's limit of {} bytes",
-                                        cfg.max_header_bytes)));
-        } else {
-          answer(res, 400, json_error("malformed HTTP request: " + ec.message()));
-        }
+        answer(res, reader.error().status, json_error(reader.error().reason));
         co_await reply(client, res, false, cfg.client_timeout_seconds);
         break;
       }
-      Request req = parser.release();
+      std::string why;
+      auto target = normalize_target(reader.target(), why);
+      if (!target) {
+        sh_.rejected.fetch_add(1, std::memory_order_relaxed);
+        http::response<http::string_body> res{http::status::ok, 11};
+        answer(res, 400, json_error("request target refused: " + why));
+        co_await reply(client, res, false, cfg.client_timeout_seconds);
+        break;
+      }
       // The configuration current when the request arrived routes it to the end, whatever
       // a reload does meanwhile (a connection idle across a reload gets the new one).
-      if (!co_await handle(snap_, req, client)) break;
+      snap = snap_;
+      Request req(std::piecewise_construct, std::make_tuple(),
+                  std::make_tuple(client.arena.fresh()));
+      Verdict verdict = build_request(*snap, reader, *target, req);
+      if (!co_await handle(snap, req, client, reader.keep_alive(), verdict)) break;
     }
     client.sock.shutdown_send();
   }
 
-  bool is_sensitive(const Snapshot& snap, const Request& req) const {
-    std::string_view mark = req[snap.cfg.sensitive_header];
-    if (iequals(mark, "sensitive") || iequals(mark, "regulated")) return true;
-    std::string_view path = req.target();
-    path = path.substr(0, path.find('?'));
-    for (const auto& r : snap.cfg.sensitive_routes) {
-      if (glob_match(r, path)) return true;
+  // The request as the policy sees it and an upstream gets it: the normalised origin-form
+  // target, the fields an upstream may see (no hop-by-hop field, no marking header in any
+  // spelling), the body; classified on everything the client sent.
+  static Verdict build_request(const Snapshot& snap, http1::RequestReader& reader,
+                               const NormalizedTarget& target, Request& req) {
+    RequestFacts facts;
+    facts.target = &target;
+    facts.body = reader.body();
+    facts.headers.reserve(reader.field_count());
+    for (std::size_t i = 0; i < reader.field_count(); ++i) {
+      auto f = reader.field(i);
+      facts.headers.push_back({f.name, f.value});
     }
-    if (!snap.sensitive_keys.empty()) {
-      std::string_view auth = req[http::field::authorization];
-      if (auth.starts_with("Bearer ")) auth.remove_prefix(7);
-      for (const auto& k : snap.sensitive_keys) {
-        if (auth == k) return true;
+    Verdict v = classify(snap.privacy, facts);
+    req.method_string(reader.method());
+    req.target(target.origin_form());
+    req.version(reader.version());
+    for (std::size_t i = 0; i < reader.field_count(); ++i) {
+      auto f = reader.field(i);
+      if (reader.hop_by_hop(f.name) || iequals(f.name, "expect") ||
+          same_field_name(f.name, snap.privacy.marking_header)) {
+        continue;
       }
+      req.insert(f.name, f.value);
     }
-    for (const auto& p : snap.cfg.sensitive_patterns) {
-      if (contains_pattern(req.body(), p)) return true;
-    }
-    return false;
+    req.body() = std::move(reader.body());
+    return v;
   }
 
   // Retries after a send share a budget: at most retry_budget_percent of the requests in
@@ -841,12 +869,11 @@ class Worker {
 
   // The hybrid policy for one request; writes the answer. Returns whether the client
   // connection carries on.
-  Task<bool> handle(SnapshotPtr snap, Request& req, Peer& client) {
+  Task<bool> handle(SnapshotPtr snap, Request& req, Peer& client, bool keep_alive,
+                    const Verdict& verdict) {
     const GatewayConfig& cfg = snap->cfg;
     auto t0 = Clock::now();
-    bool keep_alive = req.keep_alive();
-    bool sensitive = is_sensitive(*snap, req);
-    req.erase(cfg.sensitive_header);  // a marking for the gateway, not for upstreams
+    bool sensitive = verdict.sensitive;
     bool inference = openai_path(req.target());
     // A request an upstream may have processed is sent again only where that is safe:
     // idempotent methods, and inference (no side effect) before any byte reached the client.
@@ -991,6 +1018,16 @@ class Worker {
         co_return finish(a.keep_alive);
       }
       if (a.outcome == Outcome::kClientGone) co_return finish(false);
+      if (a.outcome == Outcome::kRefused) {
+        sh_.sensitive_refused.fetch_add(1, std::memory_order_relaxed);
+        answer(res_ref(), 503,
+               json_error(fmt::format("sensitive content ({}): it never leaves the lab, and no "
+                                      "local endpoint could take it",
+                                      a.what)));
+        res_ref().set(http::field::retry_after, "1");
+        res_ref().set("X-Hylab-Route", "none; reason=sensitive");
+        co_return finish(co_await reply(client, res_ref(), keep_alive, cfg.client_timeout_seconds));
+      }
       last = fmt::format("cloud endpoint '{}' {}", e->cfg.name, a.what);
       cloud_failed = true;
       tried.push_back(e);
@@ -1156,6 +1193,17 @@ class Worker {
     auto sent = Clock::now();
     up.set_deadline(from_seconds(first_byte));
     request_head(req, UpstreamTarget{e.base_path, e.host_header, e.api_key}, conn->head);
+    if (e.cloud) {
+      // The second line of defence: the exact bytes about to leave, after any rewrite.
+      if (auto rule = egress_hit(snap.privacy, conn->head, req.body(),
+                                 req[http::field::content_encoding])) {
+        sh_.sensitive_blocked.fetch_add(1, std::memory_order_relaxed);
+        fmt::print(stderr, "hylab gateway: refused to send {} {} to cloud endpoint '{}': {}\n",
+                   req.method_string(), req.target().substr(0, req.target().find('?')), e.cfg.name,
+                   *rule);
+        co_return Attempt{Outcome::kRefused, *rule};
+      }
+    }
     boost::system::error_code wec;
     if (req.body().size() <= kCoalesceMax) {  // one buffer, one send(2), as in send_piece
       conn->head += req.body();
@@ -1427,6 +1475,10 @@ class Worker {
          &Shared::sensitive_refused},
         {"hylab_gateway_sensitive_to_cloud_total",
          "Sensitive requests sent to the cloud (always 0)", &Shared::sensitive_to_cloud},
+        {"hylab_gateway_sensitive_to_cloud_blocked_total",
+         "Requests to a cloud endpoint stopped by the last check of the bytes sent (a content "
+         "pattern matched)",
+         &Shared::sensitive_blocked},
         {"hylab_gateway_rejected_total", "Requests the gateway answered itself with an error",
          &Shared::rejected},
         {"hylab_gateway_budget_refused_total",
@@ -1608,8 +1660,12 @@ Result<SnapshotPtr> build_snapshot(const GatewayConfig& g, const Snapshot* previ
       return Error{Errc::kInvalidInput,
                    fmt::format("gateway.privacy.client_key_envs: ${} is not set", var)};
     }
-    snap->sensitive_keys.emplace_back(key);
+    snap->privacy.client_keys.emplace_back(key);
   }
+  snap->privacy.marking_header = g.sensitive_header;
+  snap->privacy.routes = g.sensitive_routes;
+  snap->privacy.patterns = g.sensitive_patterns;
+  snap->privacy.max_body_bytes = g.max_body_bytes;
   return SnapshotPtr(std::move(snap));
 }
 

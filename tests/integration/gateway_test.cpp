@@ -372,7 +372,7 @@ TEST_F(GatewayTest, OversizedAndMalformedRequests) {
   start_gateway(config(local, cloud));
   auto big = send("/v1/chat/completions", std::string(100 * 1024, 'x'));
   EXPECT_EQ(big.status, 413);
-  EXPECT_THAT(big.body, HasSubstr("request body over the gateway's limit of 65536 bytes"));
+  EXPECT_THAT(big.body, HasSubstr("request body over the limit of 65536 bytes"));
   auto headers = send("/x", "", {{"X-Big", std::string(10 * 1024, 'h')}});
   EXPECT_EQ(headers.status, 431);
   EXPECT_EQ(lines(path("local.rec")), 0);
