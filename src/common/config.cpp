@@ -233,6 +233,7 @@ void read_server(const yaml::Where& w, const YAML::Node& node, ServerConfig& s) 
   }
   if (auto v = m.bytes("max_body", kMiB)) s.max_body_bytes = *v;
   if (auto v = m.bytes("log_max_size", kMiB)) s.log_max_bytes = *v;
+  if (auto v = m.integer("max_connections", 1)) s.max_connections = static_cast<std::uint64_t>(*v);
   if (auto n = m.take("cancel_grace"); n && !n->IsNull()) {
     if (auto h = yaml::as_hours(w, *n, "server.cancel_grace")) s.cancel_grace_seconds = *h * 3600;
   }
@@ -253,6 +254,7 @@ void read_endpoint(const yaml::Where& w, const YAML::Node& item, const std::stri
   yaml::MapReader m(w, item, p);
   if (!m.ok()) return;
   GatewayEndpoint e;
+  e.max_inflight = cloud ? 256 : 8;
   auto name = m.string("name");
   auto url_node = m.take("url");
   if (auto v = m.integer("max_inflight", 1)) e.max_inflight = static_cast<int>(*v);
@@ -400,6 +402,8 @@ void read_gateway(const yaml::Where& w, const YAML::Node& node, GatewayConfig& g
     if (lm.ok()) {
       if (auto v = lm.bytes("max_header", kKiB)) g.max_header_bytes = *v;
       if (auto v = lm.bytes("max_body", kMiB)) g.max_body_bytes = *v;
+      if (auto v = lm.integer("max_connections", 1))
+        g.max_connections = static_cast<std::uint64_t>(*v);
       lm.finish();
     }
   }

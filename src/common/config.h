@@ -60,12 +60,17 @@ struct ServerConfig {
   double read_timeout_seconds = 30;
   double write_timeout_seconds = 30;
   double idle_timeout_seconds = 120;
+  // Open connections; past it the longest-idle one is closed to make room.
+  std::uint64_t max_connections = 1024;
 };
 
 // The inference gateway (`hylab gateway`): local endpoints first, cloud for overflow.
 struct GatewayEndpoint {
   std::string name;
   std::string url;  // http://host:port or https://host:port (cloud)
+  // Requests in flight at once. Defaults: 8 for a local endpoint (a GPU box), 256 for a
+  // cloud one (an API that scales; its own rate limit answers 429/503, which the gateway
+  // treats as busy).
   int max_inflight = 8;
   int weight = 1;
   std::vector<std::string> models;  // served models; empty: any
@@ -126,6 +131,9 @@ struct GatewayConfig {
   double drain_timeout_seconds = 30;       // at SIGTERM, for requests in flight
   std::uint64_t max_header_bytes = 16ULL * 1024;
   std::uint64_t max_body_bytes = 8ULL << 20;
+  // Open client connections (shared among the threads); past it the longest-idle one is
+  // closed to make room.
+  std::uint64_t max_connections = 10000;
   double retry_budget_percent = 20;  // retries in flight, as a share of requests in flight
   int retry_min_concurrent = 3;      // retries always allowed up to this many at once
   GatewayHealth health;

@@ -30,6 +30,7 @@
 #include <tuple>
 #include <unordered_map>
 
+#include "common/connection_table.h"
 #include "common/http1.h"
 #include "common/text.h"
 #include "common/units.h"
@@ -312,14 +313,23 @@ struct Shared {
   std::atomic<std::uint64_t> broken_streams{0};
   std::atomic<std::uint64_t> reloads{0};
   std::atomic<std::uint64_t> reload_failures{0};
-  std::atomic<int> active{0};          // requests being handled
-  std::atomic<int> active_retries{0};  // of which are retrying after a send
+  std::atomic<std::uint64_t> evicted{0};  // idle client connections closed to make room
+  std::atomic<int> connections{0};        // open client connections
+  std::atomic<int> active{0};             // requests being handled
+  std::atomic<int> active_retries{0};     // of which are retrying after a send
   Histogram latency[3];  // by where the request went: local, cloud, none (answered by the gateway)
   // Cloud spend of the current UTC day, in micro-dollars; reset when the day changes.
   std::atomic<std::int64_t> spend_day{0};
   std::atomic<std::int64_t> spend_micro_usd{0};
   std::atomic<std::uint64_t> spend_total_micro_usd{0};
   std::atomic<bool> stopping{false};
+  std::vector<const loop::Loop*> loops;  // every worker's, set before any runs
+
+  std::uint64_t internal_errors() const {
+    std::uint64_t n = 0;
+    for (const auto* l : loops) n += l->unhandled_exceptions();
+    return n;
+  }
 
   static std::int64_t utc_day() {
     return std::chrono::duration_cast<std::chrono::hours>(
@@ -595,7 +605,12 @@ struct Attempt {
 
 class Worker {
  public:
-  explicit Worker(Shared& sh) : sh_(sh) {}
+  // One of `workers` loops: each takes its share of max_connections.
+  Worker(Shared& sh, int workers) : sh_(sh), workers_(std::max(1, workers)) {
+    connections_.on_release([this] {
+      if (room_) room_->wake();
+    });
+  }
   Worker(const Worker&) = delete;
   Worker& operator=(const Worker&) = delete;
   // Coroutines still suspended (a loop that never ran, or stopped) go before what they use.
@@ -609,6 +624,7 @@ class Worker {
       // A copy per loop: requests take references on their own loop's copy, so no
       // reference count is shared between threads on the request path.
       snap_ = std::make_shared<const Snapshot>(*snap);
+      connections_.set_cap(connection_share());
       for (auto it = pools_.begin(); it != pools_.end();) {
         bool kept = false;
         for (const auto* list : {&snap_->local, &snap_->cloud}) {
@@ -618,7 +634,10 @@ class Worker {
       }
     });
   }
-  void adopt_now(const SnapshotPtr& snap) { snap_ = std::make_shared<const Snapshot>(*snap); }
+  void adopt_now(const SnapshotPtr& snap) {
+    snap_ = std::make_shared<const Snapshot>(*snap);
+    connections_.set_cap(connection_share());
+  }
   const SnapshotPtr& snapshot() const { return snap_; }
 
   // A listening socket (SO_REUSEPORT: every loop has its own on the same port).
@@ -693,7 +712,22 @@ class Worker {
       int sock = static_cast<int>(fd);
       int one = 1;
       ::setsockopt(sock, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
-      loop_.spawn(admin ? admin_session(sock) : session(sock));
+      if (admin) {
+        loop_.spawn(admin_session(sock));
+        continue;
+      }
+      // At this loop's share of max_connections the longest-waiting idle or slow client
+      // connection makes room; while every one is busy, this one waits (later ones wait in
+      // the listen backlog).
+      std::uint64_t evicted = connections_.evicted();
+      while (!connections_.make_room() && !sh_.stopping) {
+        loop::Sleeper room(loop_);
+        room_ = &room;
+        co_await room.until(loop_.now() + std::chrono::milliseconds(100));
+        room_ = nullptr;
+      }
+      sh_.evicted.fetch_add(connections_.evicted() - evicted, std::memory_order_relaxed);
+      loop_.spawn(session(sock));
     }
   }
 
@@ -721,12 +755,15 @@ class Worker {
   // limits, so no connection can make the gateway buffer without bound.
   Task<void> session(int fd) {
     Peer client(loop_, fd);
+    ConnectionTable::Registration reg(connections_, [&client] { client.sock.cancel(); });
+    ConnectionCount counted(sh_);
     beast::flat_buffer buffer;
     http1::RequestReader reader;
     bool first = true;
     for (;;) {
       SnapshotPtr snap = snap_;  // limits for reading; routing takes the newest below
       const GatewayConfig& cfg = snap->cfg;
+      reg.set(ConnectionTable::Phase::kIdle);
       reader.reset();
       reader.set_limits({cfg.max_header_bytes, cfg.max_body_bytes});
       client.sock.set_deadline(
@@ -748,9 +785,12 @@ class Worker {
         auto [rec, n] =
             co_await client.sock.read_some(static_cast<char*>(space.data()), space.size());
         buffer.commit(n);
+        if (reg.aborted()) co_return;  // closed to make room for a new connection
         // A slow client gets the client timeout for the whole request, not per byte.
-        if (n > 0 && !reader.started())
+        if (n > 0 && !reader.started()) {
           client.sock.set_deadline(from_seconds(cfg.client_timeout_seconds));
+          reg.set(ConnectionTable::Phase::kReading);
+        }
         if (rec) {
           if (rec == asio::error::eof) reader.eof();
           ec = rec == asio::error::eof ? boost::system::error_code() : rec;
@@ -780,6 +820,7 @@ class Worker {
       Request req(std::piecewise_construct, std::make_tuple(),
                   std::make_tuple(client.arena.fresh()));
       Verdict verdict = build_request(*snap, reader, *target, req);
+      reg.set(ConnectionTable::Phase::kBusy);
       if (!co_await handle(snap, req, client, reader.keep_alive(), verdict)) break;
     }
     client.sock.shutdown_send();
@@ -852,10 +893,81 @@ class Worker {
     co_return e;
   }
 
+  // Every slot of every endpoint the request may use is taken: waits until one frees on
+  // either side (woken by a release on this loop, and every few milliseconds for other
+  // loops'), or the deadline. The caller then picks again, local first.
+  Task<bool> wait_any(const Snapshot& snap, const std::vector<const Endpoint*>& tried,
+                      Clock::time_point deadline) {
+    if (Clock::now() >= deadline) co_return false;
+    sh_.queued.fetch_add(1, std::memory_order_relaxed);
+    loop::Sleeper sleeper(loop_);
+    waiters_.push_back(&sleeper);
+    bool free = false;
+    while (!sh_.stopping && !(free = has_free_slot(snap, tried)) && Clock::now() < deadline) {
+      co_await sleeper.until(std::min(deadline, Clock::now() + std::chrono::milliseconds(5)));
+    }
+    waiters_.erase(std::find(waiters_.begin(), waiters_.end(), &sleeper));
+    co_return free;
+  }
+
+  static bool has_free_slot(const Snapshot& snap, const std::vector<const Endpoint*>& tried) {
+    for (const auto* list : {&snap.local, &snap.cloud}) {
+      for (const auto& e : *list) {
+        if (std::find(tried.begin(), tried.end(), e.get()) != tried.end() || !e->available())
+          continue;
+        if (e->st->inflight.load(std::memory_order_relaxed) < e->capacity()) return true;
+      }
+    }
+    return false;
+  }
+
+  // Whether an endpoint the request may use is up but has no free slot.
+  static bool any_full(const Snapshot& snap, const std::vector<const Endpoint*>& tried,
+                       bool local_serves) {
+    for (const auto* list : {&snap.local, &snap.cloud}) {
+      if (list == &snap.local && !local_serves) continue;
+      for (const auto& e : *list) {
+        if (std::find(tried.begin(), tried.end(), e.get()) == tried.end() && e->available())
+          return true;
+      }
+    }
+    return false;
+  }
+
   void release(const Endpoint& e) {
     e.release();
-    if (!e.cloud && !waiters_.empty()) waiters_.front()->wake();
+    if (!waiters_.empty()) waiters_.front()->wake();
   }
+
+  // The slot pick() took on an endpoint, given back when the attempt ends, and also when an
+  // exception ends the request (epoll_ctl failing in Loop::add, say): no slot is ever lost.
+  class Slot {
+   public:
+    Slot(Worker& w, const Endpoint* e) : w_(w), e_(e) {}
+    Slot(const Slot&) = delete;
+    Slot& operator=(const Slot&) = delete;
+    ~Slot() { reset(); }
+    void reset(const Endpoint* e = nullptr) {
+      if (e_) w_.release(*e_);
+      e_ = e;
+    }
+    const Endpoint* get() const { return e_; }
+
+   private:
+    Worker& w_;
+    const Endpoint* e_;
+  };
+
+  // A client connection, counted while it is open (hylab_gateway_connections).
+  struct ConnectionCount {
+    Shared& sh;
+    explicit ConnectionCount(Shared& s) : sh(s) {
+      sh.connections.fetch_add(1, std::memory_order_relaxed);
+    }
+    ~ConnectionCount() { sh.connections.fetch_sub(1, std::memory_order_relaxed); }
+    ConnectionCount(const ConnectionCount&) = delete;
+    ConnectionCount& operator=(const ConnectionCount&) = delete;
+  };
 
   struct ActiveGuard {
     Shared& sh;
@@ -934,105 +1046,128 @@ class Worker {
       return false;
     };
 
-    while (local_serves) {
-      const Endpoint* e = pick(snap->local, tried);
-      if (!e) {
-        // Wait for a local slot before overflowing (queue_timeout_ms from the request's
-        // arrival, also after a failed attempt); sensitive requests wait for their own
-        // limit even when local endpoints are down: they have nowhere else to go.
-        bool any_available = false;
-        for (const auto& l : snap->local) {
-          any_available =
-              any_available || (l->available() && std::find(ineligible.begin(), ineligible.end(),
-                                                            l.get()) == ineligible.end());
-        }
-        double ms =
-            sensitive ? cfg.sensitive_queue_timeout_ms : (any_available ? cfg.queue_timeout_ms : 0);
-        if (ms > 0) {
-          e = co_await wait_local(*snap, ineligible, t0 + from_seconds(ms / 1000));
-        }
-      }
-      if (!e) break;
-      Attempt a =
-          co_await attempt(*snap, *e, req, call, client, local_failed ? "retry" : "local-first");
-      release(*e);
-      if (a.outcome == Outcome::kDone) {
-        env = 0;
-        co_return finish(a.keep_alive);
-      }
-      if (a.outcome == Outcome::kClientGone) co_return finish(false);
-      last = fmt::format("local endpoint '{}' {}", e->cfg.name, a.what);
-      local_failed = local_failed || a.outcome != Outcome::kBusy;
-      tried.push_back(e);
-      if (!may_retry(*e, a))
-        co_return finish(co_await reply(client, res_ref(), keep_alive, cfg.client_timeout_seconds));
-    }
-    bool any_up = false;
-    for (const auto& l : snap->local) any_up = any_up || l->up();
-    std::string why = !local_serves ? "model" : local_failed || !any_up ? "failover" : "overflow";
-    if (sensitive) {
-      sh_.sensitive_refused.fetch_add(1, std::memory_order_relaxed);
-      answer(res_ref(), 503,
-             json_error(
-                 why == "model"
-                     ? fmt::format("sensitive request: it never leaves the lab, and no local "
-                                   "endpoint serves model '{}'",
-                                   model)
-                     : fmt::format("sensitive request: it never leaves the lab, and every local "
-                                   "endpoint is {}; retry shortly",
-                                   why == "overflow" ? "at capacity" : "down")));
-      res_ref().set(http::field::retry_after, "1");
-      res_ref().set("X-Hylab-Route", "none; reason=sensitive");
-      co_return finish(co_await reply(client, res_ref(), keep_alive, cfg.client_timeout_seconds));
-    }
-    if (cfg.daily_cloud_budget_usd > 0 && !snap->cloud.empty() &&
-        sh_.spent_today() >= cfg.daily_cloud_budget_usd) {
-      sh_.budget_refused.fetch_add(1, std::memory_order_relaxed);
-      auto now = std::chrono::system_clock::now().time_since_epoch();
-      auto to_midnight =
-          86400 - std::chrono::duration_cast<std::chrono::seconds>(now).count() % 86400;
-      answer(res_ref(), 429,
-             json_error(fmt::format(
-                 "the daily cloud budget of ${} is spent (${:.2f} today): overflow to the "
-                 "cloud is off until 00:00 UTC, and {}",
-                 cfg.daily_cloud_budget_usd, sh_.spent_today(), local_state(why, model))));
-      res_ref().set(http::field::retry_after, std::to_string(to_midnight));
-      res_ref().set("X-Hylab-Route", "none; reason=budget");
-      co_return finish(co_await reply(client, res_ref(), keep_alive, cfg.client_timeout_seconds));
-    }
-    if (!snap->cloud.empty() && inference) rewrite_model(cfg, req);
+    // When every slot of every endpoint is taken, the request waits for the first to free
+    // on either side (queue_timeout_ms from its arrival, else the connect timeout, as
+    // HAProxy's `timeout queue` defaults to `timeout connect`), then goes round again.
+    double full_ms =
+        cfg.queue_timeout_ms > 0 ? cfg.queue_timeout_ms : cfg.connect_timeout_seconds * 1000;
+    auto full_deadline = t0 + from_seconds(full_ms / 1000);
+    std::string why;
+    bool rewritten = false;
     bool cloud_failed = false;
-    for (;;) {
-      const Endpoint* e = pick(snap->cloud, tried);
-      if (!e) break;
-      if (sensitive) sh_.sensitive_to_cloud.fetch_add(1);  // unreachable: refused above
-      Attempt a = co_await attempt(*snap, *e, req, call, client,
-                                   cloud_failed ? std::string_view("retry") : why);
-      release(*e);
-      if (a.outcome == Outcome::kDone) {
-        env = 1;
-        (why == "overflow"   ? sh_.overflow
-         : why == "failover" ? sh_.failover
-                             : sh_.by_model)
-            .fetch_add(1, std::memory_order_relaxed);
-        co_return finish(a.keep_alive);
+    for (;;) {  // a round; another after waiting for a slot when every one was taken
+      while (local_serves) {
+        Slot slot(*this, pick(snap->local, tried));
+        const Endpoint* e = slot.get();
+        if (!e) {
+          // Wait for a local slot before overflowing (queue_timeout_ms from the request's
+          // arrival, also after a failed attempt); sensitive requests wait for their own
+          // limit even when local endpoints are down: they have nowhere else to go.
+          bool any_available = false;
+          for (const auto& l : snap->local) {
+            any_available =
+                any_available || (l->available() && std::find(ineligible.begin(), ineligible.end(),
+                                                              l.get()) == ineligible.end());
+          }
+          double ms = sensitive ? cfg.sensitive_queue_timeout_ms
+                                : (any_available ? cfg.queue_timeout_ms : 0);
+          if (ms > 0) {
+            slot.reset(co_await wait_local(*snap, ineligible, t0 + from_seconds(ms / 1000)));
+            e = slot.get();
+          }
+        }
+        if (!e) break;
+        Attempt a =
+            co_await attempt(*snap, *e, req, call, client, local_failed ? "retry" : "local-first");
+        slot.reset();
+        if (a.outcome == Outcome::kDone) {
+          env = 0;
+          co_return finish(a.keep_alive);
+        }
+        if (a.outcome == Outcome::kClientGone) co_return finish(false);
+        last = fmt::format("local endpoint '{}' {}", e->cfg.name, a.what);
+        local_failed = local_failed || a.outcome != Outcome::kBusy;
+        tried.push_back(e);
+        if (!may_retry(*e, a))
+          co_return finish(
+              co_await reply(client, res_ref(), keep_alive, cfg.client_timeout_seconds));
       }
-      if (a.outcome == Outcome::kClientGone) co_return finish(false);
-      if (a.outcome == Outcome::kRefused) {
+      bool any_up = false;
+      for (const auto& l : snap->local) any_up = any_up || l->up();
+      why = !local_serves ? "model" : local_failed || !any_up ? "failover" : "overflow";
+      if (sensitive) {
         sh_.sensitive_refused.fetch_add(1, std::memory_order_relaxed);
         answer(res_ref(), 503,
-               json_error(fmt::format("sensitive content ({}): it never leaves the lab, and no "
-                                      "local endpoint could take it",
-                                      a.what)));
+               json_error(
+                   why == "model"
+                       ? fmt::format("sensitive request: it never leaves the lab, and no local "
+                                     "endpoint serves model '{}'",
+                                     model)
+                       : fmt::format("sensitive request: it never leaves the lab, and every local "
+                                     "endpoint is {}; retry shortly",
+                                     why == "overflow" ? "at capacity" : "down")));
         res_ref().set(http::field::retry_after, "1");
         res_ref().set("X-Hylab-Route", "none; reason=sensitive");
         co_return finish(co_await reply(client, res_ref(), keep_alive, cfg.client_timeout_seconds));
       }
-      last = fmt::format("cloud endpoint '{}' {}", e->cfg.name, a.what);
-      cloud_failed = true;
-      tried.push_back(e);
-      if (!may_retry(*e, a))
+      if (cfg.daily_cloud_budget_usd > 0 && !snap->cloud.empty() &&
+          sh_.spent_today() >= cfg.daily_cloud_budget_usd) {
+        sh_.budget_refused.fetch_add(1, std::memory_order_relaxed);
+        auto now = std::chrono::system_clock::now().time_since_epoch();
+        auto to_midnight =
+            86400 - std::chrono::duration_cast<std::chrono::seconds>(now).count() % 86400;
+        answer(res_ref(), 429,
+               json_error(fmt::format(
+                   "the daily cloud budget of ${} is spent (${:.2f} today): overflow to the "
+                   "cloud is off until 00:00 UTC, and {}",
+                   cfg.daily_cloud_budget_usd, sh_.spent_today(), local_state(why, model))));
+        res_ref().set(http::field::retry_after, std::to_string(to_midnight));
+        res_ref().set("X-Hylab-Route", "none; reason=budget");
         co_return finish(co_await reply(client, res_ref(), keep_alive, cfg.client_timeout_seconds));
+      }
+      if (!snap->cloud.empty() && inference && !rewritten) {
+        rewrite_model(cfg, req);
+        rewritten = true;
+      }
+      for (;;) {
+        Slot slot(*this, pick(snap->cloud, tried));
+        const Endpoint* e = slot.get();
+        if (!e) break;
+        if (sensitive) sh_.sensitive_to_cloud.fetch_add(1);  // unreachable: refused above
+        Attempt a = co_await attempt(*snap, *e, req, call, client,
+                                     cloud_failed ? std::string_view("retry") : why);
+        slot.reset();
+        if (a.outcome == Outcome::kDone) {
+          env = 1;
+          (why == "overflow"   ? sh_.overflow
+           : why == "failover" ? sh_.failover
+                               : sh_.by_model)
+              .fetch_add(1, std::memory_order_relaxed);
+          co_return finish(a.keep_alive);
+        }
+        if (a.outcome == Outcome::kClientGone) co_return finish(false);
+        if (a.outcome == Outcome::kRefused) {
+          sh_.sensitive_refused.fetch_add(1, std::memory_order_relaxed);
+          answer(res_ref(), 503,
+                 json_error(fmt::format("sensitive content ({}): it never leaves the lab, and no "
+                                        "local endpoint could take it",
+                                        a.what)));
+          res_ref().set(http::field::retry_after, "1");
+          res_ref().set("X-Hylab-Route", "none; reason=sensitive");
+          co_return finish(
+              co_await reply(client, res_ref(), keep_alive, cfg.client_timeout_seconds));
+        }
+        last = fmt::format("cloud endpoint '{}' {}", e->cfg.name, a.what);
+        cloud_failed = true;
+        tried.push_back(e);
+        if (!may_retry(*e, a))
+          co_return finish(
+              co_await reply(client, res_ref(), keep_alive, cfg.client_timeout_seconds));
+      }
+      if (!any_full(*snap, tried, local_serves) ||
+          !co_await wait_any(*snap, tried, full_deadline)) {
+        break;
+      }
     }
     sh_.rejected.fetch_add(1, std::memory_order_relaxed);
     std::string state = local_state(why, model);
@@ -1507,6 +1642,13 @@ class Worker {
       out += fmt::format("# HELP {} {}\n# TYPE {} {}\n{} {}\n", name, help, name, type, name, v);
     };
     value("hylab_gateway_requests_active", "gauge", "Requests being handled", sh_.active.load());
+    value("hylab_gateway_connections", "gauge", "Open client connections", sh_.connections.load());
+    value("hylab_gateway_connections_evicted_total", "counter",
+          "Idle or slow client connections closed to stay within limits.max_connections",
+          static_cast<double>(sh_.evicted.load()));
+    value("hylab_gateway_internal_errors_total", "counter",
+          "Connections ended by an exception inside the gateway (each is logged)",
+          static_cast<double>(sh_.internal_errors()));
     value("hylab_gateway_cloud_spend_usd_total", "counter", "Cloud spend from usage and prices",
           static_cast<double>(sh_.spend_total_micro_usd.load()) / 1e6);
     out +=
@@ -1557,7 +1699,14 @@ class Worker {
     return p;
   }
 
+  std::size_t connection_share() const {
+    auto total = static_cast<std::size_t>(snap_->cfg.max_connections);
+    auto n = static_cast<std::size_t>(workers_);
+    return (total + n - 1) / n;
+  }
+
   Shared& sh_;
+  int workers_;
   // One thread per loop; every socket and timer of a loop is used only on its own thread
   // (cross-thread work arrives by post). Declared before everything that holds sockets.
   loop::Loop loop_;
@@ -1567,7 +1716,9 @@ class Worker {
   // Idle keep-alive connections per endpoint state (a state outlives its snapshots
   // while the endpoint stays; pools of endpoints that left are dropped on adoption).
   std::unordered_map<const EndpointState*, Pool> pools_;
-  std::deque<loop::Sleeper*> waiters_;  // requests waiting for a local slot
+  std::deque<loop::Sleeper*> waiters_;  // requests waiting for a slot
+  ConnectionTable connections_;         // this loop's client connections, capped
+  loop::Sleeper* room_ = nullptr;       // the accept loop, while it waits for room
 };
 
 Result<std::shared_ptr<Endpoint>> make_endpoint(const GatewayEndpoint& cfg, bool cloud,
@@ -1696,10 +1847,12 @@ int run_gateway(const Config& cfg, const GatewayOptions& opts, std::ostream& out
   std::vector<std::unique_ptr<Worker>> workers;
   workers.reserve(static_cast<std::size_t>(threads));
   for (int i = 0; i < threads; ++i) {
-    workers.push_back(std::make_unique<Worker>(sh));
+    workers.push_back(std::make_unique<Worker>(sh, threads));
     workers.back()->adopt_now(current);
     workers.back()->loop().set_busy_poll(std::chrono::microseconds(g.busy_poll_us));
+    sh.loops.push_back(&workers.back()->loop());
   }
+  raise_open_files_limit();
   auto [host, port] = split_host_port(g.listen);
   std::uint16_t bound = 0;
   for (auto& w : workers) {

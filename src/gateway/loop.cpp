@@ -12,6 +12,7 @@
 #include <boost/asio/error.hpp>
 #include <boost/asio/ssl/error.hpp>
 #include <cerrno>
+#include <cstdio>
 #include <system_error>
 
 namespace hylab::gateway::loop {
@@ -484,7 +485,18 @@ struct Loop::RootPromise : FrameAlloc {
   };
   Final final_suspend() noexcept { return {}; }
   void return_void() noexcept {}
-  void unhandled_exception() noexcept {}  // a connection's failure ends that connection only
+  // A connection's failure ends that connection only; it is counted and said once each.
+  void unhandled_exception() noexcept {
+    loop->unhandled_.fetch_add(1, std::memory_order_relaxed);
+    try {
+      throw;
+    } catch (const std::exception& e) {
+      std::fprintf(stderr, "hylab gateway: a connection ended on an internal error: %s\n",
+                   e.what());
+    } catch (...) {
+      std::fprintf(stderr, "hylab gateway: a connection ended on an internal error\n");
+    }
+  }
   void unlink() {
     (prev ? prev->next : loop->roots_) = next;
     if (next) next->prev = prev;

@@ -19,6 +19,7 @@
 #include <sys/uio.h>
 
 #include <array>
+#include <atomic>
 #include <boost/system/error_code.hpp>
 #include <chrono>
 #include <coroutine>
@@ -305,6 +306,8 @@ class Loop {
   // How long run() keeps asking epoll without sleeping after its last event, while its waits
   // for an event have lately averaged less than that and it is at least half busy (0: never).
   void set_busy_poll(std::chrono::microseconds d) { busy_poll_ = d; }
+  // Exceptions that ended a spawned coroutine (each ends that coroutine only; from any thread).
+  std::uint64_t unhandled_exceptions() const { return unhandled_.load(std::memory_order_relaxed); }
 
   void arm(TimerNode& n);
   void disarm(TimerNode& n);
@@ -337,6 +340,7 @@ class Loop {
   std::vector<TimerNode*> heap_;
   std::deque<std::coroutine_handle<>> ready_;
   RootPromise* roots_ = nullptr;  // detached coroutines, a doubly linked list
+  std::atomic<std::uint64_t> unhandled_{0};
   std::mutex mailbox_mutex_;
   std::vector<std::function<void()>> mailbox_;
 };

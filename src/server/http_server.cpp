@@ -13,6 +13,8 @@
 #include <cerrno>
 #include <chrono>
 
+#include "common/connection_table.h"
+#include "common/http1.h"
 #include "common/units.h"
 
 namespace hylab::server {
@@ -25,6 +27,7 @@ using tcp = asio::ip::tcp;
 using asio::awaitable;
 using asio::use_awaitable;
 constexpr auto kTuple = asio::as_tuple(asio::use_awaitable);
+constexpr std::size_t kReadChunk = 16 * 1024;
 
 std::optional<std::string> url_decode(std::string_view s) {
   std::string out;
@@ -77,7 +80,14 @@ bool parse_target(std::string_view target, HttpRequest& req) {
 class HttpServer::Impl : public std::enable_shared_from_this<Impl> {
  public:
   Impl(asio::io_context& ioc, HttpServerOptions opts, Handler handler)
-      : ioc_(ioc), opts_(std::move(opts)), handler_(std::move(handler)), acceptor_(ioc) {}
+      : ioc_(ioc),
+        opts_(std::move(opts)),
+        handler_(std::move(handler)),
+        acceptor_(ioc),
+        connections_(opts_.max_connections),
+        room_(ioc) {
+    connections_.on_release([this] { room_.cancel(); });
+  }
 
   Result<std::uint16_t> start() {
     boost::system::error_code ec;
@@ -119,6 +129,7 @@ class HttpServer::Impl : public std::enable_shared_from_this<Impl> {
     acceptor_.close(ec);
     for (auto* s : open_) s->close(ec);
     open_.clear();
+    room_.cancel();
   }
 
  private:
@@ -132,6 +143,13 @@ class HttpServer::Impl : public std::enable_shared_from_this<Impl> {
         asio::steady_timer backoff(ioc_, std::chrono::milliseconds(100));
         co_await backoff.async_wait(kTuple);
         continue;
+      }
+      // At the cap the longest-waiting idle or slow connection makes room; when every one
+      // is busy answering, this one waits (and those after it, in the listen backlog).
+      while (!connections_.make_room()) {
+        room_.expires_at(asio::steady_timer::time_point::max());
+        co_await room_.async_wait(kTuple);
+        if (stopping_) co_return;
       }
       ::fcntl(sock.native_handle(), F_SETFD, FD_CLOEXEC);
       sock.set_option(tcp::no_delay(true));
@@ -153,9 +171,11 @@ class HttpServer::Impl : public std::enable_shared_from_this<Impl> {
 
   awaitable<void> tls_session(std::shared_ptr<Impl> self,
                               std::shared_ptr<beast::ssl_stream<beast::tcp_stream>> s) {
-    beast::get_lowest_layer(*s).expires_after(from_seconds(opts_.read_timeout_seconds));
+    auto& lowest = beast::get_lowest_layer(*s);
+    ConnectionTable::Registration reg(connections_, [&lowest] { lowest.cancel(); });
+    lowest.expires_after(from_seconds(opts_.read_timeout_seconds));
     auto [ec] = co_await s->async_handshake(ssl::stream_base::server, kTuple);
-    if (!ec) co_await serve(*s, beast::get_lowest_layer(*s));
+    if (!ec && !reg.aborted()) co_await serve(*s, lowest, reg);
     untrack(&beast::get_lowest_layer(*s).socket());
     if (!ec) {
       beast::get_lowest_layer(*s).expires_after(std::chrono::seconds(2));
@@ -165,7 +185,10 @@ class HttpServer::Impl : public std::enable_shared_from_this<Impl> {
   }
 
   awaitable<void> session(std::shared_ptr<Impl> self, std::shared_ptr<beast::tcp_stream> s) {
-    co_await serve(*s, *s);
+    {
+      ConnectionTable::Registration reg(connections_, [&s] { s->cancel(); });
+      co_await serve(*s, *s, reg);
+    }
     untrack(&s->socket());
     boost::system::error_code ec;
     s->socket().shutdown(tcp::socket::shutdown_send, ec);
@@ -199,59 +222,89 @@ class HttpServer::Impl : public std::enable_shared_from_this<Impl> {
     }
   }
 
+  // Error answers (the connection closes after them: its framing is lost).
   template <class Stream>
-  awaitable<void> serve(Stream& stream, beast::tcp_stream& lowest) {
-    beast::flat_buffer buffer;
+  awaitable<void> refuse(Stream& stream, beast::tcp_stream& lowest, int status,
+                         std::string_view why) {
+    http::response<http::string_body> res{static_cast<http::status>(status), 11};
+    res.set(http::field::content_type, "application/json");
+    res.set(http::field::connection, "close");
+    res.body() = error_json(why);
+    res.prepare_payload();
+    lowest.expires_after(from_seconds(opts_.write_timeout_seconds));
+    co_await http::async_write(stream, res, kTuple);
+    co_await drain(lowest);
+  }
+
+  // Reads requests with the strict reader (common/http1.h): bytes go through one read
+  // buffer of kReadChunk, the reader holds at most the head and body limits, and bytes past
+  // a request (a pipeline) wait in `pending`, which never holds more than one read.
+  template <class Stream>
+  awaitable<void> serve(Stream& stream, beast::tcp_stream& lowest,
+                        ConnectionTable::Registration& reg) {
+    http1::RequestReader reader({opts_.max_header_bytes, opts_.max_body_bytes});
+    std::string pending;
+    std::unique_ptr<char[]> chunk;
     bool first = true;
     for (;;) {
       if (stopping_) co_return;
-      http::request_parser<http::string_body> parser;
-      parser.header_limit(static_cast<std::uint32_t>(opts_.max_header_bytes));
-      parser.body_limit(opts_.max_body_bytes);
+      reader.reset();
+      reg.set(ConnectionTable::Phase::kIdle);
       // Between requests the idle timeout applies; once bytes arrive, the read timeout.
       lowest.expires_after(
           from_seconds(first ? opts_.read_timeout_seconds : opts_.idle_timeout_seconds));
       first = false;
-      auto [ec, n] = co_await http::async_read_header(stream, buffer, parser, kTuple);
-      if (!ec) {
-        lowest.expires_after(from_seconds(opts_.read_timeout_seconds));
-        std::tie(ec, n) = co_await http::async_read(stream, buffer, parser, kTuple);
-      }
-      if (ec == http::error::end_of_stream || ec == asio::error::eof ||
-          ec == beast::error::timeout || ec == asio::error::operation_aborted ||
-          ec == asio::error::connection_reset) {
-        co_return;
-      }
-      if (ec) {
-        int status = 400;
-        std::string why = "malformed HTTP request: " + ec.message();
-        if (ec == http::error::body_limit) {
-          status = 413;
-          why = fmt::format("request body over the limit of {} bytes", opts_.max_body_bytes);
-        } else if (ec == http::error::header_limit) {
-          status = 431;
-          why = fmt::format("request headers over the limit of {} bytes", opts_.max_header_bytes);
+      bool continued = false;
+      while (!reader.done() && !reader.failed()) {
+        if (!pending.empty()) {
+          bool was_started = reader.started();
+          std::size_t used = reader.parse(pending);
+          pending.erase(0, used);
+          if (!was_started && reader.started()) {
+            reg.set(ConnectionTable::Phase::kReading);
+            lowest.expires_after(from_seconds(opts_.read_timeout_seconds));
+          }
+          if (used == 0 && !reader.done() && !reader.failed()) co_return;  // cannot happen
+          continue;
         }
-        http::response<http::string_body> res{static_cast<http::status>(status), 11};
-        res.set(http::field::content_type, "application/json");
-        res.set(http::field::connection, "close");
-        res.body() = error_json(why);
-        res.prepare_payload();
-        lowest.expires_after(from_seconds(opts_.write_timeout_seconds));
-        co_await http::async_write(stream, res, kTuple);
-        co_await drain(lowest);
+        if (reader.head_done() && reader.expects_continue() && !continued) {
+          continued = true;
+          static constexpr std::string_view k100 = "HTTP/1.1 100 Continue\r\n\r\n";
+          auto [wec, wn] = co_await asio::async_write(stream, asio::buffer(k100), kTuple);
+          if (wec) co_return;
+        }
+        if (!chunk) chunk = std::make_unique<char[]>(kReadChunk);
+        auto [ec, n] =
+            co_await stream.async_read_some(asio::buffer(chunk.get(), kReadChunk), kTuple);
+        if (reg.aborted()) co_return;  // closed to make room for a new connection
+        pending.append(chunk.get(), n);
+        if (ec == asio::error::eof || ec == http::error::end_of_stream ||
+            ec == ssl::error::stream_truncated) {
+          if (!pending.empty()) continue;  // parse what came before the end first
+          reader.eof();
+          if (reader.closed()) co_return;
+          break;
+        }
+        if (ec) co_return;  // timeout, reset, stop()
+      }
+      if (reader.failed()) {
+        co_await refuse(stream, lowest, reader.error().status, reader.error().reason);
         co_return;
       }
-      auto& msg = parser.get();
+      reg.set(ConnectionTable::Phase::kBusy);
       HttpRequest req;
-      req.method = std::string(msg.method_string());
-      req.target = std::string(msg.target());
-      for (const auto& f : msg) {
-        std::string name(f.name_string());
+      req.method = std::string(reader.method());
+      req.target = std::string(reader.target());
+      for (std::size_t i = 0; i < reader.field_count(); ++i) {
+        auto f = reader.field(i);
+        std::string name(f.name);
         for (char& c : name) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
-        req.headers[name] = std::string(f.value());
+        // A field sent twice is one list (RFC 9110 §5.3): a second Authorization makes the
+        // value no token matches, never the one that happens to come last.
+        auto [it, fresh] = req.headers.try_emplace(std::move(name), f.value);
+        if (!fresh) it->second.append(", ").append(f.value);
       }
-      req.body = std::move(msg.body());
+      req.body = std::move(reader.body());
       HttpResponse out;
       if (!parse_target(req.target, req)) {
         out.status = 400;
@@ -265,10 +318,11 @@ class HttpServer::Impl : public std::enable_shared_from_this<Impl> {
           out.body = error_json(std::string("internal error: ") + e.what());
         }
       }
-      bool keep_alive = msg.keep_alive() && !stopping_;
+      bool keep_alive = reader.keep_alive() && !stopping_;
+      unsigned version = reader.version() == 10 ? 10 : 11;
       lowest.expires_after(from_seconds(opts_.write_timeout_seconds));
       if (!out.stream) {
-        http::response<http::string_body> res{static_cast<http::status>(out.status), msg.version()};
+        http::response<http::string_body> res{static_cast<http::status>(out.status), version};
         res.set(http::field::content_type, out.content_type);
         res.set(http::field::server, "hylab");
         for (const auto& [k, v] : out.headers) res.set(k, v);
@@ -280,7 +334,7 @@ class HttpServer::Impl : public std::enable_shared_from_this<Impl> {
         continue;
       }
       // Streamed body: chunked, until the source says it is done.
-      http::response<http::empty_body> res{static_cast<http::status>(out.status), msg.version()};
+      http::response<http::empty_body> res{static_cast<http::status>(out.status), version};
       res.set(http::field::content_type, out.content_type);
       res.set(http::field::server, "hylab");
       res.set(http::field::cache_control, "no-cache");
@@ -319,6 +373,8 @@ class HttpServer::Impl : public std::enable_shared_from_this<Impl> {
   std::unique_ptr<ssl::context> tls_;
   bool stopping_ = false;
   std::vector<tcp::socket*> open_;
+  ConnectionTable connections_;
+  asio::steady_timer room_;  // the accept loop waits on it while every connection is busy
 };
 
 HttpServer::HttpServer(asio::io_context& ioc, HttpServerOptions opts, Handler handler)

@@ -1,8 +1,10 @@
-// A small HTTP/1.1 server (Boost.Beast, C++20 coroutines, optional TLS) for the control
-// plane's API. Requests are handed to one Handler on the event-loop thread; Beast stays
-// inside http_server.cpp. Limits: header and body sizes, read/write/idle timeouts;
-// oversized and malformed requests get 431/413/400 with a JSON reason. stop() closes the
-// listener and every open connection. Event-loop thread only.
+// A small HTTP/1.1 server (Asio, C++20 coroutines, optional TLS) for the control plane's API.
+// Requests are read by the strict reader (common/http1.h, the gateway's too) and handed to
+// one Handler on the event-loop thread; Beast writes the answers and stays inside
+// http_server.cpp. Limits: header and body sizes, read/write/idle timeouts, open
+// connections (past max_connections the longest-idle one is closed, common/connection_table.h);
+// refused requests get 400/413/417/431/501/505 with a JSON reason and the connection closes.
+// stop() closes the listener and every open connection. Event-loop thread only.
 #pragma once
 
 #include <cstdint>
@@ -58,6 +60,7 @@ struct HttpServerOptions {
   double write_timeout_seconds = 30;
   double idle_timeout_seconds = 120;
   double stream_poll_seconds = 0.05;
+  std::size_t max_connections = 1024;
 };
 
 class HttpServer {

@@ -13,6 +13,7 @@
 #include <filesystem>
 #include <fstream>
 
+#include "common/connection_table.h"
 #include "exec/local/executor.h"
 #include "exec/router.h"
 #include "exec/slurm/executor.h"
@@ -132,6 +133,8 @@ int run_serve(const Config& cfg, const ServeOptions& opts, std::ostream& out, st
   hopts.read_timeout_seconds = cfg.server.read_timeout_seconds;
   hopts.write_timeout_seconds = cfg.server.write_timeout_seconds;
   hopts.idle_timeout_seconds = cfg.server.idle_timeout_seconds;
+  hopts.max_connections = cfg.server.max_connections;
+  raise_open_files_limit();
 
   asio::io_context ioc;
   exec::local::Options eopts;
