@@ -68,6 +68,8 @@ void RequestReader::reset() {
   method_ = target_ = {};
   version_ = 11;
   fields_.clear();
+  trailers_.clear();
+  trailer_fields_.clear();
   connection_tokens_.clear();
   keep_alive_ = true;
   chunked_ = false;
@@ -247,8 +249,8 @@ bool RequestReader::chunk_line(std::string_view line) {
   return true;
 }
 
-// Trailer fields are checked as header fields are, then dropped: never forwarded, never read
-// as headers (an Authorization sent as a trailer must not become one).
+// Trailer fields are checked as header fields are, then kept apart (trailer()): never
+// forwarded, never read as headers (an Authorization sent as a trailer must not become one).
 bool RequestReader::trailer_line(std::string_view line) {
   if (line.empty()) {
     state_ = State::kDone;
@@ -262,7 +264,19 @@ bool RequestReader::trailer_line(std::string_view line) {
     if (!field_value_char(static_cast<unsigned char>(c)))
       return fail(400, "an invalid character in a trailer field's value");
   }
+  auto at = static_cast<std::uint32_t>(trailers_.size());
+  trailers_.append(line);
+  std::string_view value = trim_ows(line.substr(colon + 1));
+  trailer_fields_.push_back({{at, static_cast<std::uint32_t>(colon)},
+                             {at + static_cast<std::uint32_t>(value.data() - line.data()),
+                              static_cast<std::uint32_t>(value.size())}});
   return true;
+}
+
+FieldView RequestReader::trailer(std::size_t i) const {
+  std::string_view t(trailers_);
+  const auto& f = trailer_fields_[i];
+  return {t.substr(f.name.off, f.name.len), t.substr(f.value.off, f.value.len)};
 }
 
 std::size_t RequestReader::parse_head(std::string_view in) {
@@ -399,6 +413,7 @@ bool RequestReader::check_fields() {
   std::optional<std::uint64_t> length;
   int hosts = 0;
   bool te = false;
+  bool other = false;  // a coding other than chunked, in any Transfer-Encoding field
   bool close = false;
   bool keep = false;
   for (const auto& f : fields_) {
@@ -412,8 +427,8 @@ bool RequestReader::check_fields() {
       length = std::stoull(std::string(value));
     } else if (iequals(name, "transfer-encoding")) {
       if (version_ == 10) return fail(400, "Transfer-Encoding in an HTTP/1.0 request");
-      // Every Transfer-Encoding field counts, as one list: it must end in chunked, once.
-      bool other = false;
+      // Every Transfer-Encoding field counts, as one list: it must end in chunked, once
+      // ("gzip" then "chunked" in two fields is "gzip, chunked").
       bool bad = false;
       for_each_element(value, [&](std::string_view coding) {
         if (bad) return;

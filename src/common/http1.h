@@ -70,6 +70,11 @@ class RequestReader {
   FieldView field(std::size_t i) const { return {view(fields_[i].name), view(fields_[i].value)}; }
   // The first value of a field (names case-insensitive), or nothing.
   std::optional<std::string_view> find(std::string_view name) const;
+  // The trailer fields of a chunked request, once done(). Never to be forwarded or read as
+  // header fields (an Authorization sent as a trailer must not authenticate); the gateway's
+  // privacy rules look at them, so a marking sent there still counts.
+  std::size_t trailer_count() const { return trailer_fields_.size(); }
+  FieldView trailer(std::size_t i) const;
   bool keep_alive() const { return keep_alive_; }
   bool chunked() const { return chunked_; }
   bool expects_continue() const { return expect_continue_; }
@@ -123,6 +128,8 @@ class RequestReader {
   Span target_;
   int version_ = 11;
   std::vector<FieldSpan> fields_;
+  std::string trailers_;  // the trailer lines, one after another (spans below)
+  std::vector<FieldSpan> trailer_fields_;
   std::vector<Span> connection_tokens_;
   bool keep_alive_ = true;
   bool chunked_ = false;

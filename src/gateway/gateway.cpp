@@ -839,6 +839,10 @@ class Worker {
       auto f = reader.field(i);
       facts.headers.push_back({f.name, f.value});
     }
+    for (std::size_t i = 0; i < reader.trailer_count(); ++i) {  // classified, never forwarded
+      auto f = reader.trailer(i);
+      facts.headers.push_back({f.name, f.value});
+    }
     Verdict v = classify(snap.privacy, facts);
     req.method_string(reader.method());
     req.target(target.origin_form());

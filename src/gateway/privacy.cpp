@@ -4,7 +4,6 @@
 #include <zlib.h>
 
 #include <algorithm>
-#include <boost/json.hpp>
 #include <cctype>
 
 #include "common/text.h"
@@ -106,30 +105,60 @@ bool any_pattern(const PrivacyRules& rules, std::string_view text, std::string& 
   return false;
 }
 
-// Strings (values and keys) of a JSON document, decoded, in one buffer separated by NULs.
-void json_strings(const boost::json::value& v, std::string& out) {
-  switch (v.kind()) {
-    case boost::json::kind::string:
-      out.append(v.get_string());
-      out += '\0';
-      break;
-    case boost::json::kind::array:
-      for (const auto& e : v.get_array()) json_strings(e, out);
-      break;
-    case boost::json::kind::object:
-      for (const auto& [k, e] : v.get_object()) {
-        out.append(k);
-        out += '\0';
-        json_strings(e, out);
+// The text with every JSON escape decoded, read left to right as a JSON string would be,
+// whether or not the whole is valid JSON: a duplicate key, a trailing comma or a document
+// cut short must not hide an escaped pattern from the rules while a lenient upstream reads
+// it. \uXXXX becomes its UTF-8 (a lone surrogate a '?'), an unknown or cut escape stays.
+std::string json_unescaped(std::string_view s) {
+  std::string out;
+  out.reserve(s.size());
+  for (std::size_t i = 0; i < s.size(); ++i) {
+    if (s[i] != '\\' || i + 1 == s.size()) {
+      out += s[i];
+      continue;
+    }
+    char e = s[i + 1];
+    if (e == 'u' && i + 6 <= s.size()) {
+      unsigned cp = 0;
+      bool ok = true;
+      for (std::size_t k = 2; ok && k < 6; ++k) {
+        int h = hex_value(s[i + k]);
+        ok = h >= 0;
+        cp = cp * 16 + static_cast<unsigned>(std::max(h, 0));
       }
-      break;
-    default:
-      break;
+      if (ok) {
+        if (cp >= 0xD800 && cp <= 0xDFFF) {
+          out += '?';
+        } else if (cp < 0x80) {
+          out += static_cast<char>(cp);
+        } else if (cp < 0x800) {
+          out += static_cast<char>(0xC0 | (cp >> 6));
+          out += static_cast<char>(0x80 | (cp & 0x3F));
+        } else {
+          out += static_cast<char>(0xE0 | (cp >> 12));
+          out += static_cast<char>(0x80 | ((cp >> 6) & 0x3F));
+          out += static_cast<char>(0x80 | (cp & 0x3F));
+        }
+        i += 5;
+        continue;
+      }
+    }
+    static constexpr std::string_view kFrom = "\"\\/bfnrt";
+    static constexpr std::string_view kTo = "\"\\/\b\f\n\r\t";
+    if (auto at = kFrom.find(e); at != std::string_view::npos) {
+      out += kTo[at];
+      ++i;
+      continue;
+    }
+    out += s[i];
   }
+  return out;
 }
 
 // Inflates gzip or zlib (windowBits 15 + 32 detects both) or raw deflate, at most `limit`
-// bytes; nothing when the data is not that or decodes to more.
+// bytes; nothing when the data is not that or decodes to more. Every member of a gzip
+// stream counts (RFC 1952 §2.2; gzip -d and most servers decode them all), and bytes after
+// the last one make the data unreadable: nothing after the end goes unread.
 std::optional<std::string> inflate(std::string_view in, bool raw, std::size_t limit) {
   z_stream z{};
   if (inflateInit2(&z, raw ? -15 : 15 + 32) != Z_OK) return std::nullopt;
@@ -145,6 +174,11 @@ std::optional<std::string> inflate(std::string_view in, bool raw, std::size_t li
     if (rc != Z_OK && rc != Z_STREAM_END) break;
     out.append(chunk, sizeof chunk - z.avail_out);
     if (out.size() > limit) rc = Z_BUF_ERROR;
+    if (rc == Z_STREAM_END && z.avail_in != 0) {
+      // Another member (or trailing bytes, which then fail to decode).
+      rc = raw ? Z_DATA_ERROR : inflateReset(&z);
+      continue;
+    }
     if (rc == Z_OK && z.avail_in == 0 && z.avail_out != 0) rc = Z_DATA_ERROR;  // truncated
   }
   inflateEnd(&z);
@@ -203,14 +237,8 @@ bool body_hits(const PrivacyRules& rules, std::string_view body,
     body = *decoded;
   }
   if (any_pattern(rules, body, rule)) return true;
-  if (body.find('\\') != std::string_view::npos) {
-    boost::system::error_code ec;
-    boost::json::value v = boost::json::parse(body, ec);
-    if (!ec) {
-      std::string strings;
-      json_strings(v, strings);
-      if (any_pattern(rules, strings, rule)) return true;
-    }
+  if (body.find('\\') != std::string_view::npos && any_pattern(rules, json_unescaped(body), rule)) {
+    return true;
   }
   if (body.find('%') != std::string_view::npos) {
     std::string form;
@@ -230,16 +258,22 @@ bool body_hits(const PrivacyRules& rules, std::string_view body,
   return false;
 }
 
-// "Bearer KEY" in any case and spacing, or the key alone (X-Api-Key, api-key).
-std::string_view credential(std::string_view value) {
-  auto is_space = [](char c) { return c == ' ' || c == '\t'; };
-  while (!value.empty() && is_space(value.front())) value.remove_prefix(1);
-  while (!value.empty() && is_space(value.back())) value.remove_suffix(1);
-  if (value.size() > 6 && iequals(value.substr(0, 6), "bearer") && is_space(value[6])) {
-    value.remove_prefix(6);
-    while (!value.empty() && is_space(value.front())) value.remove_prefix(1);
+// Whether `text` holds the key as a whole credential: not run on into more of a token68
+// (letters, digits, -._~+/ and '=' padding at its end), so "KEYx" and "KEY=" are other
+// keys while "Token KEY", "k=KEY;" and "KEY," hold it.
+bool has_key(std::string_view text, std::string_view key) {
+  auto token = [](char c) {
+    return std::isalnum(static_cast<unsigned char>(c)) ||
+           std::string_view("-._~+/").find(c) != std::string_view::npos;
+  };
+  if (key.empty()) return false;
+  for (auto at = text.find(key); at != std::string_view::npos; at = text.find(key, at + 1)) {
+    std::size_t end = at + key.size();
+    if ((at == 0 || !token(text[at - 1])) &&
+        (end == text.size() || (!token(text[end]) && text[end] != '=')))
+      return true;
   }
-  return value;
+  return false;
 }
 
 }  // namespace
@@ -355,12 +389,12 @@ Verdict classify(const PrivacyRules& rules, const RequestFacts& req) {
       if (!any) return sensitive(fmt::format("header {} (empty)", rules.marking_header));
     } else if (iequals(h.name, "content-encoding")) {
       for (auto& c : coding_list(h.value)) codings.push_back(std::move(c));
-    } else if (!rules.client_keys.empty() &&
-               (iequals(h.name, "authorization") || iequals(h.name, "x-api-key") ||
-                iequals(h.name, "api-key") || iequals(h.name, "proxy-authorization"))) {
-      std::string_view key = credential(h.value);
+    } else {
+      // A client key in any field, under any scheme or none: Authorization in every
+      // spelling, X-Api-Key, a framework's X_Api_Key, "Token KEY". A key is a secret, so
+      // finding it anywhere is finding the client.
       for (const auto& k : rules.client_keys) {
-        if (key == k) return sensitive("client key");
+        if (has_key(h.value, k)) return sensitive("client key");
       }
     }
   }
@@ -378,6 +412,9 @@ Verdict classify(const PrivacyRules& rules, const RequestFacts& req) {
 
 std::optional<std::string> egress_hit(const PrivacyRules& rules, std::string_view head,
                                       std::string_view body, std::string_view content_encoding) {
+  for (const auto& k : rules.client_keys) {
+    if (has_key(head, k)) return "a client key in the head";
+  }
   if (rules.patterns.empty()) return std::nullopt;
   std::string rule;
   if (any_pattern(rules, head, rule)) return rule + " in the head";

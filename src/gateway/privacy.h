@@ -9,10 +9,12 @@
 //   path_with_escaped_slashes_action: REJECT).
 // - classify(): routes (case-insensitive; "P/*" covers P itself; ';' parameters ignored), the
 //   marking header (every occurrence, a list; anything but public/internal is sensitive),
-//   client keys (any scheme case, any whitespace), content patterns (raw bytes, the decoded
-//   text of JSON strings, the decoded query, gzip and deflate bodies).
+//   client keys (in any field, under any scheme or none), content patterns (raw bytes, the
+//   text with its JSON escapes decoded, valid JSON or not, the decoded query, gzip (every
+//   member) and deflate bodies). The caller passes trailer fields as fields too: a marking
+//   or key sent there counts, though it is never forwarded.
 // - egress_hit(): the second line of defence, run on the exact bytes about to go to a cloud
-//   endpoint.
+//   endpoint (patterns, and client keys in the head).
 // Pure functions of their inputs, no I/O: any thread. A verdict names the rule, never the
 // content that matched it.
 #pragma once
@@ -62,7 +64,8 @@ struct Verdict {
 Verdict classify(const PrivacyRules& rules, const RequestFacts& req);
 
 // Whether the bytes about to leave (the head and body as written, after any rewrite) hold a
-// content pattern: the rule that matched, or nothing. `content_encoding` is the body's.
+// content pattern or a client key: the rule that matched, or nothing. `content_encoding` is the
+// body's.
 std::optional<std::string> egress_hit(const PrivacyRules& rules, std::string_view head,
                                       std::string_view body, std::string_view content_encoding);
 

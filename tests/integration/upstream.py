@@ -14,18 +14,99 @@ thread per connection. Behaviours the tests switch on:
   --die-after-first      SSE: the process dies after the first chunk
   --health-file F        GET /health answers 200 while F exists, else 500 (not recorded)
   --tls-cert C --tls-key K   serve HTTPS
+  --sensitive RULES.json each record gets "sensitive": what of the rules it holds, in any
+                         form (see sensitive_hits): the privacy suite's cloud recorder
 """
 import argparse
+import base64
+import gzip
 import json
 import os
+import re
 import ssl
 import threading
 import time
+import urllib.parse
+import zlib
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 args = None
+rules = None
 lock = threading.Lock()
 inflight = 0
+
+
+def decodings(data):
+    """Every way an upstream could read these bytes: as sent, and undone once more by gzip
+    (all members), zlib, raw deflate, UTF-16/32, JSON escapes, percent-escapes and '+'."""
+    out = []
+    for f in (gzip.decompress, lambda d: zlib_any(d, 15 + 32), lambda d: zlib_any(d, -15)):
+        try:
+            out.append(f(data))
+        except Exception:
+            pass
+    for enc in ("utf-16", "utf-16-le", "utf-16-be", "utf-32", "utf-32-le", "utf-32-be"):
+        try:
+            out.append(data.decode(enc).encode("utf-8", "replace"))
+        except Exception:
+            pass
+    out.append(data.replace(b"\0", b""))
+    text = data.decode("utf-8", "replace")
+    def json_escape(m):
+        e = m.group(1)
+        if e[0] == "u":
+            return chr(int(e[1:], 16))
+        return {"n": "\n", "t": "\t", "r": "\r", "b": "\b", "f": "\f"}.get(e, e)
+    out.append(re.sub(r"\\(u[0-9a-fA-F]{4}|.)", json_escape, text).encode("utf-8", "replace"))
+    out.append(urllib.parse.unquote_to_bytes(data.replace(b"+", b" ")))
+    return [d for d in out if d != data]
+
+
+def zlib_any(data, wbits):
+    d = zlib.decompressobj(wbits)
+    out = d.decompress(data)
+    while d.eof and d.unused_data:  # further members
+        rest = d.unused_data
+        d = zlib.decompressobj(wbits)
+        out += d.decompress(rest)
+    return out
+
+
+def sensitive_hits(method, path, headers, body):
+    """What of the rules a request holds: a pattern (regex) or secret in any decoding of its
+    target, fields or body (three layers deep), a field named as a forbidden one in any
+    case or with '_' for '-', a forbidden word in its decoded, lower-case path."""
+    hits = []
+    seen = set()
+    def scan(where, data, depth):
+        if data in seen or len(seen) > 256:
+            return
+        seen.add(data)
+        low = data.lower()
+        for p in rules.get("patterns", []):
+            if re.search(p.encode(), data):
+                hits.append(f"pattern {p} in {where}")
+        for s in rules.get("secrets", []):
+            if s.lower().encode() in low:
+                hits.append(f"secret in {where}")
+        if depth < 3:
+            for d in decodings(data):
+                scan(where, d, depth + 1)
+    scan("the target", path.encode("latin-1", "replace"), 0)
+    p = path
+    for _ in range(3):
+        p = urllib.parse.unquote(p)
+    p = p.lower().replace("\\", "/")
+    for w in rules.get("path_words", []):
+        if w in p:
+            hits.append(f"path word {w}")
+    names = [n.lower().replace("_", "-") for n in rules.get("header_names", [])]
+    for k, v in headers:
+        if k.lower().replace("_", "-") in names:
+            hits.append(f"field {k}")
+        scan(f"field {k}", v.encode("latin-1", "replace"), 0)
+    scan("the body", body, 0)
+    return sorted(set(hits))
 
 
 def wait_while(path):
@@ -35,6 +116,7 @@ def wait_while(path):
 
 class Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
+    disable_nagle_algorithm = True  # head and body are two writes: no delayed-ACK stall
 
     def log_message(self, *a):
         pass
@@ -75,13 +157,17 @@ class Handler(BaseHTTPRequestHandler):
             self.send_header("Content-Length", "0")
             self.end_headers()
             return
+        entry = {"method": self.command, "path": self.path,
+                 "headers": {k.lower(): v for k, v in self.headers.items()},
+                 "body": body.decode("utf-8", "replace")}
+        if rules is not None:
+            entry["sensitive"] = sensitive_hits(self.command, self.path,
+                                                self.headers.items(), body)
         with lock:
             inflight += 1
             now = inflight
             with open(args.record, "a") as f:
-                f.write(json.dumps({"method": self.command, "path": self.path,
-                                    "headers": {k.lower(): v for k, v in self.headers.items()},
-                                    "body": body.decode("utf-8", "replace")}) + "\n")
+                f.write(json.dumps(entry) + "\n")
         try:
             self.answer(body, now)
         finally:
@@ -134,7 +220,12 @@ def main():
     p.add_argument("--health-file", default="")
     p.add_argument("--tls-cert", default="")
     p.add_argument("--tls-key", default="")
+    p.add_argument("--sensitive", default="")
     args = p.parse_args()
+    global rules
+    if args.sensitive:
+        with open(args.sensitive) as f:
+            rules = json.load(f)
     ThreadingHTTPServer.request_queue_size = 256
     server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
     server.daemon_threads = True

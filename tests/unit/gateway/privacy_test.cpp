@@ -108,6 +108,26 @@ TEST_F(Classify, ClientKeysInAnySchemeCaseAndSpacing) {
   EXPECT_THAT(v.rule, ::testing::Not(HasSubstr("key-of")));  // the secret is never named
 }
 
+// Found by the privacy suite: these reached the cloud (the Authorization replaced by the
+// cloud's key, or the key field forwarded as sent).
+TEST_F(Classify, ClientKeysInAnyFieldUnderAnyScheme) {
+  auto keyed = [&](std::string_view name, std::string_view value) {
+    return of("/v1/chat/completions", {{name, value}}).sensitive;
+  };
+  EXPECT_TRUE(keyed("Authorization", "Token key-of-the-clinic"));
+  EXPECT_TRUE(keyed("Authorization", "ApiKey key-of-the-clinic"));
+  EXPECT_TRUE(keyed("X_Api_Key", "key-of-the-clinic"));
+  EXPECT_TRUE(keyed("api_key", "Key key-of-the-clinic"));
+  EXPECT_TRUE(keyed("X-Custom-Auth", "clinic=key-of-the-clinic;"));
+  EXPECT_FALSE(keyed("X_Api_Key", "xkey-of-the-clinic"));
+  EXPECT_FALSE(keyed("Authorization", "Token key-of-the-clinic.2"));
+  std::string head = "POST / HTTP/1.1\r\nX-Key: key-of-the-clinic\r\n\r\n";
+  EXPECT_TRUE(egress_hit(rules, head, "", ""));
+  rules.patterns.clear();  // keys are looked for without any pattern too
+  EXPECT_TRUE(egress_hit(rules, head, "", ""));
+  EXPECT_FALSE(egress_hit(rules, "POST / HTTP/1.1\r\nX-Key: other\r\n\r\n", "", ""));
+}
+
 std::string gzip(std::string_view in, int window_bits) {
   z_stream z{};
   deflateInit2(&z, 6, Z_DEFLATED, window_bits, 8, Z_DEFAULT_STRATEGY);
@@ -150,6 +170,30 @@ TEST_F(Classify, PatternsSeeThroughJsonEscapesFormsAndCompression) {
   EXPECT_FALSE(hit(gzip("hello", 15 + 16), {{"Content-Encoding", "gzip"}}));
   rules.patterns.clear();
   EXPECT_FALSE(hit("\x1b\x02", {{"Content-Encoding", "br"}}));  // nothing to look for
+}
+
+// Found by the privacy suite: each of these reached the cloud with the SSN.
+TEST_F(Classify, EscapesCountInAnyDocumentAndEveryGzipMember) {
+  auto hit = [&](std::string_view body, std::vector<HeaderView> h = {}) {
+    return of("/v1/chat/completions", h, body).sensitive;
+  };
+  // Not valid JSON, or JSON whose parsed form keeps only the last duplicate: a lenient or
+  // first-wins upstream still reads the SSN.
+  EXPECT_TRUE(hit(R"({"p":"123\u002d45\u002d6789","p":"nothing"})"));
+  EXPECT_TRUE(hit(R"({"p":"\u0031\u00323-45-6789",})"));
+  EXPECT_TRUE(hit(R"({"p":"123\u002D45\u002D6789")"));
+  EXPECT_TRUE(hit(R"(["x\n123\u002d45-6789\t"])"));
+  EXPECT_FALSE(hit(R"({"p":"123\\u002d45\\u002d6789"})"));  // escaped backslashes: no dash
+  EXPECT_FALSE(hit(R"({"p":"\u00zz 123\u002d45"})"));
+  // Two gzip members: gzip -d and most servers decode both.
+  std::string two = gzip("hello", 15 + 16) + gzip(R"({"p":"123-45-6789"})", 15 + 16);
+  EXPECT_TRUE(hit(two, {{"Content-Encoding", "gzip"}}));
+  EXPECT_TRUE(egress_hit(rules, "POST / HTTP/1.1\r\n\r\n", two, "gzip"));
+  // Bytes after the last member cannot be read: sensitive, not ignored.
+  EXPECT_TRUE(hit(gzip("hello", 15 + 16) + "123-45", {{"Content-Encoding", "gzip"}}));
+  EXPECT_TRUE(hit(gzip("hello", -15) + "junk", {{"Content-Encoding", "deflate"}}));
+  EXPECT_FALSE(
+      hit(gzip("hello", 15 + 16) + gzip("world", 15 + 16), {{"Content-Encoding", "gzip"}}));
 }
 
 TEST_F(Classify, EgressSeesTheBytesAsSent) {
