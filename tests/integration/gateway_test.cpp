@@ -675,5 +675,80 @@ TEST_F(GatewayTest, NothingProcessedIsSentTwiceAndRetriesHaveABudget) {
   EXPECT_EQ(metric(m, "hylab_gateway_retries_total"), 0);
 }
 
+// Issue 18, 8b: with every slot on both sides taken, requests wait for the first slot that
+// frees (here up to the connect timeout, 3 s), where they were refused at once before.
+TEST_F(GatewayTest, WhenEverySlotIsTakenRequestsQueueForTheFirstToFree) {
+  int local = upstream("local", "", {"--latency-ms", "200"});
+  int cloud = upstream("cloud", "", {"--latency-ms", "200"});
+  start_gateway(fmt::format(R"(gateway:
+  listen: 127.0.0.1:0
+  admin: 127.0.0.1:0
+  threads: 2
+  local:
+    - {{name: gpu-box, url: "http://127.0.0.1:{}", max_inflight: 2}}
+  cloud:
+    - {{name: cloud-a, url: "http://127.0.0.1:{}", max_inflight: 2, api_key_env: HYLAB_TEST_CLOUD_KEY}}
+  timeouts: {{connect: 3s, response: 10s}}
+)",
+                            local, cloud));
+  std::vector<int> status(12, 0);
+  std::vector<std::thread> clients;
+  for (std::size_t i = 0; i < status.size(); ++i) {
+    clients.emplace_back([&, i] { status[i] = send("/v1/chat/completions", "{}").status; });
+  }
+  for (auto& t : clients) t.join();
+  for (std::size_t i = 0; i < status.size(); ++i) EXPECT_EQ(status[i], 200) << i;
+  EXPECT_GE(metric(metrics(), "hylab_gateway_queued_total"), 1);
+  EXPECT_EQ(lines(path("local.rec")) + lines(path("cloud.rec")), 12);
+}
+
+// Issue 18, 8c: a cloud endpoint without max_inflight takes 256 at once (it was 8, and 12
+// concurrent requests against 2 local slots got two 503s).
+TEST_F(GatewayTest, ACloudEndpointWithoutMaxInflightTakesTheOverflow) {
+  int local = upstream("local", "", {"--latency-ms", "300"});
+  int cloud = upstream("cloud", "", {"--latency-ms", "300"});
+  start_gateway(fmt::format(R"(gateway:
+  listen: 127.0.0.1:0
+  admin: 127.0.0.1:0
+  local:
+    - {{name: gpu-box, url: "http://127.0.0.1:{}", max_inflight: 2}}
+  cloud:
+    - {{name: cloud-a, url: "http://127.0.0.1:{}", api_key_env: HYLAB_TEST_CLOUD_KEY}}
+  timeouts: {{connect: 50ms, response: 10s}}
+)",
+                            local, cloud));
+  std::vector<int> status(12, 0);
+  std::vector<std::thread> clients;
+  for (std::size_t i = 0; i < status.size(); ++i) {
+    clients.emplace_back([&, i] { status[i] = send("/v1/chat/completions", "{}").status; });
+  }
+  for (auto& t : clients) t.join();
+  for (std::size_t i = 0; i < status.size(); ++i) EXPECT_EQ(status[i], 200) << i;
+  EXPECT_EQ(metric(metrics(), "hylab_gateway_capacity{environment=\"cloud\",endpoint=\"cloud-a\"}"),
+            256);
+}
+
+TEST_F(GatewayTest, PastTheConnectionCapIdleClientsMakeRoom) {
+  int local = upstream("local");
+  int cloud = upstream("cloud");
+  std::string cfg = config(local, cloud, 4);
+  cfg.replace(cfg.find("max_header: 8KiB}"), 17, "max_header: 8KiB, max_connections: 4}");
+  start_gateway(cfg);
+  std::vector<std::unique_ptr<RawClient>> idle;
+  for (int i = 0; i < 30; ++i) {
+    idle.push_back(std::make_unique<RawClient>(port_));
+    ASSERT_TRUE(idle.back()->connected());
+  }
+  // Each of the two threads keeps at most 2; the oldest idle ones were closed.
+  ASSERT_TRUE(wait_until([&] {
+    return metric(metrics(), "hylab_gateway_connections_evicted_total") >= 26;
+  })) << metrics();
+  EXPECT_LE(metric(metrics(), "hylab_gateway_connections"), 4);
+  // A client with a request is served, and so is the newest idle connection.
+  EXPECT_EQ(send("/v1/embeddings", R"({"input":"x"})").status, 200);
+  ASSERT_TRUE(idle.back()->send(post("/v1/embeddings", R"({"input":"y"})")));
+  EXPECT_TRUE(idle.back()->read_until("\"upstream\": \"local\"")) << idle.back()->received();
+}
+
 }  // namespace
 }  // namespace hylab::testing

@@ -157,6 +157,16 @@ TEST(Config, GatewaySection) {
   EXPECT_DOUBLE_EQ(cfg.gateway.connect_timeout_seconds, 0.5);
   EXPECT_DOUBLE_EQ(cfg.gateway.response_timeout_seconds, 120);
   EXPECT_EQ(cfg.gateway.max_body_bytes, 4 * kMiB);
+  // Unset: a cloud API takes 256 at once, a lab box 8; 10,000 client connections.
+  EXPECT_EQ(cfg.gateway.cloud.at(0).max_inflight, 256);
+  EXPECT_EQ(cfg.gateway.max_connections, 10000u);
+  Config lab = testing::config_from(
+      "gateway:\n  local:\n    - {name: a, url: \"http://127.0.0.1:1\"}\n"
+      "  limits: {max_connections: 50}\nserver:\n  max_connections: 7\n");
+  EXPECT_EQ(lab.gateway.local.at(0).max_inflight, 8);
+  EXPECT_EQ(lab.gateway.max_connections, 50u);
+  EXPECT_EQ(lab.server.max_connections, 7u);
+  EXPECT_EQ(Config{}.server.max_connections, 1024u);
 }
 
 TEST(Config, GatewayHealthAdaptivePrivacyRetries) {
