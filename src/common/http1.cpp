@@ -64,7 +64,7 @@ void RequestReader::reset() {
   started_ = false;
   error_ = {};
   head_.clear();
-  line_len_ = 0;
+  line_start_ = 0;
   method_ = target_ = {};
   version_ = 11;
   fields_.clear();
@@ -287,50 +287,58 @@ std::size_t RequestReader::parse_head(std::string_view in) {
     }
   }
   started_ = true;
-  // Copy up to the end of the head (an empty line), never past it; a line ending other
-  // than CRLF fails at once rather than waiting for the limit.
-  std::string_view rest = in.substr(i);
-  char prev = head_.empty() ? '\0' : head_.back();
-  std::size_t take = 0;
-  bool end = false;
-  while (take < rest.size() && !end) {
-    char c = rest[take++];
-    if (c == '\n') {
-      if (prev != '\r') {
+  // Copy up to the end of the head (an empty line), never past it, a line at a time; each
+  // line is checked as soon as its CRLF is in, so a malformed request fails at the line that
+  // makes it so (as llhttp does) rather than when the head ends or reaches the limit.
+  while (i < in.size()) {
+    std::string_view rest = in.substr(i);
+    std::size_t lf = rest.find('\n');
+    std::size_t take = lf == std::string_view::npos ? rest.size() : lf + 1;
+    std::string_view seg = rest.substr(0, take);
+    // A CR is only ever the last byte before the LF ending its line.
+    std::size_t cr = seg.find('\r');
+    if (cr != std::string_view::npos && cr + 1 < seg.size() && seg[cr + 1] != '\n') {
+      fail(400, "a CR not followed by LF in the request head");
+      return i + cr + 2;
+    }
+    if (!head_.empty() && head_.back() == '\r' && seg.front() != '\n') {
+      fail(400, "a CR not followed by LF in the request head");
+      return i + 1;
+    }
+    if (lf != std::string_view::npos) {
+      char before = lf > 0 ? seg[lf - 1] : head_.empty() ? '\0' : head_.back();
+      if (before != '\r') {
         fail(400, "a bare LF in the request head (lines end in CRLF)");
         return i + take;
       }
-      end = line_len_ == 1;  // the line held only its CR: the empty line ending the head
-      line_len_ = 0;
-    } else {
-      if (prev == '\r') {
-        fail(400, "a CR not followed by LF in the request head");
-        return i + take;
-      }
-      ++line_len_;
     }
-    prev = c;
+    if (head_.size() + take > limits_.max_header_bytes) {
+      fail(431, fmt::format("request head over the limit of {} bytes", limits_.max_header_bytes));
+      return i + take;
+    }
+    head_.append(seg.data(), take);
+    overhead_ += take;
+    i += take;
+    if (lf == std::string_view::npos) break;
+    if (!head_line()) return i;
+    if (state_ != State::kHead) break;  // the empty line: the head is complete
   }
-  if (head_.size() + take > limits_.max_header_bytes) {
-    fail(431, fmt::format("request head over the limit of {} bytes", limits_.max_header_bytes));
-    return i + take;
-  }
-  head_.append(rest.data(), take);
-  overhead_ += take;
-  if (end) finish_head();
-  return i + take;
+  return i;
 }
 
-bool RequestReader::finish_head() {
+// One complete line of the head, [line_start_, head_.size()) with its CRLF.
+bool RequestReader::head_line() {
   std::string_view head(head_);
-  auto span_of = [&](std::string_view part) {
-    return Span{static_cast<std::uint32_t>(part.data() - head.data()),
-                static_cast<std::uint32_t>(part.size())};
-  };
-  // Lines end in CRLF (checked as they arrived); the rest of the grammar is checked here.
-  std::size_t eol = head.find("\r\n");
-  std::string_view line = head.substr(0, eol);
-  // request-line = method SP request-target SP HTTP-version
+  std::string_view line = head.substr(line_start_, head.size() - line_start_ - 2);
+  bool first = line_start_ == 0;
+  line_start_ = head.size();
+  if (first) return request_line(line);
+  if (line.empty()) return check_fields();
+  return field_line(line);
+}
+
+// request-line = method SP request-target SP HTTP-version
+bool RequestReader::request_line(std::string_view line) {
   auto sp1 = line.find(' ');
   auto sp2 = sp1 == std::string_view::npos ? sp1 : line.find(' ', sp1 + 1);
   if (sp2 == std::string_view::npos || line.find(' ', sp2 + 1) != std::string_view::npos)
@@ -368,30 +376,34 @@ bool RequestReader::finish_head() {
   }
   method_ = span_of(method);
   target_ = span_of(target);
-  // field-line = field-name ":" OWS field-value OWS
-  std::size_t pos = eol + 2;
-  while (pos + 2 <= head.size()) {
-    std::size_t end = head.find("\r\n", pos);
-    std::string_view fl = head.substr(pos, end - pos);
-    pos = end + 2;
-    if (fl.empty()) break;
-    if (ows(fl.front())) return fail(400, "a folded header line (obs-fold)");
-    auto colon = fl.find(':');
-    if (colon == std::string_view::npos) return fail(400, "a header line without a colon");
-    std::string_view name = fl.substr(0, colon);
-    if (!all_tokens(name)) {
-      return fail(400, name.empty() || ows(name.back())
-                           ? "whitespace or nothing before a header field's colon"
-                           : "an invalid character in a header field name");
-    }
-    std::string_view value = trim_ows(fl.substr(colon + 1));
-    for (char c : value) {
-      if (!field_value_char(static_cast<unsigned char>(c)))
-        return fail(400, fmt::format("an invalid character in header field {}", quote(name)));
-    }
-    fields_.push_back({span_of(name), span_of(value)});
+  return true;
+}
+
+// field-line = field-name ":" OWS field-value OWS
+bool RequestReader::field_line(std::string_view line) {
+  if (ows(line.front())) return fail(400, "a folded header line (obs-fold)");
+  auto colon = line.find(':');
+  if (colon == std::string_view::npos) return fail(400, "a header line without a colon");
+  std::string_view name = line.substr(0, colon);
+  if (!all_tokens(name)) {
+    return fail(400, name.empty() || ows(name.back())
+                         ? "whitespace or nothing before a header field's colon"
+                         : "an invalid character in a header field name");
   }
-  return check_fields();
+  std::string_view value = trim_ows(line.substr(colon + 1));
+  for (char c : value) {
+    if (!field_value_char(static_cast<unsigned char>(c)))
+      return fail(400, fmt::format("an invalid character in header field {}", quote(name)));
+  }
+  // Content-Length is checked here too, so a duplicate or an overflow fails at its line.
+  if (iequals(name, "content-length")) {
+    if (find("content-length")) return fail(400, "more than one Content-Length");
+    if (value.empty() || value.size() > 18 ||
+        !std::all_of(value.begin(), value.end(), [](char c) { return c >= '0' && c <= '9'; }))
+      return fail(400, fmt::format("Content-Length {} is not a number", quote(value)));
+  }
+  fields_.push_back({span_of(name), span_of(value)});
+  return true;
 }
 
 // The framing and connection fields, checked the way RFC 9112 §6 asks of a server.
@@ -401,15 +413,12 @@ bool RequestReader::check_fields() {
   bool te = false;
   bool close = false;
   bool keep = false;
+  bool upgrade = false;
   for (const auto& f : fields_) {
     std::string_view name = view(f.name);
     std::string_view value = view(f.value);
     if (iequals(name, "content-length")) {
-      if (length) return fail(400, "more than one Content-Length");
-      if (value.empty() || value.size() > 18 ||
-          !std::all_of(value.begin(), value.end(), [](char c) { return c >= '0' && c <= '9'; }))
-        return fail(400, fmt::format("Content-Length {} is not a number", quote(value)));
-      length = std::stoull(std::string(value));
+      length = std::stoull(std::string(value));  // one, all digits: checked by field_line
     } else if (iequals(name, "transfer-encoding")) {
       if (version_ == 10) return fail(400, "Transfer-Encoding in an HTTP/1.0 request");
       // Every Transfer-Encoding field counts, as one list: it must end in chunked, once.
@@ -431,6 +440,8 @@ bool RequestReader::check_fields() {
       if (other && chunked_)
         return fail(501, "a transfer coding other than chunked is not implemented");
       if (other) chunked_ = false;
+    } else if (iequals(name, "upgrade")) {
+      upgrade = true;
     } else if (iequals(name, "host")) {
       ++hosts;
     } else if (iequals(name, "connection")) {
@@ -449,8 +460,12 @@ bool RequestReader::check_fields() {
   if (te && !chunked_) return fail(400, "a Transfer-Encoding that does not end in chunked");
   if (te && length) return fail(400, "both Content-Length and Transfer-Encoding");
   if (hosts > 1) return fail(400, "more than one Host");
-  if (hosts == 0 && version_ == 11) return fail(400, "an HTTP/1.1 request without Host");
-  keep_alive_ = version_ == 11 ? !close : keep && !close;
+  if (hosts == 0 && version_ == 11 && limits_.require_host)
+    return fail(400, "an HTTP/1.1 request without Host");
+  // hylab switches to no other protocol: a request asking for one (Upgrade) is answered as
+  // HTTP and the connection ends after it, so bytes a peer meant for the new protocol are
+  // never read as requests (llhttp stops reading HTTP there too).
+  keep_alive_ = !upgrade && (version_ == 11 ? !close : keep && !close);
   if (chunked_) {
     state_ = State::kChunkLine;
     return true;

@@ -172,5 +172,42 @@ TEST(RequestReader, EndsCleanlyOrNotAtEof) {
   EXPECT_TRUE(lead.done());
 }
 
+// llhttp refuses at the line that makes a request malformed; so does hylab, without waiting
+// for the end of the head (or its limit).
+TEST(RequestReader, RefusesAMalformedLineAsSoonAsItEnds) {
+  for (std::string wire : {"PUT /url HTTP/1.1\r\nContent-Length: 1\r\nContent-Length: 2\r\n",
+                           "PUT /url HTTP/1.1\r\nContent-Length: 1000000000000000000000\r\n",
+                           "GET / HTTP/1.1\r\n Host: foo\r\n", "GET / HTTP/5.6\r\n",
+                           "BREW / HTTP/1.1\r\n", "GET / HTTP/1.1\r\nHost : x\r\n"}) {
+    RequestReader r;
+    EXPECT_EQ(r.parse(wire), wire.size()) << wire;
+    EXPECT_TRUE(r.failed()) << wire;
+    RequestReader bytewise;
+    for (char c : wire) bytewise.parse(std::string_view(&c, 1));
+    EXPECT_TRUE(bytewise.failed()) << wire;
+    EXPECT_EQ(r.error().status, bytewise.error().status) << wire;
+  }
+}
+
+// A request asking to switch protocols is answered as HTTP and ends the connection: what
+// follows it is the other protocol's, never a request (llhttp stops reading HTTP there too).
+TEST(RequestReader, EndsTheConnectionAfterAnUpgradeRequest) {
+  RequestReader r;
+  std::string wire =
+      "GET /demo HTTP/1.1\r\nHost: x\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\r\n"
+      "GET /smuggled HTTP/1.1\r\nHost: x\r\n\r\n";
+  std::size_t used = r.parse(wire);
+  ASSERT_TRUE(r.done());
+  EXPECT_FALSE(r.keep_alive());
+  EXPECT_EQ(wire.substr(used).substr(0, 14), "GET /smuggled ");
+}
+
+TEST(RequestReader, RequiresHostUnlessToldNotTo) {
+  EXPECT_EQ(parse("GET / HTTP/1.1\r\n\r\n").status, 400);
+  Limits l;
+  l.require_host = false;
+  EXPECT_TRUE(parse("GET / HTTP/1.1\r\n\r\n", l).done);
+}
+
 }  // namespace
 }  // namespace hylab::http1
