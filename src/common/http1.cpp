@@ -219,9 +219,12 @@ bool RequestReader::chunk_line(std::string_view line) {
   };
   while (i < line.size()) {
     if (line[i++] != ';') return fail(400, "an invalid character after a chunk's size");
+    if (i < line.size() && line[i] == '=' && i > 0 && line[i - 1] == ';')
+      return fail(400, "an empty chunk extension name");
     if (!token_run()) return fail(400, "an invalid chunk extension name");
     if (i == line.size() || line[i] != '=') continue;
     ++i;
+    if (i == line.size() || line[i] == ';') return fail(400, "an empty chunk extension value");
     if (i < line.size() && line[i] == '"') {
       for (++i; i < line.size() && line[i] != '"'; ++i) {
         if (line[i] == '\\' && ++i == line.size()) break;
@@ -258,6 +261,10 @@ bool RequestReader::trailer_line(std::string_view line) {
   auto colon = line.find(':');
   if (colon == std::string_view::npos || !all_tokens(line.substr(0, colon)))
     return fail(400, "a malformed trailer field");
+  // Framing fields are not allowed as trailers (RFC 9110 §6.5.1); llhttp refuses them too.
+  if (iequals(line.substr(0, colon), "content-length") ||
+      iequals(line.substr(0, colon), "transfer-encoding"))
+    return fail(400, "a framing field (Content-Length, Transfer-Encoding) in the trailers");
   for (char c : line.substr(colon + 1)) {
     if (!field_value_char(static_cast<unsigned char>(c)))
       return fail(400, "an invalid character in a trailer field's value");
@@ -274,6 +281,9 @@ std::size_t RequestReader::parse_head(std::string_view in) {
         line_.push_back('\r');
       } else if (line_ == "\r" && in[i] == '\n') {
         line_.clear();
+      } else if (line_.empty() && in[i] == '\n') {
+        fail(400, "a bare LF before the request line (lines end in CRLF)");
+        return i + 1;
       } else {
         break;
       }
@@ -362,6 +372,17 @@ bool RequestReader::request_line(std::string_view line) {
                                                iequals(target.substr(0, scheme_end), "https"));
   if (!origin && !asterisk && !absolute)
     return fail(400, "a request target that is neither a path nor an http(s) URL");
+  if (absolute) {
+    // The authority of an absolute-form target: RFC 3986's characters only (llhttp refuses
+    // others, such as '"' or '\\', in a host).
+    std::string_view rest = target.substr(scheme_end + 3);
+    std::string_view authority = rest.substr(0, rest.find_first_of("/?"));
+    if (!std::all_of(authority.begin(), authority.end(), [](char c) {
+          return std::isalnum(static_cast<unsigned char>(c)) ||
+                 std::string_view("-._~%!$&'()*+,;=:@[]").find(c) != std::string_view::npos;
+        }))
+      return fail(400, "an invalid character in the request target's authority");
+  }
   if (version.size() == 8 && version.starts_with("HTTP/") && std::isdigit(version[5]) &&
       version[6] == '.' && std::isdigit(version[7])) {
     if (version == "HTTP/1.1") {
@@ -395,6 +416,15 @@ bool RequestReader::field_line(std::string_view line) {
     if (!field_value_char(static_cast<unsigned char>(c)))
       return fail(400, fmt::format("an invalid character in header field {}", quote(name)));
   }
+  // llhttp refuses a tab after the start of these two values (in their trailing whitespace
+  // too, where it takes spaces); so does hylab, or a peer in front would refuse what hylab
+  // frames (or, worse, the other way round).
+  if (iequals(name, "content-length") || iequals(name, "transfer-encoding")) {
+    std::string_view raw = line.substr(colon + 1);
+    raw.remove_prefix(std::min(raw.size(), raw.find_first_not_of(" \t")));
+    if (raw.find('\t') != std::string_view::npos)
+      return fail(400, fmt::format("a tab after the start of the value of {}", quote(name)));
+  }
   // Content-Length is checked here too, so a duplicate or an overflow fails at its line.
   if (iequals(name, "content-length")) {
     if (find("content-length")) return fail(400, "more than one Content-Length");
@@ -422,19 +452,24 @@ bool RequestReader::check_fields() {
     } else if (iequals(name, "transfer-encoding")) {
       if (version_ == 10) return fail(400, "Transfer-Encoding in an HTTP/1.0 request");
       // Every Transfer-Encoding field counts, as one list: it must end in chunked, once.
+      // Unlike other lists, no empty element: llhttp refuses "chunked," too.
       bool other = false;
       bool bad = false;
-      for_each_element(value, [&](std::string_view coding) {
-        if (bad) return;
+      for (std::string_view list = value; !bad;) {
+        auto comma = list.find(',');
+        std::string_view coding = trim_ows(list.substr(0, comma));
+        if (coding.empty()) return fail(400, "an empty element in Transfer-Encoding");
         if (chunked_) bad = true;  // chunked was not the last coding
         if (iequals(coding, "chunked")) {
           chunked_ = true;
         } else if (!all_tokens(coding.substr(0, coding.find(';')))) {
-          bad = true;
+          return fail(400, "a Transfer-Encoding coding that is not a token");
         } else {
           other = true;
         }
-      });
+        if (comma == std::string_view::npos) break;
+        list.remove_prefix(comma + 1);
+      }
       te = true;
       if (bad) return fail(400, "a Transfer-Encoding whose last coding is not a single chunked");
       if (other && chunked_)

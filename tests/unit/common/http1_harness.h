@@ -19,6 +19,7 @@ struct Message {
   std::string target;
   std::string body;
   bool keep_alive = true;
+  int version = 11;
 };
 
 enum class End {
@@ -63,8 +64,8 @@ inline Outcome read_connection(std::string_view wire, std::size_t step = 0, bool
       return out;
     }
     if (r.done()) {
-      out.messages.push_back(
-          {pos, std::string(r.method()), std::string(r.target()), r.body(), r.keep_alive()});
+      out.messages.push_back({pos, std::string(r.method()), std::string(r.target()), r.body(),
+                              r.keep_alive(), r.version()});
       if (!r.keep_alive()) {
         out.end = End::kClosed;
         return out;
@@ -122,13 +123,23 @@ inline constexpr DeliberateClass kDeliberateClasses[] = {
     {"transfer coding other than chunked (501)", 501, "a transfer coding other than chunked"},
     {"HTTP version other than 1.0/1.1 (505)", 505, "HTTP version "},
     {"protocol other than HTTP, or no version (400)", 400, "a malformed HTTP version"},
-    {"protocol other than HTTP, or no version (400)", 400, "a malformed request line"},
+    {"request line other than method SP target SP version (400)", 400, "a malformed request line"},
     {"fragment or non-URL byte in the target (400)", 400,
      "an invalid character in the request target"},
     {"target neither a path nor an http(s) URL (400)", 400, "a request target that is neither"},
     {"Host missing or repeated (400)", 400, "an HTTP/1.1 request without Host"},
     {"Host missing or repeated (400)", 400, "more than one Host"},
     {"expectation other than 100-continue (417)", 417, "expectation "},
+    {"tab in a Content-Length or Transfer-Encoding value (400)", 400, "a tab after the start"},
+    {"Transfer-Encoding coding not a token (400)", 400,
+     "a Transfer-Encoding coding that is not a token"},
+    {"chunk extension with an empty name or value (400)", 400, "an empty chunk extension "},
+    {"empty element in Transfer-Encoding (400)", 400, "an empty element in Transfer-Encoding"},
+    {"bare LF or CR before a request line (400)", 400, "a bare LF before the request line"},
+    {"bare LF or CR before a request line (400)", 400,
+     "a CR not followed by LF before the request line"},
+    {"head, chunk extensions and trailers over 16 KiB together (431)", 431,
+     "request head, chunk extensions and trailers over the limit"},
 };
 
 // The class of a refusal, or nullptr where it is in none.

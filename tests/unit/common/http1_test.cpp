@@ -209,5 +209,33 @@ TEST(RequestReader, RequiresHostUnlessToldNotTo) {
   EXPECT_TRUE(parse("GET / HTTP/1.1\r\n\r\n", l).done);
 }
 
+// Found by the differential test against Node's server (tests/differential): each is
+// refused by llhttp and was read by hylab, so a proxy in front could frame it otherwise.
+TEST(RequestReader, RefusesWhatNodesParserRefuses) {
+  std::string chunked = "POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n";
+  // Framing fields as trailers.
+  EXPECT_EQ(parse(chunked + "5\r\nhello\r\n0\r\nContent-Length: 5\r\n\r\n").status, 400);
+  EXPECT_EQ(parse(chunked + "0\r\nTransfer-Encoding: chunked\r\n\r\n").status, 400);
+  // A tab in (or after) a framing value, where llhttp takes only spaces.
+  EXPECT_EQ(parse("POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 5\t\r\n\r\nhello").status, 400);
+  EXPECT_EQ(
+      parse("POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\t\r\n\r\n0\r\n\r\n").status,
+      400);
+  EXPECT_TRUE(parse("POST / HTTP/1.1\r\nHost: x\r\nContent-Length:\t5 \r\n\r\nhello").done);
+  // An empty list element in Transfer-Encoding.
+  EXPECT_EQ(
+      parse("POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked,\r\n\r\n0\r\n\r\n").status,
+      400);
+  // A byte outside RFC 3986 in an absolute-form target's authority.
+  EXPECT_EQ(parse("GET http://a\"b/ HTTP/1.1\r\nHost: x\r\n\r\n").status, 400);
+  EXPECT_EQ(parse("GET http://a\\b/ HTTP/1.1\r\nHost: x\r\n\r\n").status, 400);
+  EXPECT_TRUE(parse("GET http://u:p@a.example:80/x\"y HTTP/1.1\r\nHost: x\r\n\r\n").done);
+  // Stricter than llhttp on purpose (docs/http.md): a bare LF before a request line, empty
+  // chunk extension names and values.
+  EXPECT_EQ(parse("\nGET / HTTP/1.1\r\nHost: x\r\n\r\n").status, 400);
+  EXPECT_EQ(parse(chunked + "5;=\r\nhello\r\n0\r\n\r\n").status, 400);
+  EXPECT_EQ(parse(chunked + "5;a=\r\nhello\r\n0\r\n\r\n").status, 400);
+}
+
 }  // namespace
 }  // namespace hylab::http1
