@@ -302,8 +302,11 @@ std::size_t RequestReader::parse_head(std::string_view in) {
   // makes it so (as llhttp does) rather than when the head ends or reaches the limit.
   while (i < in.size()) {
     std::string_view rest = in.substr(i);
-    std::size_t lf = rest.find('\n');
-    std::size_t take = lf == std::string_view::npos ? rest.size() : lf + 1;
+    // Only the bytes within the limit are looked at, so how the bytes arrive never changes
+    // which error a head gets (over the limit, or a bad byte before it).
+    std::size_t room = limits_.max_header_bytes - std::min(limits_.max_header_bytes, head_.size());
+    std::size_t lf = rest.substr(0, room).find('\n');
+    std::size_t take = lf == std::string_view::npos ? std::min(rest.size(), room) : lf + 1;
     std::string_view seg = rest.substr(0, take);
     // A CR is only ever the last byte before the LF ending its line.
     std::size_t cr = seg.find('\r');
@@ -311,7 +314,7 @@ std::size_t RequestReader::parse_head(std::string_view in) {
       fail(400, "a CR not followed by LF in the request head");
       return i + cr + 2;
     }
-    if (!head_.empty() && head_.back() == '\r' && seg.front() != '\n') {
+    if (!seg.empty() && !head_.empty() && head_.back() == '\r' && seg.front() != '\n') {
       fail(400, "a CR not followed by LF in the request head");
       return i + 1;
     }
@@ -322,9 +325,9 @@ std::size_t RequestReader::parse_head(std::string_view in) {
         return i + take;
       }
     }
-    if (head_.size() + take > limits_.max_header_bytes) {
+    if (lf == std::string_view::npos && take < rest.size()) {
       fail(431, fmt::format("request head over the limit of {} bytes", limits_.max_header_bytes));
-      return i + take;
+      return i + take + 1;
     }
     head_.append(seg.data(), take);
     overhead_ += take;

@@ -237,5 +237,14 @@ TEST(RequestReader, RefusesWhatNodesParserRefuses) {
   EXPECT_EQ(parse(chunked + "5;a=\r\nhello\r\n0\r\n\r\n").status, 400);
 }
 
+// Found by http1_fuzz: a bad byte past the head limit made the error depend on how the
+// bytes arrived (400 whole, 431 in pieces). Only bytes within the limit are looked at now.
+TEST(RequestReader, GivesTheSameErrorHoweverTheBytesArrive) {
+  Limits l{32, 0};
+  EXPECT_EQ(parse("GET /aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa\rX HTTP/1.1\r\n", l).status,
+            431);
+  EXPECT_EQ(parse("GET /a\rX HTTP/1.1\r\n", l).status, 400);
+}
+
 }  // namespace
 }  // namespace hylab::http1
