@@ -9,6 +9,11 @@
 
 namespace hylab::http1 {
 
+// A body is reserved at most this far ahead of the bytes that arrived: a Content-Length or a
+// chunk size alone never makes the reader allocate (1,000 connections each declaring 1 MiB
+// and sending nothing hold 1,000 x 64 KiB, not 1 GiB).
+constexpr std::uint64_t kReserveAhead = 64 * 1024;
+
 namespace {
 
 // Methods hylab's servers answer. Any other token is 501, as llhttp refuses unknown methods;
@@ -64,7 +69,7 @@ void RequestReader::reset() {
   started_ = false;
   error_ = {};
   head_.clear();
-  line_len_ = 0;
+  line_start_ = 0;
   method_ = target_ = {};
   version_ = 11;
   fields_.clear();
@@ -221,9 +226,12 @@ bool RequestReader::chunk_line(std::string_view line) {
   };
   while (i < line.size()) {
     if (line[i++] != ';') return fail(400, "an invalid character after a chunk's size");
+    if (i < line.size() && line[i] == '=' && i > 0 && line[i - 1] == ';')
+      return fail(400, "an empty chunk extension name");
     if (!token_run()) return fail(400, "an invalid chunk extension name");
     if (i == line.size() || line[i] != '=') continue;
     ++i;
+    if (i == line.size() || line[i] == ';') return fail(400, "an empty chunk extension value");
     if (i < line.size() && line[i] == '"') {
       for (++i; i < line.size() && line[i] != '"'; ++i) {
         if (line[i] == '\\' && ++i == line.size()) break;
@@ -243,7 +251,8 @@ bool RequestReader::chunk_line(std::string_view line) {
     state_ = State::kTrailers;
     return true;
   }
-  body_.reserve(body_.size() + static_cast<std::size_t>(size));
+  body_.reserve(body_.size() +
+                static_cast<std::size_t>(std::min<std::uint64_t>(size, kReserveAhead)));
   remaining_ = size;
   state_ = State::kChunkData;
   return true;
@@ -260,6 +269,10 @@ bool RequestReader::trailer_line(std::string_view line) {
   auto colon = line.find(':');
   if (colon == std::string_view::npos || !all_tokens(line.substr(0, colon)))
     return fail(400, "a malformed trailer field");
+  // Framing fields are not allowed as trailers (RFC 9110 §6.5.1); llhttp refuses them too.
+  if (iequals(line.substr(0, colon), "content-length") ||
+      iequals(line.substr(0, colon), "transfer-encoding"))
+    return fail(400, "a framing field (Content-Length, Transfer-Encoding) in the trailers");
   for (char c : line.substr(colon + 1)) {
     if (!field_value_char(static_cast<unsigned char>(c)))
       return fail(400, "an invalid character in a trailer field's value");
@@ -288,6 +301,9 @@ std::size_t RequestReader::parse_head(std::string_view in) {
         line_.push_back('\r');
       } else if (line_ == "\r" && in[i] == '\n') {
         line_.clear();
+      } else if (line_.empty() && in[i] == '\n') {
+        fail(400, "a bare LF before the request line (lines end in CRLF)");
+        return i + 1;
       } else {
         break;
       }
@@ -301,50 +317,61 @@ std::size_t RequestReader::parse_head(std::string_view in) {
     }
   }
   started_ = true;
-  // Copy up to the end of the head (an empty line), never past it; a line ending other
-  // than CRLF fails at once rather than waiting for the limit.
-  std::string_view rest = in.substr(i);
-  char prev = head_.empty() ? '\0' : head_.back();
-  std::size_t take = 0;
-  bool end = false;
-  while (take < rest.size() && !end) {
-    char c = rest[take++];
-    if (c == '\n') {
-      if (prev != '\r') {
+  // Copy up to the end of the head (an empty line), never past it, a line at a time; each
+  // line is checked as soon as its CRLF is in, so a malformed request fails at the line that
+  // makes it so (as llhttp does) rather than when the head ends or reaches the limit.
+  while (i < in.size()) {
+    std::string_view rest = in.substr(i);
+    // Only the bytes within the limit are looked at, so how the bytes arrive never changes
+    // which error a head gets (over the limit, or a bad byte before it).
+    std::size_t room = limits_.max_header_bytes - std::min(limits_.max_header_bytes, head_.size());
+    std::size_t lf = rest.substr(0, room).find('\n');
+    std::size_t take = lf == std::string_view::npos ? std::min(rest.size(), room) : lf + 1;
+    std::string_view seg = rest.substr(0, take);
+    // A CR is only ever the last byte before the LF ending its line.
+    std::size_t cr = seg.find('\r');
+    if (cr != std::string_view::npos && cr + 1 < seg.size() && seg[cr + 1] != '\n') {
+      fail(400, "a CR not followed by LF in the request head");
+      return i + cr + 2;
+    }
+    if (!seg.empty() && !head_.empty() && head_.back() == '\r' && seg.front() != '\n') {
+      fail(400, "a CR not followed by LF in the request head");
+      return i + 1;
+    }
+    if (lf != std::string_view::npos) {
+      char before = lf > 0 ? seg[lf - 1] : head_.empty() ? '\0' : head_.back();
+      if (before != '\r') {
         fail(400, "a bare LF in the request head (lines end in CRLF)");
         return i + take;
       }
-      end = line_len_ == 1;  // the line held only its CR: the empty line ending the head
-      line_len_ = 0;
-    } else {
-      if (prev == '\r') {
-        fail(400, "a CR not followed by LF in the request head");
-        return i + take;
-      }
-      ++line_len_;
     }
-    prev = c;
+    if (lf == std::string_view::npos && take < rest.size()) {
+      fail(431, fmt::format("request head over the limit of {} bytes", limits_.max_header_bytes));
+      return i + take + 1;
+    }
+    head_.append(seg.data(), take);
+    overhead_ += take;
+    i += take;
+    if (lf == std::string_view::npos) break;
+    if (!head_line()) return i;
+    if (state_ != State::kHead) break;  // the empty line: the head is complete
   }
-  if (head_.size() + take > limits_.max_header_bytes) {
-    fail(431, fmt::format("request head over the limit of {} bytes", limits_.max_header_bytes));
-    return i + take;
-  }
-  head_.append(rest.data(), take);
-  overhead_ += take;
-  if (end) finish_head();
-  return i + take;
+  return i;
 }
 
-bool RequestReader::finish_head() {
+// One complete line of the head, [line_start_, head_.size()) with its CRLF.
+bool RequestReader::head_line() {
   std::string_view head(head_);
-  auto span_of = [&](std::string_view part) {
-    return Span{static_cast<std::uint32_t>(part.data() - head.data()),
-                static_cast<std::uint32_t>(part.size())};
-  };
-  // Lines end in CRLF (checked as they arrived); the rest of the grammar is checked here.
-  std::size_t eol = head.find("\r\n");
-  std::string_view line = head.substr(0, eol);
-  // request-line = method SP request-target SP HTTP-version
+  std::string_view line = head.substr(line_start_, head.size() - line_start_ - 2);
+  bool first = line_start_ == 0;
+  line_start_ = head.size();
+  if (first) return request_line(line);
+  if (line.empty()) return check_fields();
+  return field_line(line);
+}
+
+// request-line = method SP request-target SP HTTP-version
+bool RequestReader::request_line(std::string_view line) {
   auto sp1 = line.find(' ');
   auto sp2 = sp1 == std::string_view::npos ? sp1 : line.find(' ', sp1 + 1);
   if (sp2 == std::string_view::npos || line.find(' ', sp2 + 1) != std::string_view::npos)
@@ -368,6 +395,17 @@ bool RequestReader::finish_head() {
                                                iequals(target.substr(0, scheme_end), "https"));
   if (!origin && !asterisk && !absolute)
     return fail(400, "a request target that is neither a path nor an http(s) URL");
+  if (absolute) {
+    // The authority of an absolute-form target: RFC 3986's characters only (llhttp refuses
+    // others, such as '"' or '\\', in a host).
+    std::string_view rest = target.substr(scheme_end + 3);
+    std::string_view authority = rest.substr(0, rest.find_first_of("/?"));
+    if (!std::all_of(authority.begin(), authority.end(), [](char c) {
+          return std::isalnum(static_cast<unsigned char>(c)) ||
+                 std::string_view("-._~%!$&'()*+,;=:@[]").find(c) != std::string_view::npos;
+        }))
+      return fail(400, "an invalid character in the request target's authority");
+  }
   if (version.size() == 8 && version.starts_with("HTTP/") && std::isdigit(version[5]) &&
       version[6] == '.' && std::isdigit(version[7])) {
     if (version == "HTTP/1.1") {
@@ -382,30 +420,43 @@ bool RequestReader::finish_head() {
   }
   method_ = span_of(method);
   target_ = span_of(target);
-  // field-line = field-name ":" OWS field-value OWS
-  std::size_t pos = eol + 2;
-  while (pos + 2 <= head.size()) {
-    std::size_t end = head.find("\r\n", pos);
-    std::string_view fl = head.substr(pos, end - pos);
-    pos = end + 2;
-    if (fl.empty()) break;
-    if (ows(fl.front())) return fail(400, "a folded header line (obs-fold)");
-    auto colon = fl.find(':');
-    if (colon == std::string_view::npos) return fail(400, "a header line without a colon");
-    std::string_view name = fl.substr(0, colon);
-    if (!all_tokens(name)) {
-      return fail(400, name.empty() || ows(name.back())
-                           ? "whitespace or nothing before a header field's colon"
-                           : "an invalid character in a header field name");
-    }
-    std::string_view value = trim_ows(fl.substr(colon + 1));
-    for (char c : value) {
-      if (!field_value_char(static_cast<unsigned char>(c)))
-        return fail(400, fmt::format("an invalid character in header field {}", quote(name)));
-    }
-    fields_.push_back({span_of(name), span_of(value)});
+  return true;
+}
+
+// field-line = field-name ":" OWS field-value OWS
+bool RequestReader::field_line(std::string_view line) {
+  if (ows(line.front())) return fail(400, "a folded header line (obs-fold)");
+  auto colon = line.find(':');
+  if (colon == std::string_view::npos) return fail(400, "a header line without a colon");
+  std::string_view name = line.substr(0, colon);
+  if (!all_tokens(name)) {
+    return fail(400, name.empty() || ows(name.back())
+                         ? "whitespace or nothing before a header field's colon"
+                         : "an invalid character in a header field name");
   }
-  return check_fields();
+  std::string_view value = trim_ows(line.substr(colon + 1));
+  for (char c : value) {
+    if (!field_value_char(static_cast<unsigned char>(c)))
+      return fail(400, fmt::format("an invalid character in header field {}", quote(name)));
+  }
+  // llhttp refuses a tab after the start of these two values (in their trailing whitespace
+  // too, where it takes spaces); so does hylab, or a peer in front would refuse what hylab
+  // frames (or, worse, the other way round).
+  if (iequals(name, "content-length") || iequals(name, "transfer-encoding")) {
+    std::string_view raw = line.substr(colon + 1);
+    raw.remove_prefix(std::min(raw.size(), raw.find_first_not_of(" \t")));
+    if (raw.find('\t') != std::string_view::npos)
+      return fail(400, fmt::format("a tab after the start of the value of {}", quote(name)));
+  }
+  // Content-Length is checked here too, so a duplicate or an overflow fails at its line.
+  if (iequals(name, "content-length")) {
+    if (find("content-length")) return fail(400, "more than one Content-Length");
+    if (value.empty() || value.size() > 18 ||
+        !std::all_of(value.begin(), value.end(), [](char c) { return c >= '0' && c <= '9'; }))
+      return fail(400, fmt::format("Content-Length {} is not a number", quote(value)));
+  }
+  fields_.push_back({span_of(name), span_of(value)});
+  return true;
 }
 
 // The framing and connection fields, checked the way RFC 9112 §6 asks of a server.
@@ -416,36 +467,40 @@ bool RequestReader::check_fields() {
   bool other = false;  // a coding other than chunked, in any Transfer-Encoding field
   bool close = false;
   bool keep = false;
+  bool upgrade = false;
   for (const auto& f : fields_) {
     std::string_view name = view(f.name);
     std::string_view value = view(f.value);
     if (iequals(name, "content-length")) {
-      if (length) return fail(400, "more than one Content-Length");
-      if (value.empty() || value.size() > 18 ||
-          !std::all_of(value.begin(), value.end(), [](char c) { return c >= '0' && c <= '9'; }))
-        return fail(400, fmt::format("Content-Length {} is not a number", quote(value)));
-      length = std::stoull(std::string(value));
+      length = std::stoull(std::string(value));  // one, all digits: checked by field_line
     } else if (iequals(name, "transfer-encoding")) {
       if (version_ == 10) return fail(400, "Transfer-Encoding in an HTTP/1.0 request");
       // Every Transfer-Encoding field counts, as one list: it must end in chunked, once
-      // ("gzip" then "chunked" in two fields is "gzip, chunked").
+      // ("gzip" then "chunked" in two fields is "gzip, chunked"). Unlike other lists, no
+      // empty element: llhttp refuses "chunked," too.
       bool bad = false;
-      for_each_element(value, [&](std::string_view coding) {
-        if (bad) return;
+      for (std::string_view list = value; !bad;) {
+        auto comma = list.find(',');
+        std::string_view coding = trim_ows(list.substr(0, comma));
+        if (coding.empty()) return fail(400, "an empty element in Transfer-Encoding");
         if (chunked_) bad = true;  // chunked was not the last coding
         if (iequals(coding, "chunked")) {
           chunked_ = true;
         } else if (!all_tokens(coding.substr(0, coding.find(';')))) {
-          bad = true;
+          return fail(400, "a Transfer-Encoding coding that is not a token");
         } else {
           other = true;
         }
-      });
+        if (comma == std::string_view::npos) break;
+        list.remove_prefix(comma + 1);
+      }
       te = true;
       if (bad) return fail(400, "a Transfer-Encoding whose last coding is not a single chunked");
       if (other && chunked_)
         return fail(501, "a transfer coding other than chunked is not implemented");
       if (other) chunked_ = false;
+    } else if (iequals(name, "upgrade")) {
+      upgrade = true;
     } else if (iequals(name, "host")) {
       ++hosts;
     } else if (iequals(name, "connection")) {
@@ -464,8 +519,12 @@ bool RequestReader::check_fields() {
   if (te && !chunked_) return fail(400, "a Transfer-Encoding that does not end in chunked");
   if (te && length) return fail(400, "both Content-Length and Transfer-Encoding");
   if (hosts > 1) return fail(400, "more than one Host");
-  if (hosts == 0 && version_ == 11) return fail(400, "an HTTP/1.1 request without Host");
-  keep_alive_ = version_ == 11 ? !close : keep && !close;
+  if (hosts == 0 && version_ == 11 && limits_.require_host)
+    return fail(400, "an HTTP/1.1 request without Host");
+  // hylab switches to no other protocol: a request asking for one (Upgrade) is answered as
+  // HTTP and the connection ends after it, so bytes a peer meant for the new protocol are
+  // never read as requests (llhttp stops reading HTTP there too).
+  keep_alive_ = !upgrade && (version_ == 11 ? !close : keep && !close);
   if (chunked_) {
     state_ = State::kChunkLine;
     return true;
@@ -475,7 +534,7 @@ bool RequestReader::check_fields() {
     return fail(413,
                 fmt::format("request body over the limit of {} bytes", limits_.max_body_bytes));
   }
-  body_.reserve(static_cast<std::size_t>(remaining_));
+  body_.reserve(static_cast<std::size_t>(std::min<std::uint64_t>(remaining_, kReserveAhead)));
   state_ = remaining_ == 0 ? State::kDone : State::kBody;
   return true;
 }

@@ -184,5 +184,79 @@ TEST(RequestReader, EndsCleanlyOrNotAtEof) {
   EXPECT_TRUE(lead.done());
 }
 
+// llhttp refuses at the line that makes a request malformed; so does hylab, without waiting
+// for the end of the head (or its limit).
+TEST(RequestReader, RefusesAMalformedLineAsSoonAsItEnds) {
+  for (std::string wire : {"PUT /url HTTP/1.1\r\nContent-Length: 1\r\nContent-Length: 2\r\n",
+                           "PUT /url HTTP/1.1\r\nContent-Length: 1000000000000000000000\r\n",
+                           "GET / HTTP/1.1\r\n Host: foo\r\n", "GET / HTTP/5.6\r\n",
+                           "BREW / HTTP/1.1\r\n", "GET / HTTP/1.1\r\nHost : x\r\n"}) {
+    RequestReader r;
+    EXPECT_EQ(r.parse(wire), wire.size()) << wire;
+    EXPECT_TRUE(r.failed()) << wire;
+    RequestReader bytewise;
+    for (char c : wire) bytewise.parse(std::string_view(&c, 1));
+    EXPECT_TRUE(bytewise.failed()) << wire;
+    EXPECT_EQ(r.error().status, bytewise.error().status) << wire;
+  }
+}
+
+// A request asking to switch protocols is answered as HTTP and ends the connection: what
+// follows it is the other protocol's, never a request (llhttp stops reading HTTP there too).
+TEST(RequestReader, EndsTheConnectionAfterAnUpgradeRequest) {
+  RequestReader r;
+  std::string wire =
+      "GET /demo HTTP/1.1\r\nHost: x\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\r\n"
+      "GET /smuggled HTTP/1.1\r\nHost: x\r\n\r\n";
+  std::size_t used = r.parse(wire);
+  ASSERT_TRUE(r.done());
+  EXPECT_FALSE(r.keep_alive());
+  EXPECT_EQ(wire.substr(used).substr(0, 14), "GET /smuggled ");
+}
+
+TEST(RequestReader, RequiresHostUnlessToldNotTo) {
+  EXPECT_EQ(parse("GET / HTTP/1.1\r\n\r\n").status, 400);
+  Limits l;
+  l.require_host = false;
+  EXPECT_TRUE(parse("GET / HTTP/1.1\r\n\r\n", l).done);
+}
+
+// Found by the differential test against Node's server (tests/differential): each is
+// refused by llhttp and was read by hylab, so a proxy in front could frame it otherwise.
+TEST(RequestReader, RefusesWhatNodesParserRefuses) {
+  std::string chunked = "POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n";
+  // Framing fields as trailers.
+  EXPECT_EQ(parse(chunked + "5\r\nhello\r\n0\r\nContent-Length: 5\r\n\r\n").status, 400);
+  EXPECT_EQ(parse(chunked + "0\r\nTransfer-Encoding: chunked\r\n\r\n").status, 400);
+  // A tab in (or after) a framing value, where llhttp takes only spaces.
+  EXPECT_EQ(parse("POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 5\t\r\n\r\nhello").status, 400);
+  EXPECT_EQ(
+      parse("POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\t\r\n\r\n0\r\n\r\n").status,
+      400);
+  EXPECT_TRUE(parse("POST / HTTP/1.1\r\nHost: x\r\nContent-Length:\t5 \r\n\r\nhello").done);
+  // An empty list element in Transfer-Encoding.
+  EXPECT_EQ(
+      parse("POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked,\r\n\r\n0\r\n\r\n").status,
+      400);
+  // A byte outside RFC 3986 in an absolute-form target's authority.
+  EXPECT_EQ(parse("GET http://a\"b/ HTTP/1.1\r\nHost: x\r\n\r\n").status, 400);
+  EXPECT_EQ(parse("GET http://a\\b/ HTTP/1.1\r\nHost: x\r\n\r\n").status, 400);
+  EXPECT_TRUE(parse("GET http://u:p@a.example:80/x\"y HTTP/1.1\r\nHost: x\r\n\r\n").done);
+  // Stricter than llhttp on purpose (docs/http.md): a bare LF before a request line, empty
+  // chunk extension names and values.
+  EXPECT_EQ(parse("\nGET / HTTP/1.1\r\nHost: x\r\n\r\n").status, 400);
+  EXPECT_EQ(parse(chunked + "5;=\r\nhello\r\n0\r\n\r\n").status, 400);
+  EXPECT_EQ(parse(chunked + "5;a=\r\nhello\r\n0\r\n\r\n").status, 400);
+}
+
+// Found by http1_fuzz: a bad byte past the head limit made the error depend on how the
+// bytes arrived (400 whole, 431 in pieces). Only bytes within the limit are looked at now.
+TEST(RequestReader, GivesTheSameErrorHoweverTheBytesArrive) {
+  Limits l{32, 0};
+  EXPECT_EQ(parse("GET /aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa\rX HTTP/1.1\r\n", l).status,
+            431);
+  EXPECT_EQ(parse("GET /a\rX HTTP/1.1\r\n", l).status, 400);
+}
+
 }  // namespace
 }  // namespace hylab::http1
