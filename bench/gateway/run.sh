@@ -9,7 +9,9 @@
 # order that turns each round), and the median of each figure is reported, with each round's
 # own hylab/HAProxy ratio: this machine's speed drifts by 20 % within minutes, which would
 # otherwise favour whichever target ran in a fast moment.
-# Usage: bench/gateway/run.sh [HYLAB_BINARY] [SECONDS] [ROUNDS]
+# With HYLAB_BEFORE=PATH, a second hylab binary (an earlier build, say) gets a row of its own,
+# "hylab-before", measured in the same rounds: before and after a change, side by side.
+# Usage: [HYLAB_BEFORE=PATH] bench/gateway/run.sh [HYLAB_BINARY] [SECONDS] [ROUNDS]
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 HYLAB=$(realpath "${1:-build/bench/src/cli/hylab}")
@@ -83,6 +85,11 @@ sed 's/^  threads: 1$/  threads: 1\n  busy_poll_us: 0/' "$tmp/hylab.yaml" > "$tm
 taskset -c 0 "$HYLAB" gateway --config "$tmp/hylab-nospin.yaml" --port-file "$tmp/gwbp.json" > "$tmp/gwbp.log" 2>&1 & pids+=($!); PID_HYLAB_NOSPIN=$!
 for _ in $(seq 1 500); do [[ -s $tmp/gwbp.json ]] && break; sleep 0.01; done
 PGB=$(python3 -c "import json;print(json.load(open('$tmp/gwbp.json'))['listen'])")
+if [[ -n ${HYLAB_BEFORE:-} ]]; then
+  taskset -c 0 "$(realpath "$HYLAB_BEFORE")" gateway --config "$tmp/hylab.yaml" --port-file "$tmp/gwb4.json" > "$tmp/gwb4.log" 2>&1 & pids+=($!); PID_BEFORE=$!
+  for _ in $(seq 1 500); do [[ -s $tmp/gwb4.json ]] && break; sleep 0.01; done
+  PB4=$(python3 -c "import json;print(json.load(open('$tmp/gwb4.json'))['listen'])")
+fi
 
 # HAProxy: one thread, the same rule with connslots.
 cat > "$tmp/haproxy.cfg" <<CONF
@@ -139,6 +146,7 @@ PY
 }
 declare -A PIDS=([direct]=$PID_UP [hylab]=$PID_HYLAB [haproxy]=$PID_HAPROXY [nginx]=$PID_NGINX
   [hylab-nospin]=$PID_HYLAB_NOSPIN)
+[[ -n ${HYLAB_BEFORE:-} ]] && PIDS[hylab-before]=$PID_BEFORE
 
 run() {  # name port [wrk args] -> "rps p50_ms p99_ms cpu_us_per_request"
   local name=$1 port=$2; shift 2
@@ -188,6 +196,14 @@ print(f"hylab/haproxy-bp (HAProxy with busy-polling): {h[0]/ab[0]:.2f}x req/s (p
       f"{statistics.median(bp):.2f}x), p99 {h[2]/ab[2]:.2f}x, CPU per request {h[3]/ab[3]:.2f}x")
 print(f"hylab-nospin (busy_poll_us: 0)/haproxy: {hn[0]/a[0]:.2f}x req/s, p99 {hn[2]/a[2]:.2f}x, "
       f"CPU per request {hn[3]/a[3]:.2f}x")
+if "hylab-before" in rows:
+    b = rows["hylab-before"]
+    after = sorted(v["hylab"][0] / v["hylab-before"][0] for v in by_round.values())
+    bh = sorted(v["hylab-before"][0] / v["haproxy"][0] for v in by_round.values())
+    print(f"hylab/hylab-before: {h[0]/b[0]:.2f}x req/s (per round median {statistics.median(after):.2f}x), "
+          f"p99 {h[2]/b[2]:.2f}x, CPU per request {h[3]/b[3]:.2f}x")
+    print(f"hylab-before/haproxy: {b[0]/a[0]:.2f}x req/s (per round median {statistics.median(bh):.2f}x), "
+          f"p99 {b[2]/a[2]:.2f}x")
 print()
 PY
 }
@@ -198,11 +214,13 @@ measure() {  # title [wrk args]
   local results=()
   local order=(hylab haproxy nginx hylab-nospin haproxy-bp)
   declare -A port=([hylab]=$PG [haproxy]=$PH [nginx]=$PN [hylab-nospin]=$PGB [haproxy-bp]=$PHB)
+  if [[ -n ${HYLAB_BEFORE:-} ]]; then order+=(hylab-before); port[hylab-before]=$PB4; fi
+  local n=${#order[@]}
   for r in $(seq 1 "$ROUNDS"); do
     results+=("$r $(run direct $UP "$@")")
     # The proxies' order turns each round, so none always follows the same one.
-    for i in 0 1 2 3 4; do
-      local name=${order[$(((i + r) % 5))]}
+    for i in $(seq 0 $((n - 1))); do
+      local name=${order[$(((i + r) % n))]}
       if [[ $name == haproxy-bp ]]; then
         taskset -c 0 haproxy -f "$tmp/haproxy-bp.cfg" -db > "$tmp/haproxy-bp.log" 2>&1 &
         PIDS[haproxy-bp]=$!

@@ -1533,23 +1533,30 @@ class Worker {
     e->checked(status >= 200 && status < 300, h);
   }
 
+  // One request per connection, read by the strict reader within small limits.
   Task<void> admin_session(int fd) {
     Stream stream(loop_, fd);
-    beast::flat_buffer buffer;
-    http::request_parser<http::string_body> parser;
+    http1::RequestReader reader({8 * 1024, 64 * 1024});
+    std::array<char, 4096> in{};
     stream.set_deadline(std::chrono::seconds(10));
-    auto [ec, n] = co_await read_until(stream, buffer, parser, kAllDone);
-    if (ec) co_return;
-    const auto& req = parser.get();
+    while (!reader.done() && !reader.failed()) {
+      auto [ec, n] = co_await stream.read_some(in.data(), in.size());
+      if (ec == asio::error::eof) reader.eof();
+      if (ec && (ec != asio::error::eof || reader.closed())) co_return;
+      reader.parse(std::string_view(in.data(), n));  // the rest of a pipeline is dropped
+    }
     http::response<http::string_body> res{http::status::ok, 11};
-    if (req.target() == "/healthz") {
+    std::string_view target = reader.target();
+    if (reader.failed()) {
+      answer(res, reader.error().status, json_error(reader.error().reason));
+    } else if (target == "/healthz") {
       int up = 0;
       for (const auto& e : snap_->local) up += e->up();
       answer(res, 200,
              boost::json::serialize(boost::json::object{
                  {"status", "ok"}, {"local_up", up}, {"generation", snap_->generation}}) +
                  "\n");
-    } else if (req.target() == "/metrics") {
+    } else if (target == "/metrics") {
       answer(res, 200, metrics_text(), "text/plain; version=0.0.4; charset=utf-8");
     } else {
       answer(res, 404, json_error("admin routes: /healthz, /metrics"));
