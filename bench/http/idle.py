@@ -1,10 +1,11 @@
 #!/usr/bin/env python3
-"""A normal client's latency while 20,000 idle connections are open (issue 18, item 3).
+"""A normal client's latency while 20,000 idle or slow connections are open (issue 18, item 3).
 
 For each server in turn -- `hylab serve`, `hylab gateway` and HAProxy (the peer), each in
 front of the same upstream -- two helper processes open IDLE connections between them
 (10,000 each: the hard limit of open files here is 20,000 per process) and keep them open
-without sending a byte. Then a client makes REQUESTS requests one after another, each on a
+without sending a byte ("idle"), or after sending the start of a request head and nothing
+more ("slow", a slowloris client). Then a client makes REQUESTS requests one after another, each on a
 new connection (the hard case: the server must accept it past the idle ones), and the time
 from connect to the last byte of the answer is recorded. Reported: p50, p99, max, failures,
 and how many of the idle connections the server closed to make room.
@@ -55,7 +56,10 @@ def raise_nofile():
     return hard
 
 
-def hold_idle(port, count, ready, stop, result):
+SLOW_START = b"GET /healthz HTTP/1.1\r\nHost: bench\r\nX-Slow: "
+
+
+def hold_idle(port, count, slow, ready, stop, result):
     """Opens `count` connections without sending anything; reports how many connected and,
     at the end, how many the server had closed."""
     raise_nofile()
@@ -76,6 +80,11 @@ def hold_idle(port, count, ready, stop, result):
             pending -= 1
             if key.fileobj.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR) == 0:
                 connected += 1
+                if slow:
+                    try:
+                        key.fileobj.send(SLOW_START)
+                    except OSError:
+                        pass
     ready.put(connected)
     stop.wait()
     closed = 0
@@ -107,11 +116,12 @@ def one_request(port, path, host_header):
     return time.perf_counter() - t0, ok
 
 
-def measure(name, port, path, idle, requests):
+def measure(name, port, path, idle, requests, slow=False):
+    name = f"{name} ({'slow' if slow else 'idle'})"
     ready, result = multiprocessing.Queue(), multiprocessing.Queue()
     stop = multiprocessing.Event()
     halves = [idle // 2, idle - idle // 2]
-    procs = [multiprocessing.Process(target=hold_idle, args=(port, n, ready, stop, result))
+    procs = [multiprocessing.Process(target=hold_idle, args=(port, n, slow, ready, stop, result))
              for n in halves if n > 0]
     for p in procs:
         p.start()
@@ -136,7 +146,7 @@ def measure(name, port, path, idle, requests):
     row = {"server": name, "idle_open": connected, "idle_closed_by_server": closed,
            "requests": requests, "failures": failures, "p50_ms": round(pct(0.50), 3),
            "p99_ms": round(pct(0.99), 3), "max_ms": round(lat[-1] * 1000, 3)}
-    print(f"{name:14} idle open {connected:6}  closed by server {closed:6}  "
+    print(f"{name:21} open {connected:6}  closed by server {closed:6}  "
           f"p50 {row['p50_ms']:7.3f} ms  p99 {row['p99_ms']:7.3f} ms  "
           f"max {row['max_ms']:8.3f} ms  failures {failures}", flush=True)
     return row
@@ -171,9 +181,10 @@ gateway:
         procs.append(subprocess.Popen([hylab, "gateway", "--config", f"{tmp}/hylab.yaml"],
                                       stdout=glog, stderr=glog))
         wait_for(lambda: listening(gw_port), what="hylab gateway")
-        rows = [measure("hylab serve", serve_port, "/healthz", idle, requests)]
-        rows.append(measure("hylab gateway", gw_port, "/healthz", idle, requests))
-        if shutil.which("haproxy"):
+        # Every server listens before the first idle connection: 20,000 of them take most of
+        # the ephemeral ports, and a port picked later could already be in use.
+        has_haproxy = shutil.which("haproxy") is not None
+        if has_haproxy:
             with open(f"{tmp}/haproxy.cfg", "w") as f:
                 f.write(f"""global
   nbthread 1
@@ -192,7 +203,12 @@ backend local
             procs.append(subprocess.Popen(["haproxy", "-f", f"{tmp}/haproxy.cfg", "-db"],
                                           stdout=hlog, stderr=hlog))
             wait_for(lambda: listening(ha_port), what="haproxy")
-            rows.append(measure("haproxy", ha_port, "/healthz", idle, requests))
+        rows = []
+        for slow in (False, True):
+            rows.append(measure("hylab serve", serve_port, "/healthz", idle, requests, slow))
+            rows.append(measure("hylab gateway", gw_port, "/healthz", idle, requests, slow))
+            if has_haproxy:
+                rows.append(measure("haproxy", ha_port, "/healthz", idle, requests, slow))
         print(json.dumps(rows))
     finally:
         for p in procs:

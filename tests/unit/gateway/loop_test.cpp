@@ -11,6 +11,7 @@
 #include <unistd.h>
 
 #include <boost/asio/error.hpp>
+#include <cstdio>
 #include <stdexcept>
 #include <string>
 #include <thread>
@@ -54,6 +55,37 @@ TEST(LoopTest, TasksReturnValuesAndPassExceptionsToTheirAwaiter) {
   loop.run();
   EXPECT_EQ(value, 42);
   EXPECT_EQ(caught, "boom");
+}
+
+// A real fault: epoll refuses a regular file (EPERM), so Loop::add throws while a spawned
+// coroutine holds something. The coroutine unwinds (what it held is given back: the gateway
+// holds endpoint slots this way) and the loop counts the exception; the loop carries on.
+TEST(LoopTest, AnExceptionThatEndsASpawnedCoroutineUnwindsItAndIsCounted) {
+  Loop loop;
+  std::FILE* file = std::tmpfile();
+  ASSERT_NE(file, nullptr);
+  int fd = ::dup(::fileno(file));
+  bool released = false;
+  struct Held {
+    bool& released;
+    ~Held() { released = true; }
+  };
+  auto body = [&]() -> Task<void> {
+    Held held{released};
+    Stream s(loop, fd);
+    co_return;
+  };
+  loop.spawn(body());
+  EXPECT_TRUE(released);
+  EXPECT_EQ(loop.unhandled_exceptions(), 1u);
+  bool ran = false;
+  loop.post([&] {
+    ran = true;
+    loop.stop();
+  });
+  loop.run();
+  EXPECT_TRUE(ran);
+  std::fclose(file);  // Loop::add closed `fd` when epoll refused it
 }
 
 TEST(LoopTest, AReadWaitsForBytesThenSeesTheEndOfTheStream) {
