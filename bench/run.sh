@@ -17,3 +17,6 @@ bench/storage/run.sh build/bench/src/cli/hylab
 
 echo
 bench/slurm/bench.py build/bench/src/cli/hylab
+
+echo
+bench/http/idle.py build/bench/src/cli/hylab

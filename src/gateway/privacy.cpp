@@ -235,6 +235,16 @@ bool body_hits(const PrivacyRules& rules, std::string_view body,
       return true;
     }
     body = *decoded;
+  } else if (body.size() >= 2 && static_cast<unsigned char>(body[0]) == 0x1f &&
+             static_cast<unsigned char>(body[1]) == 0x8b) {
+    // gzip sent without saying so (no Content-Encoding): an upstream may still decode it,
+    // so it is read as gzip, and one that does not decode is unreadable.
+    decoded = inflate(body, false, rules.max_body_bytes);
+    if (!decoded) {
+      rule = "a gzip body the gateway cannot read (no Content-Encoding)";
+      return true;
+    }
+    body = *decoded;
   }
   if (any_pattern(rules, body, rule)) return true;
   if (body.find('\\') != std::string_view::npos && any_pattern(rules, json_unescaped(body), rule)) {
@@ -256,6 +266,39 @@ bool body_hits(const PrivacyRules& rules, std::string_view body,
     if (any_pattern(rules, form, rule)) return true;
   }
   return false;
+}
+
+// Standard base64 (RFC 4648 §4), padding optional; nothing on any other character.
+std::optional<std::string> base64_decode(std::string_view in) {
+  std::string out;
+  std::uint32_t acc = 0;
+  int bits = 0;
+  for (char c : in) {
+    int v = c >= 'A' && c <= 'Z'   ? c - 'A'
+            : c >= 'a' && c <= 'z' ? c - 'a' + 26
+            : c >= '0' && c <= '9' ? c - '0' + 52
+            : c == '+'             ? 62
+            : c == '/'             ? 63
+                                   : -1;
+    if (c == '=') break;
+    if (v < 0) return std::nullopt;
+    acc = (acc << 6) | static_cast<std::uint32_t>(v);
+    bits += 6;
+    if (bits >= 8) {
+      bits -= 8;
+      out += static_cast<char>((acc >> bits) & 0xff);
+    }
+  }
+  return out;
+}
+
+// "Basic CREDENTIALS" in any case and spacing: the decoded "user:password", else nothing.
+std::optional<std::string> basic_credentials(std::string_view value) {
+  std::string_view v = value;
+  while (!v.empty() && (v.front() == ' ' || v.front() == '\t')) v.remove_prefix(1);
+  if (v.size() < 6 || !iequals(v.substr(0, 5), "basic") || (v[5] != ' ' && v[5] != '\t'))
+    return std::nullopt;
+  return base64_decode(trim(v.substr(6)));
 }
 
 // Whether `text` holds the key as a whole credential: not run on into more of a token68
@@ -393,8 +436,10 @@ Verdict classify(const PrivacyRules& rules, const RequestFacts& req) {
       // A client key in any field, under any scheme or none: Authorization in every
       // spelling, X-Api-Key, a framework's X_Api_Key, "Token KEY". A key is a secret, so
       // finding it anywhere is finding the client.
+      // Basic credentials are base64: the key as the user name or the password counts.
+      auto basic = rules.client_keys.empty() ? std::nullopt : basic_credentials(h.value);
       for (const auto& k : rules.client_keys) {
-        if (has_key(h.value, k)) return sensitive("client key");
+        if (has_key(h.value, k) || (basic && has_key(*basic, k))) return sensitive("client key");
       }
     }
   }
@@ -414,6 +459,20 @@ std::optional<std::string> egress_hit(const PrivacyRules& rules, std::string_vie
                                       std::string_view body, std::string_view content_encoding) {
   for (const auto& k : rules.client_keys) {
     if (has_key(head, k)) return "a client key in the head";
+  }
+  // Basic credentials anywhere in the head, decoded.
+  for (std::string_view rest = head; !rest.empty();) {
+    auto eol = rest.find("\r\n");
+    std::string_view line = rest.substr(0, eol);
+    if (auto colon = line.find(':'); colon != std::string_view::npos) {
+      if (auto basic = basic_credentials(line.substr(colon + 1))) {
+        for (const auto& k : rules.client_keys) {
+          if (has_key(*basic, k)) return "a client key in the head";
+        }
+      }
+    }
+    if (eol == std::string_view::npos) break;
+    rest.remove_prefix(eol + 2);
   }
   if (rules.patterns.empty()) return std::nullopt;
   std::string rule;

@@ -290,6 +290,22 @@ std::vector<Case> marking_cases(int n) {
 
 // --- Client keys: any scheme case, any whitespace, any field that carries a key ----------
 
+std::string base64(std::string_view in) {
+  static constexpr char kAlphabet[] =
+      "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+  std::string out;
+  for (std::size_t i = 0; i < in.size(); i += 3) {
+    std::uint32_t n = static_cast<unsigned char>(in[i]) << 16;
+    if (i + 1 < in.size()) n |= static_cast<unsigned char>(in[i + 1]) << 8;
+    if (i + 2 < in.size()) n |= static_cast<unsigned char>(in[i + 2]);
+    out += kAlphabet[(n >> 18) & 63];
+    out += kAlphabet[(n >> 12) & 63];
+    out += i + 1 < in.size() ? kAlphabet[(n >> 6) & 63] : '=';
+    out += i + 2 < in.size() ? kAlphabet[n & 63] : '=';
+  }
+  return out;
+}
+
 std::vector<Case> client_key_cases(int n) {
   std::vector<Case> out;
   Gen g(4);
@@ -303,8 +319,11 @@ std::vector<Case> client_key_cases(int n) {
       value = g.random_case("bearer") + g.whitespace(1) + key + g.whitespace();
     } else if (form < 8) {
       value = key;
-    } else {
+    } else if (form < 9) {
       value = g.pick<std::string>({"Token ", "ApiKey ", "Key "}) + key;
+    } else {  // Basic credentials: the key as the password or the user name, base64
+      value =
+          g.random_case("basic") + g.whitespace(1) + base64(g.coin() ? "app:" + key : key + ":");
     }
     // Where the key goes: Authorization, or a key field, also with '_' for '-'.
     std::string field = "Authorization";
@@ -385,6 +404,8 @@ std::vector<Case> body_cases(int n) {
     } else if (framing == 4) {  // two gzip members: the SSN in the second
       r.body = gzip(benign(i)) + gzip(doc);
       r.fields.push_back({"Content-Encoding", "gzip"});
+    } else if (framing == 9) {  // gzip without a Content-Encoding: an upstream may sniff it
+      r.body = gzip(doc);
     } else if (framing == 5) {  // an encoding the gateway cannot read: sensitive unread
       r.body = g.coin() ? benign(i) : gzip(benign(i));
       r.fields.push_back({"Content-Encoding", g.pick<std::string>({"br", "zstd", "compress"})});
@@ -754,7 +775,7 @@ TEST_F(PrivacyRecorder, FlagsEveryFormOfEverySensitiveThing) {
       kClientKey);
   int port = upstream("cloud", "", {"--sensitive", path("rules.json")});
   std::string ssn = "123-45-6789";
-  std::vector<Req> bad(9);
+  std::vector<Req> bad(10);
   bad[0].body = R"({"p":"123\u002d45\u002D6789"})";
   bad[1].body = gzip("x") + gzip(ssn);
   bad[2].body = compress(ssn, -15);
@@ -764,6 +785,7 @@ TEST_F(PrivacyRecorder, FlagsEveryFormOfEverySensitiveThing) {
   bad[6].fields = {{"x_hylab_DATA", "public"}};
   bad[7].fields = {{"Authorization", "Token " + std::string(kClientKey)}};
   bad[8].body = R"({"p":"\u0031\u00323-45-6789"})";
+  bad[9].fields = {{"Authorization", "Basic " + base64("app:" + std::string(kClientKey))}};
   RawClient c(port);
   for (std::size_t i = 0; i < bad.size(); ++i) {
     ASSERT_TRUE(c.send(bad[i].wire(fmt::format("probe-{}", i))));

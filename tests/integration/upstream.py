@@ -38,7 +38,8 @@ inflight = 0
 
 def decodings(data):
     """Every way an upstream could read these bytes: as sent, and undone once more by gzip
-    (all members), zlib, raw deflate, UTF-16/32, JSON escapes, percent-escapes and '+'."""
+    (all members), zlib, raw deflate, UTF-16/32, JSON escapes, percent-escapes and '+', and
+    base64 (Basic credentials)."""
     out = []
     for f in (gzip.decompress, lambda d: zlib_any(d, 15 + 32), lambda d: zlib_any(d, -15)):
         try:
@@ -59,6 +60,11 @@ def decodings(data):
         return {"n": "\n", "t": "\t", "r": "\r", "b": "\b", "f": "\f"}.get(e, e)
     out.append(re.sub(r"\\(u[0-9a-fA-F]{4}|.)", json_escape, text).encode("utf-8", "replace"))
     out.append(urllib.parse.unquote_to_bytes(data.replace(b"+", b" ")))
+    for token in re.findall(rb"[A-Za-z0-9+/]{8,}={0,2}", data)[:16]:
+        try:
+            out.append(base64.b64decode(token + b"=" * (-len(token) % 4)))
+        except Exception:
+            pass
     return [d for d in out if d != data]
 
 

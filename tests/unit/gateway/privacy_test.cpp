@@ -142,6 +142,24 @@ std::string gzip(std::string_view in, int window_bits) {
   return out;
 }
 
+// Basic credentials carry the key base64-encoded, as the user name or the password:
+// "user:key-of-the-clinic" and "key-of-the-clinic:" (curl -u KEY: writes the latter).
+TEST_F(Classify, ClientKeysInBasicCredentials) {
+  auto keyed = [&](std::string_view value) {
+    return of("/v1/chat/completions", {{"Authorization", value}}).sensitive;
+  };
+  EXPECT_TRUE(keyed("Basic dXNlcjprZXktb2YtdGhlLWNsaW5pYw=="));  // user:key-of-the-clinic
+  EXPECT_TRUE(keyed("basic   a2V5LW9mLXRoZS1jbGluaWM6"));        // key-of-the-clinic:
+  EXPECT_TRUE(keyed("BASIC a2V5LW9mLXRoZS1jbGluaWM6"));
+  EXPECT_TRUE(of("/", {{"Proxy-Authorization", "Basic a2V5LW9mLXRoZS1jbGluaWM6"}}).sensitive);
+  EXPECT_FALSE(keyed("Basic dXNlcjpvdGhlcg=="));  // user:other
+  EXPECT_FALSE(keyed("Basic !!!"));
+  EXPECT_TRUE(egress_hit(
+      rules, "POST / HTTP/1.1\r\nAuthorization: Basic a2V5LW9mLXRoZS1jbGluaWM6\r\n\r\n", "", ""));
+  EXPECT_FALSE(egress_hit(rules, "POST / HTTP/1.1\r\nAuthorization: Basic dXNlcjpvdGhlcg==\r\n\r\n",
+                          "", ""));
+}
+
 TEST_F(Classify, PatternsSeeThroughJsonEscapesFormsAndCompression) {
   auto hit = [&](std::string_view body, std::vector<HeaderView> h = {}) {
     return of("/v1/chat/completions", h, body).sensitive;
@@ -194,6 +212,15 @@ TEST_F(Classify, EscapesCountInAnyDocumentAndEveryGzipMember) {
   EXPECT_TRUE(hit(gzip("hello", -15) + "junk", {{"Content-Encoding", "deflate"}}));
   EXPECT_FALSE(
       hit(gzip("hello", 15 + 16) + gzip("world", 15 + 16), {{"Content-Encoding", "gzip"}}));
+}
+
+// A gzip body sent without Content-Encoding is still gzip to an upstream that sniffs it.
+TEST_F(Classify, AGzipBodyWithoutContentEncodingIsReadAsGzip) {
+  auto hit = [&](std::string_view body) { return of("/v1/chat/completions", {}, body).sensitive; };
+  EXPECT_TRUE(hit(gzip(R"({"p":"123-45-6789"})", 15 + 16)));
+  EXPECT_FALSE(hit(gzip("hello", 15 + 16)));
+  EXPECT_TRUE(hit(std::string("\x1f\x8b not gzip after all")));  // unreadable: fail closed
+  EXPECT_TRUE(egress_hit(rules, "POST / HTTP/1.1\r\n\r\n", gzip("123-45-6789", 15 + 16), ""));
 }
 
 TEST_F(Classify, EgressSeesTheBytesAsSent) {
