@@ -32,6 +32,33 @@ class GatewayTest : public GatewayHarness {
                        local_port, max_inflight, cloud_port, timeouts);
   }
 
+  // Two slots locally; the cloud endpoint's `cloud_extra` (", max_inflight: N" or nothing).
+  static std::string slots_config(int local_port, int cloud_port, const std::string& cloud_extra,
+                                  const std::string& connect) {
+    return fmt::format(R"(gateway:
+  listen: 127.0.0.1:0
+  admin: 127.0.0.1:0
+  threads: 2
+  local:
+    - {{name: gpu-box, url: "http://127.0.0.1:{}", max_inflight: 2}}
+  cloud:
+    - {{name: cloud-a, url: "http://127.0.0.1:{}", api_key_env: HYLAB_TEST_CLOUD_KEY{}}}
+  timeouts: {{{}, response: 10s}}
+)",
+                       local_port, cloud_port, cloud_extra, connect);
+  }
+
+  // The statuses of `n` chat requests sent at once.
+  std::vector<int> concurrent_chats(std::size_t n) {
+    std::vector<int> status(n, 0);
+    std::vector<std::thread> clients;
+    for (std::size_t i = 0; i < n; ++i) {
+      clients.emplace_back([&, i] { status[i] = send("/v1/chat/completions", "{}").status; });
+    }
+    for (auto& t : clients) t.join();
+    return status;
+  }
+
   // A gateway config with one local endpoint and nothing else.
   static std::string local_only(const std::string& name, int port) {
     return fmt::format(
@@ -680,23 +707,8 @@ TEST_F(GatewayTest, NothingProcessedIsSentTwiceAndRetriesHaveABudget) {
 TEST_F(GatewayTest, WhenEverySlotIsTakenRequestsQueueForTheFirstToFree) {
   int local = upstream("local", "", {"--latency-ms", "200"});
   int cloud = upstream("cloud", "", {"--latency-ms", "200"});
-  start_gateway(fmt::format(R"(gateway:
-  listen: 127.0.0.1:0
-  admin: 127.0.0.1:0
-  threads: 2
-  local:
-    - {{name: gpu-box, url: "http://127.0.0.1:{}", max_inflight: 2}}
-  cloud:
-    - {{name: cloud-a, url: "http://127.0.0.1:{}", max_inflight: 2, api_key_env: HYLAB_TEST_CLOUD_KEY}}
-  timeouts: {{connect: 3s, response: 10s}}
-)",
-                            local, cloud));
-  std::vector<int> status(12, 0);
-  std::vector<std::thread> clients;
-  for (std::size_t i = 0; i < status.size(); ++i) {
-    clients.emplace_back([&, i] { status[i] = send("/v1/chat/completions", "{}").status; });
-  }
-  for (auto& t : clients) t.join();
+  start_gateway(slots_config(local, cloud, ", max_inflight: 2", "connect: 3s"));
+  auto status = concurrent_chats(12);
   for (std::size_t i = 0; i < status.size(); ++i) EXPECT_EQ(status[i], 200) << i;
   EXPECT_GE(metric(metrics(), "hylab_gateway_queued_total"), 1);
   EXPECT_EQ(lines(path("local.rec")) + lines(path("cloud.rec")), 12);
@@ -707,22 +719,8 @@ TEST_F(GatewayTest, WhenEverySlotIsTakenRequestsQueueForTheFirstToFree) {
 TEST_F(GatewayTest, ACloudEndpointWithoutMaxInflightTakesTheOverflow) {
   int local = upstream("local", "", {"--latency-ms", "300"});
   int cloud = upstream("cloud", "", {"--latency-ms", "300"});
-  start_gateway(fmt::format(R"(gateway:
-  listen: 127.0.0.1:0
-  admin: 127.0.0.1:0
-  local:
-    - {{name: gpu-box, url: "http://127.0.0.1:{}", max_inflight: 2}}
-  cloud:
-    - {{name: cloud-a, url: "http://127.0.0.1:{}", api_key_env: HYLAB_TEST_CLOUD_KEY}}
-  timeouts: {{connect: 50ms, response: 10s}}
-)",
-                            local, cloud));
-  std::vector<int> status(12, 0);
-  std::vector<std::thread> clients;
-  for (std::size_t i = 0; i < status.size(); ++i) {
-    clients.emplace_back([&, i] { status[i] = send("/v1/chat/completions", "{}").status; });
-  }
-  for (auto& t : clients) t.join();
+  start_gateway(slots_config(local, cloud, "", "connect: 50ms"));
+  auto status = concurrent_chats(12);
   for (std::size_t i = 0; i < status.size(); ++i) EXPECT_EQ(status[i], 200) << i;
   EXPECT_EQ(metric(metrics(), "hylab_gateway_capacity{environment=\"cloud\",endpoint=\"cloud-a\"}"),
             256);

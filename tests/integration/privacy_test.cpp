@@ -7,12 +7,12 @@
 #include <fmt/format.h>
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
-#include <zlib.h>
 
 #include <random>
 #include <sstream>
 #include <thread>
 
+#include "../support/compress.h"
 #include "gateway_harness.h"
 
 namespace hylab::testing {
@@ -39,22 +39,6 @@ std::string printable(std::string_view s) {
   }
   return out;
 }
-
-// zlib's deflate with a window: 15 + 16 gzip, 15 zlib, -15 raw deflate.
-std::string compress(std::string_view in, int window_bits) {
-  z_stream z{};
-  deflateInit2(&z, Z_DEFAULT_COMPRESSION, Z_DEFLATED, window_bits, 8, Z_DEFAULT_STRATEGY);
-  std::string out(deflateBound(&z, static_cast<uLong>(in.size())) + 32, '\0');
-  z.next_in = reinterpret_cast<Bytef*>(const_cast<char*>(in.data()));
-  z.avail_in = static_cast<uInt>(in.size());
-  z.next_out = reinterpret_cast<Bytef*>(out.data());
-  z.avail_out = static_cast<uInt>(out.size());
-  deflate(&z, Z_FINISH);
-  out.resize(z.total_out);
-  deflateEnd(&z);
-  return out;
-}
-std::string gzip(std::string_view in) { return compress(in, 15 + 16); }
 
 // One request of the suite. `refused`: the status it must get (400, 501), after which the
 // connection is closed and nothing of it reaches any upstream; 0: it is sensitive.

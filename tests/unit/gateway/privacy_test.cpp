@@ -2,12 +2,15 @@
 
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
-#include <zlib.h>
 
 #include <string>
 
+#include "../../support/compress.h"
+
 namespace hylab::gateway {
 namespace {
+
+using hylab::testing::compress;
 
 using ::testing::HasSubstr;
 
@@ -128,20 +131,6 @@ TEST_F(Classify, ClientKeysInAnyFieldUnderAnyScheme) {
   EXPECT_FALSE(egress_hit(rules, "POST / HTTP/1.1\r\nX-Key: other\r\n\r\n", "", ""));
 }
 
-std::string gzip(std::string_view in, int window_bits) {
-  z_stream z{};
-  deflateInit2(&z, 6, Z_DEFLATED, window_bits, 8, Z_DEFAULT_STRATEGY);
-  std::string out(in.size() + 128, '\0');
-  z.next_in = reinterpret_cast<Bytef*>(const_cast<char*>(in.data()));
-  z.avail_in = static_cast<uInt>(in.size());
-  z.next_out = reinterpret_cast<Bytef*>(out.data());
-  z.avail_out = static_cast<uInt>(out.size());
-  deflate(&z, Z_FINISH);
-  out.resize(z.total_out);
-  deflateEnd(&z);
-  return out;
-}
-
 // Basic credentials carry the key base64-encoded, as the user name or the password:
 // "user:key-of-the-clinic" and "key-of-the-clinic:" (curl -u KEY: writes the latter).
 TEST_F(Classify, ClientKeysInBasicCredentials) {
@@ -172,10 +161,10 @@ TEST_F(Classify, PatternsSeeThroughJsonEscapesFormsAndCompression) {
   EXPECT_TRUE(of("/v1/chat/completions?ssn=123-45-6789").sensitive);
   EXPECT_TRUE(of("/v1/chat/completions?ssn=123%2d45%2d6789").sensitive);
   std::string body = R"({"content":"123-45-6789"})";
-  EXPECT_TRUE(hit(gzip(body, 15 + 16), {{"Content-Encoding", "gzip"}}));
-  EXPECT_TRUE(hit(gzip(body, 15), {{"Content-Encoding", "deflate"}}));
-  EXPECT_TRUE(hit(gzip(body, -15), {{"Content-Encoding", "Deflate"}}));
-  EXPECT_TRUE(hit(gzip(gzip(body, 15 + 16), 15), {{"Content-Encoding", "gzip, deflate"}}));
+  EXPECT_TRUE(hit(compress(body, 15 + 16), {{"Content-Encoding", "gzip"}}));
+  EXPECT_TRUE(hit(compress(body, 15), {{"Content-Encoding", "deflate"}}));
+  EXPECT_TRUE(hit(compress(body, -15), {{"Content-Encoding", "Deflate"}}));
+  EXPECT_TRUE(hit(compress(compress(body, 15 + 16), 15), {{"Content-Encoding", "gzip, deflate"}}));
   // A body the gateway cannot read is sensitive while any pattern is configured.
   auto v = of("/v1/chat/completions", {{"Content-Encoding", "br"}}, "\x1b\x02\x00");
   EXPECT_TRUE(v.sensitive);
@@ -183,9 +172,9 @@ TEST_F(Classify, PatternsSeeThroughJsonEscapesFormsAndCompression) {
   EXPECT_TRUE(hit("not gzip at all", {{"Content-Encoding", "gzip"}}));
   // A gzip bomb past max_body is unreadable, not decoded whole.
   rules.max_body_bytes = 1000;
-  EXPECT_TRUE(hit(gzip(std::string(100000, 'a'), 15 + 16), {{"Content-Encoding", "gzip"}}));
+  EXPECT_TRUE(hit(compress(std::string(100000, 'a'), 15 + 16), {{"Content-Encoding", "gzip"}}));
   EXPECT_FALSE(hit(R"({"content":"call 555-1234"})"));
-  EXPECT_FALSE(hit(gzip("hello", 15 + 16), {{"Content-Encoding", "gzip"}}));
+  EXPECT_FALSE(hit(compress("hello", 15 + 16), {{"Content-Encoding", "gzip"}}));
   rules.patterns.clear();
   EXPECT_FALSE(hit("\x1b\x02", {{"Content-Encoding", "br"}}));  // nothing to look for
 }
@@ -204,31 +193,31 @@ TEST_F(Classify, EscapesCountInAnyDocumentAndEveryGzipMember) {
   EXPECT_FALSE(hit(R"({"p":"123\\u002d45\\u002d6789"})"));  // escaped backslashes: no dash
   EXPECT_FALSE(hit(R"({"p":"\u00zz 123\u002d45"})"));
   // Two gzip members: gzip -d and most servers decode both.
-  std::string two = gzip("hello", 15 + 16) + gzip(R"({"p":"123-45-6789"})", 15 + 16);
+  std::string two = compress("hello", 15 + 16) + compress(R"({"p":"123-45-6789"})", 15 + 16);
   EXPECT_TRUE(hit(two, {{"Content-Encoding", "gzip"}}));
   EXPECT_TRUE(egress_hit(rules, "POST / HTTP/1.1\r\n\r\n", two, "gzip"));
   // Bytes after the last member cannot be read: sensitive, not ignored.
-  EXPECT_TRUE(hit(gzip("hello", 15 + 16) + "123-45", {{"Content-Encoding", "gzip"}}));
-  EXPECT_TRUE(hit(gzip("hello", -15) + "junk", {{"Content-Encoding", "deflate"}}));
+  EXPECT_TRUE(hit(compress("hello", 15 + 16) + "123-45", {{"Content-Encoding", "gzip"}}));
+  EXPECT_TRUE(hit(compress("hello", -15) + "junk", {{"Content-Encoding", "deflate"}}));
   EXPECT_FALSE(
-      hit(gzip("hello", 15 + 16) + gzip("world", 15 + 16), {{"Content-Encoding", "gzip"}}));
+      hit(compress("hello", 15 + 16) + compress("world", 15 + 16), {{"Content-Encoding", "gzip"}}));
 }
 
 // A gzip body sent without Content-Encoding is still gzip to an upstream that sniffs it.
 TEST_F(Classify, AGzipBodyWithoutContentEncodingIsReadAsGzip) {
   auto hit = [&](std::string_view body) { return of("/v1/chat/completions", {}, body).sensitive; };
-  EXPECT_TRUE(hit(gzip(R"({"p":"123-45-6789"})", 15 + 16)));
-  EXPECT_FALSE(hit(gzip("hello", 15 + 16)));
+  EXPECT_TRUE(hit(compress(R"({"p":"123-45-6789"})", 15 + 16)));
+  EXPECT_FALSE(hit(compress("hello", 15 + 16)));
   EXPECT_TRUE(hit(std::string("\x1f\x8b not gzip after all")));  // unreadable: fail closed
-  EXPECT_TRUE(egress_hit(rules, "POST / HTTP/1.1\r\n\r\n", gzip("123-45-6789", 15 + 16), ""));
+  EXPECT_TRUE(egress_hit(rules, "POST / HTTP/1.1\r\n\r\n", compress("123-45-6789", 15 + 16), ""));
 }
 
 TEST_F(Classify, EgressSeesTheBytesAsSent) {
   EXPECT_TRUE(egress_hit(rules, "POST / HTTP/1.1\r\n\r\n", R"({"a":"123-45-6789"})", ""));
   EXPECT_TRUE(egress_hit(rules, "POST / HTTP/1.1\r\n\r\n", R"({"a":"123\u002d45-6789"})", ""));
   EXPECT_TRUE(egress_hit(rules, "GET /?q=123-45-6789 HTTP/1.1\r\n\r\n", "", ""));
-  EXPECT_TRUE(egress_hit(rules, "POST / HTTP/1.1\r\n\r\n", gzip(R"({"a":"123-45-6789"})", 15 + 16),
-                         "gzip"));
+  EXPECT_TRUE(egress_hit(rules, "POST / HTTP/1.1\r\n\r\n",
+                         compress(R"({"a":"123-45-6789"})", 15 + 16), "gzip"));
   EXPECT_FALSE(egress_hit(rules, "POST / HTTP/1.1\r\n\r\n", R"({"a":"hello"})", ""));
 }
 
