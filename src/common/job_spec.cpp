@@ -3,8 +3,11 @@
 #include <fmt/format.h>
 
 #include <algorithm>
+#include <cctype>
 #include <charconv>
 #include <cmath>
+#include <utility>
+#include <vector>
 
 #include "common/config.h"
 #include "common/text.h"
@@ -60,21 +63,76 @@ namespace {
 // SkyPilot keys hylab accepts but does not act on yet (warned about by name).
 constexpr std::string_view kWhyNotYet = "accepted for SkyPilot compatibility, not acted on yet";
 
-std::optional<AcceleratorRequest> parse_accelerator(const yaml::Where& w, const YAML::Node& at,
-                                                    const std::string& key, std::string_view model,
-                                                    std::optional<std::string_view> count_text,
-                                                    const Catalog& catalog) {
+// The letters before a model's number, and the rest ("RTX4090" -> "RTX", "4090").
+std::pair<std::string, std::string> model_parts(std::string_view name) {
+  std::string norm;
+  for (char c : name) {
+    if (std::isalnum(static_cast<unsigned char>(c)))
+      norm += static_cast<char>(std::toupper(static_cast<unsigned char>(c)));
+  }
+  std::size_t digit = 0;
+  while (digit < norm.size() && !std::isdigit(static_cast<unsigned char>(norm[digit]))) ++digit;
+  return {norm.substr(0, digit), norm.substr(digit)};
+}
+
+// Whether two letter runs are one typo apart: a substitution, an insertion, a deletion or
+// two neighbours swapped.
+bool one_typo_apart(const std::string& a, const std::string& b) {
+  if (a == b) return true;
+  if (a.size() == b.size()) {
+    std::vector<std::size_t> diff;
+    for (std::size_t i = 0; i < a.size(); ++i) {
+      if (a[i] != b[i]) diff.push_back(i);
+    }
+    if (diff.size() == 1) return true;
+    return diff.size() == 2 && diff[1] == diff[0] + 1 && a[diff[0]] == b[diff[1]] &&
+           a[diff[1]] == b[diff[0]];
+  }
+  const std::string& longer = a.size() > b.size() ? a : b;
+  const std::string& shorter = a.size() > b.size() ? b : a;
+  if (longer.size() != shorter.size() + 1) return false;
+  for (std::size_t i = 0; i < longer.size(); ++i) {
+    if (longer.substr(0, i) + longer.substr(i + 1) == shorter) return true;
+  }
+  return false;
+}
+
+// "did you mean" only for another spelling of the same model: the same number and suffix
+// ("4090", "10G"), and the same letters but for case, separators, or one typo in a run of
+// three or more ("rtx-4090", "RXT4090"). Never a different GPU: A10 is not A10G, L40 is not
+// L40S, A1000 is not A100, B200 is not H200.
+std::optional<std::string> same_model_spelling(std::string_view model, const Catalog& catalog) {
+  auto [letters, rest] = model_parts(model);
+  for (const auto& name : catalog.gpu_names()) {
+    auto [l, r] = model_parts(name);
+    if (r != rest) continue;
+    if (l == letters || (l.size() >= 3 && one_typo_apart(l, letters))) return name;
+  }
+  return std::nullopt;
+}
+
+// One accelerator request, or why not. A model the catalog does not know is not reported
+// here (`unknown` says why): among alternatives it is dropped with a warning, alone it is
+// an error. Other errors are reported at once.
+struct ParsedAccelerator {
+  std::optional<AcceleratorRequest> request;
+  std::string unknown;
+};
+
+ParsedAccelerator parse_accelerator(const yaml::Where& w, const YAML::Node& at,
+                                    const std::string& key, std::string_view model,
+                                    std::optional<std::string_view> count_text,
+                                    const Catalog& catalog) {
   std::string model_s = trim(model);
   const GpuModel* gpu = catalog.find_gpu(model_s);
   if (!gpu) {
     std::string msg = fmt::format("unknown GPU model {}", quote(model_s));
-    if (auto near = did_you_mean(model_s, catalog.gpu_names())) {
+    if (auto near = same_model_spelling(model_s, catalog)) {
       msg += fmt::format(" (did you mean '{}'?)", *near);
     } else {
       msg += "; the catalog knows " + join(catalog.gpu_names(), ", ");
     }
-    yaml::error_at(w, at, key, msg);
-    return std::nullopt;
+    return {std::nullopt, msg};
   }
   int count = 1;
   if (count_text) {
@@ -82,58 +140,71 @@ std::optional<AcceleratorRequest> parse_accelerator(const yaml::Where& w, const 
     auto n = parse_number(c);
     if (!n && !c.empty() && c.front() == '-') {
       yaml::error_at(w, at, key, fmt::format("GPU count must be at least 1, got {}", c));
-      return std::nullopt;
+      return {};
     }
     if (!n) {
       yaml::error_at(w, at, key, fmt::format("GPU count must be a whole number, got {}", quote(c)));
-      return std::nullopt;
+      return {};
     }
     if (*n != std::trunc(*n)) {  // (not a cast: a count past long long's range is no integer)
       yaml::error_at(
           w, at, key,
           fmt::format("fractional GPU count {} is not supported: ask for whole GPUs", c));
-      return std::nullopt;
+      return {};
     }
     if (*n < 1) {
       yaml::error_at(w, at, key, fmt::format("GPU count must be at least 1, got {}", c));
-      return std::nullopt;
+      return {};
     }
     if (*n > 4096) {
       yaml::error_at(w, at, key, fmt::format("GPU count {} is over the limit of 4096 per node", c));
-      return std::nullopt;
+      return {};
     }
     count = static_cast<int>(*n);
   }
-  return AcceleratorRequest{gpu->name, count};
+  return {AcceleratorRequest{gpu->name, count}, {}};
 }
 
-std::optional<AcceleratorRequest> parse_accelerator_string(const yaml::Where& w,
-                                                           const YAML::Node& n,
-                                                           const std::string& key,
-                                                           const Catalog& catalog) {
-  auto s = yaml::as_string(w, n, key);
-  if (!s) return std::nullopt;
-  auto colon = s->find(':');
-  if (colon == std::string::npos) return parse_accelerator(w, n, key, *s, std::nullopt, catalog);
-  return parse_accelerator(w, n, key, std::string_view(*s).substr(0, colon),
-                           std::string_view(*s).substr(colon + 1), catalog);
+// "A100:8" or "A100" (count 1).
+ParsedAccelerator parse_accelerator_text(const yaml::Where& w, const YAML::Node& at,
+                                         const std::string& key, std::string_view text,
+                                         const Catalog& catalog) {
+  auto colon = text.find(':');
+  if (colon == std::string_view::npos)
+    return parse_accelerator(w, at, key, text, std::nullopt, catalog);
+  return parse_accelerator(w, at, key, text.substr(0, colon), text.substr(colon + 1), catalog);
 }
 
-// accelerators: "A100:8" | {A100: 8, V100: 8} | ["A100:8", "V100:8"]
+// accelerators: "A100:8" | {A100: 8, V100: 8} | {H200:8, H100:8} | ["A100:8", "V100:8"].
+// In SkyPilot's usual {H200:8, H100:8}, YAML reads each "H200:8" as a key without a value.
+// Among several alternatives, one the catalog does not know is dropped with a warning that
+// names it; the request is refused only when none is left.
 bool read_accelerators(const yaml::Where& w, const YAML::Node& n, const Catalog& catalog,
                        JobSpec& spec) {
   const std::string key = "resources.accelerators";
   bool ok = true;
-  auto add = [&](std::optional<AcceleratorRequest> a) {
-    if (a) {
-      spec.accelerators.push_back(*a);
+  struct Unknown {
+    YAML::Node at;
+    std::string key;
+    std::string message;
+  };
+  std::vector<Unknown> unknown;
+  auto add = [&](const YAML::Node& at, const std::string& k, ParsedAccelerator a) {
+    if (a.request) {
+      spec.accelerators.push_back(*a.request);
+    } else if (!a.unknown.empty()) {
+      unknown.push_back({at, k, std::move(a.unknown)});
     } else {
       ok = false;
     }
   };
   if (n.IsNull()) return true;
   if (n.IsScalar()) {
-    add(parse_accelerator_string(w, n, key, catalog));
+    if (auto s = yaml::as_string(w, n, key)) {
+      add(n, key, parse_accelerator_text(w, n, key, *s, catalog));
+    } else {
+      ok = false;
+    }
   } else if (n.IsMap()) {
     for (const auto& kv : n) {
       auto model = yaml::as_string(w, kv.first, key);
@@ -141,24 +212,40 @@ bool read_accelerators(const yaml::Where& w, const YAML::Node& n, const Catalog&
         ok = false;
         continue;
       }
-      std::optional<std::string> count;
-      if (!kv.second.IsNull()) {
-        count = yaml::as_string(w, kv.second, key + "." + *model);
-        if (!count) {
-          ok = false;
-          continue;
-        }
+      std::string k = key + "." + *model;
+      if (kv.second.IsNull()) {  // "A100" or "H200:8" as a key alone
+        add(kv.first, k, parse_accelerator_text(w, kv.first, k, *model, catalog));
+        continue;
       }
-      add(parse_accelerator(w, kv.second.IsNull() ? kv.first : kv.second, key + "." + *model,
-                            *model, count, catalog));
+      auto count = yaml::as_string(w, kv.second, k);
+      if (!count) {
+        ok = false;
+        continue;
+      }
+      add(kv.second, k, parse_accelerator(w, kv.second, k, *model, *count, catalog));
     }
   } else if (n.IsSequence()) {
     std::size_t i = 0;
-    for (const auto& item : n)
-      add(parse_accelerator_string(w, item, fmt::format("{}[{}]", key, i++), catalog));
+    for (const auto& item : n) {
+      std::string k = fmt::format("{}[{}]", key, i++);
+      if (auto s = yaml::as_string(w, item, k)) {
+        add(item, k, parse_accelerator_text(w, item, k, *s, catalog));
+      } else {
+        ok = false;
+      }
+    }
   } else {
     yaml::error_at(w, n, key, "expected a GPU request such as A100:8");
     return false;
+  }
+  bool left = !spec.accelerators.empty();
+  for (auto& u : unknown) {
+    if (left) {
+      yaml::warning_at(w, u.at, u.key, u.message + ": this alternative is dropped");
+    } else {
+      yaml::error_at(w, u.at, u.key, u.message);
+      ok = false;
+    }
   }
   return ok;
 }

@@ -39,6 +39,14 @@ inline JobSpec spec_from(const std::string& yaml, const Config& cfg = Config{}) 
   return spec ? *spec : JobSpec{};
 }
 
+// Loads a spec expected to load; returns its warnings, one per line.
+inline std::string spec_warnings(const std::string& yaml) {
+  Diagnostics d;
+  auto spec = load_job_spec_text(yaml, "job.yaml", builtin_catalog(), d);
+  EXPECT_TRUE(spec.has_value()) << d.str();
+  return d.str();
+}
+
 // Loads a spec expected to fail; returns every diagnostic, one per line.
 inline std::string spec_errors(const std::string& yaml, const std::string& file = "job.yaml") {
   Diagnostics d;

@@ -9,8 +9,10 @@ namespace hylab {
 namespace {
 
 using ::testing::HasSubstr;
+using ::testing::Not;
 using testing::spec_errors;
 using testing::spec_from;
+using testing::spec_warnings;
 
 // A SkyPilot task file as SkyPilot's docs write one: valid as it is.
 constexpr const char* kSkyPilotTask = R"(name: minGPT-ddp
@@ -142,12 +144,50 @@ TEST(JobSpecErrors, ImpossibleValues) {
             "job.yaml:1:24: error: resources.disk_size: must be greater than 0\n");
 }
 
-TEST(JobSpecErrors, UnknownGpuModelSuggestsTheClosest) {
-  EXPECT_EQ(spec_errors("resources:\n  accelerators: A1000:8\n"),
-            "job.yaml:2:17: error: resources.accelerators: unknown GPU model 'A1000' (did you mean "
-            "'A100'?)\n");
+// "did you mean" names another spelling of the same model, never a different GPU.
+TEST(JobSpecErrors, UnknownGpuModelSuggestsOnlyTheSameModel) {
+  EXPECT_EQ(spec_errors("resources:\n  accelerators: RXT-4090:8\n"),
+            "job.yaml:2:17: error: resources.accelerators: unknown GPU model 'RXT-4090' (did you "
+            "mean 'RTX4090'?)\n");
+  EXPECT_THAT(spec_errors("resources: {accelerators: 'RTX 4090x'}\n"),
+              Not(HasSubstr("did you mean")));
+  // Real GPUs of their own: A1000 is not an A100, B300 not an H200-class typo.
+  for (std::string other : {"A1000", "B300", "H300", "RTX4080S"}) {
+    std::string e = spec_errors("resources: {accelerators: " + other + ":8}\n");
+    EXPECT_THAT(e, HasSubstr("unknown GPU model '" + other + "'; the catalog knows")) << other;
+    EXPECT_THAT(e, Not(HasSubstr("did you mean"))) << other;
+  }
   EXPECT_THAT(spec_errors("resources: {accelerators: TPU-v9:8}\n"),
               HasSubstr("unknown GPU model 'TPU-v9'; the catalog knows RTX3090"));
+}
+
+// SkyPilot's usual alternatives: {H200:8, H100:8}, where YAML reads "H200:8" as a key
+// without a value; and an alternative the catalog does not know is dropped, not fatal.
+TEST(JobSpec, AcceleratorAlternativesAsSkyPilotWritesThem) {
+  auto flow = spec_from("resources: {accelerators: {H200:8, H100:8}}").accelerators;
+  ASSERT_EQ(flow.size(), 2u);
+  EXPECT_EQ(flow[0].model, "H200");
+  EXPECT_EQ(flow[0].count, 8);
+  EXPECT_EQ(flow[1].model, "H100");
+  EXPECT_EQ(flow[1].count, 8);
+  auto block = spec_from("resources:\n  accelerators:\n    A100:\n    H100: 2\n").accelerators;
+  ASSERT_EQ(block.size(), 2u);
+  EXPECT_EQ(block[0].count, 1);
+  EXPECT_EQ(block[1].count, 2);
+  std::string w = spec_warnings("resources: {accelerators: {H300:8, H100:8}}\n");
+  EXPECT_THAT(w, HasSubstr("job.yaml:1:28: warning: resources.accelerators.H300:8: unknown GPU "
+                           "model 'H300'"));
+  EXPECT_THAT(w, HasSubstr("this alternative is dropped"));
+  auto kept = spec_from("resources: {accelerators: [H300:8, A100:8]}").accelerators;
+  ASSERT_EQ(kept.size(), 1u);
+  EXPECT_EQ(kept[0].model, "A100");
+  // None left: refused, naming each.
+  std::string e = spec_errors("resources: {accelerators: {H300:8, B300:8}}\n");
+  EXPECT_THAT(e, HasSubstr("error: resources.accelerators.H300:8: unknown GPU model 'H300'"));
+  EXPECT_THAT(e, HasSubstr("error: resources.accelerators.B300:8: unknown GPU model 'B300'"));
+  // A bad count is an error even among alternatives.
+  EXPECT_THAT(spec_errors("resources: {accelerators: {H100:0, A100:8}}\n"),
+              HasSubstr("GPU count must be at least 1, got 0"));
 }
 
 TEST(JobSpecErrors, ChoicesAndInstanceTypes) {
