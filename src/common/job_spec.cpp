@@ -60,9 +60,6 @@ std::string_view to_string(Reach r) { return r == Reach::kGlobal ? "global" : "r
 
 namespace {
 
-// SkyPilot keys hylab accepts but does not act on yet (warned about by name).
-constexpr std::string_view kWhyNotYet = "accepted for SkyPilot compatibility, not acted on yet";
-
 // The letters before a model's number, and the rest ("RTX4090" -> "RTX", "4090").
 std::pair<std::string, std::string> model_parts(std::string_view name) {
   std::string norm;
@@ -325,10 +322,31 @@ void read_resources(const yaml::Where& w, const YAML::Node& node, const Catalog&
           fmt::format("the catalog has no prices for cloud '{}'; cloud cost is unknown", *c));
     }
   }
-  m.accept_with_warning(
-      {"region", "zone", "infra", "ports", "image_id", "labels", "accelerator_args", "job_recovery",
-       "spot_recovery", "disk_tier", "network_tier", "autostop", "any_of", "ordered"},
-      kWhyNotYet);
+  // SkyPilot keys hylab accepts but does not act on yet, each with what that means.
+  m.accept_with_warning({
+      {"region", "not a constraint yet: the job may run in any region"},
+      {"zone", "not a constraint yet: the job may run in any zone"},
+      {"infra", "not a constraint yet: the job may run on any target placement picks"},
+      {"ports", "no port is opened or forwarded: the job's ports are reachable only where it runs"},
+      {"image_id", "the job runs in the host's environment, not in the image"},
+      {"labels", "not applied to anything"},
+      {"accelerator_args", "not passed to the accelerator's runtime"},
+      {"job_recovery",
+       "hylab's own recovery applies: a preempted spot job is requeued, and "
+       "after policy.max_preemptions it moves to on-demand"},
+      {"spot_recovery",
+       "hylab's own recovery applies: a preempted spot job is requeued, and "
+       "after policy.max_preemptions it moves to on-demand"},
+      {"disk_tier", "the target's default disks are used"},
+      {"network_tier", "the target's default network is used"},
+      {"autostop", "no cluster is kept up to stop: jobs run on the lab and existing targets"},
+      {"any_of",
+       "its alternatives are not considered yet: only resources.accelerators counts "
+       "(without it the job is placed as asking for no GPU)"},
+      {"ordered",
+       "its alternatives are not considered yet: only resources.accelerators counts "
+       "(without it the job is placed as asking for no GPU)"},
+  });
   m.finish();
 }
 
@@ -487,8 +505,16 @@ std::optional<JobSpec> load_job_spec_text(std::string_view text, const std::stri
     spec.reach = *r == "global" ? Reach::kGlobal : Reach::kRegional;
   }
   if (auto o = top.string_list("outputs")) spec.outputs = *o;
-  top.accept_with_warning(
-      {"service", "secrets", "config", "volumes", "event_callback", "experimental"}, kWhyNotYet);
+  top.accept_with_warning({
+      {"service",
+       "placed as a job, not a service: one replica, no readiness probe, no load "
+       "balancer (service.replicas is not read)"},
+      {"secrets", "not passed to the job"},
+      {"config", "SkyPilot's per-task configuration overrides do not apply"},
+      {"volumes", "not mounted"},
+      {"event_callback", "not run"},
+      {"experimental", "ignored"},
+  });
   top.finish();
   if (diag.error_count() > errors_before) return std::nullopt;
   return spec;

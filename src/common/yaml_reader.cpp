@@ -289,24 +289,15 @@ void MapReader::known(std::initializer_list<std::string_view> keys) {
   for (auto k : keys) known_.emplace_back(k);
 }
 
-void MapReader::accept_with_warning(std::initializer_list<std::string_view> keys,
-                                    std::string_view why) {
-  std::vector<std::string> present;
-  YAML::Node first;
-  for (auto k : keys) {
-    if (auto n = take(k)) {
-      if (present.empty()) {
-        for (const auto& kv : node_) {
-          if (kv.first.Scalar() == k) first = kv.first;
-        }
+void MapReader::accept_with_warning(std::initializer_list<Ignored> keys) {
+  for (const auto& k : keys) {
+    if (!take(k.key)) continue;
+    for (const auto& kv : node_) {
+      if (kv.first.IsScalar() && kv.first.Scalar() == k.key) {
+        warning_at(w_, kv.first, key_path(k.key), fmt::format("not acted on: {}", k.meaning));
+        break;
       }
-      present.push_back(key_path(k));
     }
-  }
-  if (!present.empty()) {
-    warning_at(
-        w_, first, "",
-        fmt::format("{} {}: {}", present.size() == 1 ? "key" : "keys", join(present, ", "), why));
   }
 }
 

@@ -72,8 +72,13 @@ class MapReader {
   std::string key_path(std::string_view key) const;
 
   std::optional<YAML::Node> take(std::string_view key);
-  // Accepts the keys (so they are not unknown) with one warning naming those present.
-  void accept_with_warning(std::initializer_list<std::string_view> keys, std::string_view why);
+  // Accepts the keys (so they are not unknown), each present one with a warning at its own
+  // line and column: "KEY: not acted on: MEANING".
+  struct Ignored {
+    std::string_view key;
+    std::string_view meaning;  // what ignoring it means for the user
+  };
+  void accept_with_warning(std::initializer_list<Ignored> keys);
   // Declares keys that are known but read elsewhere (for suggestions only).
   void known(std::initializer_list<std::string_view> keys);
   void finish();

@@ -64,7 +64,10 @@ TEST(CliPlace, PlacesEveryExampleWithATable) {
   EXPECT_THAT(o.out, ContainsRegex("llm-pretrain +cloud +beyond-capacity +yes"));
   EXPECT_THAT(o.out, ContainsRegex("notebook-dev +local +development +no"));
   EXPECT_THAT(o.out, ContainsRegex("chat-serving +hybrid +production-inference +no"));
-  EXPECT_THAT(o.err, HasSubstr("warning: key resources.ports"));
+  EXPECT_THAT(
+      o.err,
+      HasSubstr(
+          "chat-serving.yaml:5:3: warning: resources.ports: not acted on: no port is opened"));
 }
 
 TEST(CliPlace, JsonHasTheDocumentedFields) {

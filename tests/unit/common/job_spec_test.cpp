@@ -232,10 +232,19 @@ TEST(JobSpecWarnings, SkyPilotKeysNotActedOnAreNamed) {
                          "job.yaml", builtin_catalog(), d);
   ASSERT_TRUE(s) << d.str();
   EXPECT_FALSE(d.has_errors());
-  EXPECT_THAT(d.str(), HasSubstr("job.yaml:2:26: warning: keys resources.region, resources.ports: "
-                                 "accepted for SkyPilot compatibility, not acted on yet"));
-  EXPECT_THAT(d.str(), HasSubstr("job.yaml:1:1: warning: key service: accepted for SkyPilot "
-                                 "compatibility, not acted on yet"));
+  // Each key at its own line and column, with what ignoring it means.
+  EXPECT_THAT(d.str(), HasSubstr("job.yaml:2:13: warning: resources.ports: not acted on: no port "
+                                 "is opened or forwarded"));
+  EXPECT_THAT(d.str(), HasSubstr("job.yaml:2:26: warning: resources.region: not acted on: not a "
+                                 "constraint yet"));
+  EXPECT_THAT(d.str(), HasSubstr("job.yaml:1:1: warning: service: not acted on: placed as a job, "
+                                 "not a service: one replica"));
+  Diagnostics image;
+  ASSERT_TRUE(load_job_spec_text("resources:\n  image_id: docker:ubuntu\nsecrets: {A: b}\n",
+                                 "job.yaml", builtin_catalog(), image));
+  EXPECT_THAT(image.str(), HasSubstr("job.yaml:2:3: warning: resources.image_id: not acted on: "
+                                     "the job runs in the host's environment, not in the image"));
+  EXPECT_THAT(image.str(), HasSubstr("job.yaml:3:1: warning: secrets: not acted on: not passed"));
 }
 
 TEST(JobSpecFile, MissingFileNamesIt) {
