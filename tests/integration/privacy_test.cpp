@@ -559,7 +559,7 @@ class PrivacySuite : public GatewayHarness,
     hold_ = path("hold");
     int local = 0;
     if (state() == Local::kDown) {
-      local = free_loopback_port();  // nothing listens there
+      local = down_.port();  // refuses connections for the whole test
     } else {
       local = upstream("local", state() == Local::kFull ? hold_ : "",
                        {"--sensitive", path("local-rules.json")});
@@ -673,6 +673,7 @@ class PrivacySuite : public GatewayHarness,
   }
 
   std::string hold_;
+  RefusingPort down_;
   std::thread holder_;
   int controls_ = 0;
   int sensitive_ = 0;
