@@ -72,13 +72,16 @@ int cmd_place(const GlobalOptions& g, const PlaceOptions& p, Io io) {
   bool bad = false;
   for (const auto& file : p.files) {
     Diagnostics diag;
-    auto spec = load_job_spec_file(file, cfg->catalog, diag);
+    auto pipeline = load_pipeline_file(file, cfg->catalog, diag);  // a decision per document
     io.err << diag.str();
-    if (!spec) {
+    if (!pipeline) {
       bad = true;
       continue;
     }
-    decisions.push_back(placement::decide(*spec, *cfg));
+    for (const auto& spec : pipeline->jobs) {
+      decisions.push_back(placement::decide(spec, *cfg));
+      if (pipeline->chain()) decisions.back().name = pipeline->name + "/" + spec.name;
+    }
   }
   bool unplaceable = false;
   for (const auto& d : decisions) unplaceable = unplaceable || !d.placeable;

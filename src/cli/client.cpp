@@ -222,35 +222,49 @@ int cmd_run(const Config& cfg, const ClientOptions& c, const RunOptions& o, std:
   if (!r) return code;
   if (r->status != 201) return report_error(*r, err);
   json::value v = parse_body(r->body);
-  const auto& j = v.as_object();
-  for (const auto& w : j.at("warnings").as_array())
+  const auto& top = v.as_object();
+  for (const auto& w : top.at("warnings").as_array())
     err << printable(w.at("text").as_string()) << "\n";
-  std::int64_t id = j.at("id").as_int64();
   if (c.json && !o.follow) {
     out << pretty_json(v);
     return kExitOk;
   }
-  const auto& reasons = j.at("decision").at("reasons").as_array();
-  std::string why = reasons.empty() ? "" : std::string(reasons.at(0).as_string());
-  err << fmt::format("job {} ({}): {} by rule {}, {}{}\n", id, str(j.at("name")),
-                     str(j.at("environment")), str(j.at("rule")), job_line_state(j),
-                     j.at("reason").as_string().empty() ? "" : ": " + str(j.at("reason")));
-  if (!why.empty()) err << "  " << why << "\n";
-  if (!o.follow) {
-    out << id << "\n";
-    return kExitOk;
+  // One job, or a pipeline: a line per job, in order.
+  std::vector<const json::object*> jobs;
+  if (top.contains("jobs")) {
+    err << fmt::format("pipeline {}: {} jobs, each starting when the one before has succeeded\n",
+                       str(top.at("pipeline")), top.at("jobs").as_array().size());
+    for (const auto& j : top.at("jobs").as_array()) jobs.push_back(&j.as_object());
+  } else {
+    jobs.push_back(&top);
   }
-  if (str(j.at("environment")) == "cloud") {
-    err << "  (not following: the job waits for a cloud target)\n";
-    return kExitOk;
+  for (const auto* jp : jobs) {
+    const auto& j = *jp;
+    const auto& reasons = j.at("decision").at("reasons").as_array();
+    std::string why = reasons.empty() ? "" : std::string(reasons.at(0).as_string());
+    err << fmt::format("job {} ({}): {} by rule {}, {}{}\n", j.at("id").as_int64(),
+                       str(j.at("name")), str(j.at("environment")), str(j.at("rule")),
+                       job_line_state(j),
+                       j.at("reason").as_string().empty() ? "" : ": " + str(j.at("reason")));
+    if (!why.empty()) err << "  " << why << "\n";
+    if (!o.follow) out << j.at("id").as_int64() << "\n";
   }
-  int rc = follow_logs(*t, id, out, err);
-  if (rc != kExitOk) return rc;
-  auto fin = call(*t, "GET", fmt::format("/v1/jobs/{}", id), "", err, &code);
-  if (!fin) return code;
-  json::value fv = parse_body(fin->body);
-  err << fmt::format("job {} {}\n", id, job_line_state(fv.as_object()));
-  return str(fv.at("state")) == "succeeded" ? kExitOk : kExitFailure;
+  if (!o.follow) return kExitOk;
+  for (const auto* jp : jobs) {
+    std::int64_t id = jp->at("id").as_int64();
+    if (str(jp->at("environment")) == "cloud") {
+      err << fmt::format("  (not following job {}: it waits for a cloud target)\n", id);
+      return kExitOk;
+    }
+    int rc = follow_logs(*t, id, out, err);
+    if (rc != kExitOk) return rc;
+    auto fin = call(*t, "GET", fmt::format("/v1/jobs/{}", id), "", err, &code);
+    if (!fin) return code;
+    json::value fv = parse_body(fin->body);
+    err << fmt::format("job {} {}\n", id, job_line_state(fv.as_object()));
+    if (str(fv.at("state")) != "succeeded") return kExitFailure;
+  }
+  return kExitOk;
 }
 
 int cmd_jobs(const Config& cfg, const ClientOptions& c, const JobsOptions& o, std::ostream& out,
@@ -278,7 +292,7 @@ int cmd_jobs(const Config& cfg, const ClientOptions& c, const JobsOptions& o, st
     return kExitOk;
   }
   std::vector<std::vector<std::string>> rows{
-      {"ID", "NAME", "STATE", "ENV", "RULE", "GPUS", "CREATED", "REASON"}};
+      {"ID", "NAME", "STATE", "ENV", "RULE", "AFTER", "GPUS", "CREATED", "REASON"}};
   for (const auto& jv : all) {
     const auto& j = jv.as_object();
     std::string gpus;
@@ -288,9 +302,17 @@ int cmd_jobs(const Config& cfg, const ClientOptions& c, const JobsOptions& o, st
         gpus += str(g.at("index"));  // not "," + ...: gcc 12's false -Wrestrict
       }
     }
-    rows.push_back({str(j.at("id")), str(j.at("name")), job_line_state(j), str(j.at("environment")),
-                    str(j.at("rule")), gpus.empty() ? "-" : gpus, ago(j.at("created_at")),
-                    str(j.at("reason"))});
+    // A pipeline's jobs read "pipeline/name", with the jobs each waits for.
+    std::string name = str(j.at("name"));
+    std::string waits;
+    if (j.contains("pipeline") && j.at("pipeline").is_string())
+      name = str(j.at("pipeline")) + "/" + name;
+    if (j.contains("after")) {
+      for (const auto& a : j.at("after").as_array()) waits += (waits.empty() ? "" : ",") + str(a);
+    }
+    rows.push_back({str(j.at("id")), name, job_line_state(j), str(j.at("environment")),
+                    str(j.at("rule")), waits.empty() ? "-" : waits, gpus.empty() ? "-" : gpus,
+                    ago(j.at("created_at")), str(j.at("reason"))});
   }
   out << columns(rows);
   return kExitOk;

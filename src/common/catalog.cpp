@@ -58,6 +58,7 @@ void read_gpu(const yaml::Where& w, const YAML::Node& node, const std::string& p
   auto tflops = m.number("tflops", 0, true);
   auto price = m.number("price_usd", 0);
   auto watts = m.number("watts", 0, true);
+  auto kind = m.choice("kind", {"gpu", "tpu", "inferentia", "trainium"});
   m.finish();
   if (!name) {
     yaml::error_at(w, node, path + ".name", "missing: every GPU model needs a name");
@@ -74,7 +75,7 @@ void read_gpu(const yaml::Where& w, const YAML::Node& node, const std::string& p
           fmt::format("GPU model '{}' is not in the catalog: give its memory and tflops", *name));
       return;
     }
-    c.gpus.push_back(GpuModel{*name, {}, 0, 0, std::nullopt, std::nullopt});
+    c.gpus.push_back(GpuModel{*name, {}, 0, 0, std::nullopt, std::nullopt, "gpu"});
     g = &c.gpus.back();
   } else if (!overrides) {
     yaml::error_at(w, node, path + ".name", fmt::format("GPU model '{}' is listed twice", *name));
@@ -85,6 +86,7 @@ void read_gpu(const yaml::Where& w, const YAML::Node& node, const std::string& p
   if (tflops) g->tflops = *tflops;
   if (price) g->price_usd = *price;
   if (watts) g->watts = *watts;
+  if (kind) g->kind = *kind;
 }
 
 void read_instance(const yaml::Where& w, const YAML::Node& node, const std::string& path,

@@ -20,6 +20,11 @@ struct GpuModel {
   double tflops = 0;                // dense FP16/BF16 tensor throughput, for relative speed
   std::optional<double> price_usd;  // street price of one card, for break-even
   std::optional<double> watts;      // board power at full load
+  // "gpu", or an accelerator that is not one ("tpu", "inferentia", "trainium"): those are
+  // cloud-only, never matched to a lab's cards or priced as a GPU's substitute.
+  std::string kind = "gpu";
+
+  bool cloud_only() const { return kind != "gpu"; }
 };
 
 struct Instance {

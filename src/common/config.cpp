@@ -446,6 +446,15 @@ void read_clouds(const yaml::Where& w, const YAML::Node& node, const Catalog& ca
             }
           }
         }
+        // Where it is, for jobs pinned to a cloud or region; the provider defaults to
+        // its instance's.
+        if (auto v = m.string("provider")) {
+          t.provider = to_lower(trim(*v));
+          if (t.provider == "k8s") t.provider = "kubernetes";
+        } else if (const auto* inst = catalog.find_instance(t.instance)) {
+          t.provider = inst->provider;
+        }
+        if (auto v = m.string("region")) t.region = trim(*v);
         if (auto v = m.string("ssh")) t.ssh = *v;
         if (auto n = m.take("env"); n && !n->IsNull()) {
           if (auto v = yaml::as_string_map(w, *n, p + ".env")) {

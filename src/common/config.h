@@ -173,6 +173,8 @@ struct CloudTarget {
   std::string partition;       // on-demand jobs
   std::string spot_partition;  // spot jobs (--requeue); empty: spot jobs use `partition`
   std::string instance;        // the catalog instance that prices a node of it
+  std::string provider;        // aws, gcp, ...: pinned jobs go only where it matches
+  std::string region;          // empty: none declared (a region pin does not match)
   std::string ssh;             // run the cluster's commands through `ssh HOST`; empty: here
   std::map<std::string, std::string> env;  // for those commands (e.g. SLURM_CONF)
 };

@@ -6,6 +6,7 @@
 #include <cctype>
 #include <charconv>
 #include <cmath>
+#include <set>
 #include <utility>
 #include <vector>
 
@@ -57,6 +58,15 @@ std::string_view to_string(Pattern p) {
 }
 
 std::string_view to_string(Reach r) { return r == Reach::kGlobal ? "global" : "regional"; }
+
+std::string to_string(const Pin& p) { return p.region ? p.provider + "/" + *p.region : p.provider; }
+
+std::string to_string(const AcceleratorRequest& a) {
+  std::string out = a.any_model() ? fmt::format("{} GPUs of any model", a.count)
+                                  : fmt::format("{}:{}", a.model, a.count);
+  if (a.pin) out += " on " + to_string(*a.pin);
+  return out;
+}
 
 namespace {
 
@@ -121,8 +131,8 @@ ParsedAccelerator parse_accelerator(const yaml::Where& w, const YAML::Node& at,
                                     std::optional<std::string_view> count_text,
                                     const Catalog& catalog) {
   std::string model_s = trim(model);
-  const GpuModel* gpu = catalog.find_gpu(model_s);
-  if (!gpu) {
+  const GpuModel* gpu = model_s.empty() ? nullptr : catalog.find_gpu(model_s);
+  if (!gpu && !model_s.empty()) {
     std::string msg = fmt::format("unknown GPU model {}", quote(model_s));
     if (auto near = same_model_spelling(model_s, catalog)) {
       msg += fmt::format(" (did you mean '{}'?)", *near);
@@ -159,7 +169,10 @@ ParsedAccelerator parse_accelerator(const yaml::Where& w, const YAML::Node& at,
     }
     count = static_cast<int>(*n);
   }
-  return {AcceleratorRequest{gpu->name, count}, {}};
+  AcceleratorRequest r;
+  r.model = gpu ? gpu->name : "";
+  r.count = count;
+  return {r, {}};
 }
 
 // "A100:8" or "A100" (count 1).
@@ -167,8 +180,13 @@ ParsedAccelerator parse_accelerator_text(const yaml::Where& w, const YAML::Node&
                                          const std::string& key, std::string_view text,
                                          const Catalog& catalog) {
   auto colon = text.find(':');
-  if (colon == std::string_view::npos)
+  if (colon == std::string_view::npos) {
+    std::string t = trim(text);
+    // "accelerators: 4": four GPUs of any model.
+    if (!t.empty() && (std::isdigit(static_cast<unsigned char>(t.front())) || t.front() == '-'))
+      return parse_accelerator(w, at, key, "", t, catalog);
     return parse_accelerator(w, at, key, text, std::nullopt, catalog);
+  }
   return parse_accelerator(w, at, key, text.substr(0, colon), text.substr(colon + 1), catalog);
 }
 
@@ -176,9 +194,10 @@ ParsedAccelerator parse_accelerator_text(const yaml::Where& w, const YAML::Node&
 // In SkyPilot's usual {H200:8, H100:8}, YAML reads each "H200:8" as a key without a value.
 // Among several alternatives, one the catalog does not know is dropped with a warning that
 // names it; the request is refused only when none is left.
-bool read_accelerators(const yaml::Where& w, const YAML::Node& n, const Catalog& catalog,
-                       JobSpec& spec) {
-  const std::string key = "resources.accelerators";
+// A list is in order of preference (`ordered` is set); a set or map is not.
+bool read_accelerators(const yaml::Where& w, const YAML::Node& n, const std::string& key,
+                       const Catalog& catalog, std::vector<AcceleratorRequest>& out,
+                       bool& ordered) {
   bool ok = true;
   struct Unknown {
     YAML::Node at;
@@ -188,7 +207,7 @@ bool read_accelerators(const yaml::Where& w, const YAML::Node& n, const Catalog&
   std::vector<Unknown> unknown;
   auto add = [&](const YAML::Node& at, const std::string& k, ParsedAccelerator a) {
     if (a.request) {
-      spec.accelerators.push_back(*a.request);
+      out.push_back(*a.request);
     } else if (!a.unknown.empty()) {
       unknown.push_back({at, k, std::move(a.unknown)});
     } else {
@@ -222,6 +241,7 @@ bool read_accelerators(const yaml::Where& w, const YAML::Node& n, const Catalog&
       add(kv.second, k, parse_accelerator(w, kv.second, k, *model, *count, catalog));
     }
   } else if (n.IsSequence()) {
+    ordered = true;
     std::size_t i = 0;
     for (const auto& item : n) {
       std::string k = fmt::format("{}[{}]", key, i++);
@@ -235,7 +255,7 @@ bool read_accelerators(const yaml::Where& w, const YAML::Node& n, const Catalog&
     yaml::error_at(w, n, key, "expected a GPU request such as A100:8");
     return false;
   }
-  bool left = !spec.accelerators.empty();
+  bool left = !out.empty();
   for (auto& u : unknown) {
     if (left) {
       yaml::warning_at(w, u.at, u.key, u.message + ": this alternative is dropped");
@@ -257,11 +277,217 @@ std::optional<std::string> at_least_value(const yaml::Where& w, const YAML::Node
   return v;
 }
 
+// What one resources mapping says about what the job runs on and where: the job's own
+// resources, or one entry of any_of/ordered.
+struct Candidate {
+  std::vector<AcceleratorRequest> accelerators;
+  bool accelerators_given = false;
+  bool ordered = false;  // the accelerators were a list
+  std::optional<Pin> pin;
+  std::optional<bool> use_spot;
+};
+
+std::string provider_name(std::string_view cloud) {
+  std::string p = to_lower(trim(cloud));
+  return p == "k8s" ? "kubernetes" : p;
+}
+
+// infra: "aws", "aws/us-east-1", "aws/us-east-1/us-east-1a", "aws/*/us-east-1a", "k8s",
+// "k8s/my-context", "*/us-east-1". The zone is not a constraint (a warning says so).
+std::optional<Pin> parse_infra(const yaml::Where& w, const YAML::Node& at, const std::string& key,
+                               const std::string& text) {
+  std::vector<std::string> parts;
+  std::size_t from = 0;
+  while (true) {
+    auto slash = text.find('/', from);
+    parts.push_back(trim(text.substr(from, slash == std::string::npos ? slash : slash - from)));
+    if (slash == std::string::npos) break;
+    from = slash + 1;
+  }
+  bool kubernetes = provider_name(parts[0]) == "kubernetes";
+  if (parts[0].empty() || parts.size() > (kubernetes ? 2U : 3U) ||
+      std::any_of(parts.begin(), parts.end(), [](const auto& p) { return p.empty(); })) {
+    yaml::error_at(w, at, key,
+                   fmt::format("expected CLOUD, CLOUD/REGION or CLOUD/REGION/ZONE (such as aws, "
+                               "aws/us-east-1, k8s/my-context), got {}",
+                               quote(text)));
+    return std::nullopt;
+  }
+  Pin pin{provider_name(parts[0]), std::nullopt};
+  if (parts.size() > 1 && parts[1] != "*") pin.region = parts[1];
+  if (pin.provider == "*" && !pin.region) return std::nullopt;  // "*" or "*/*": anywhere
+  if (parts.size() == 3) {
+    yaml::warning_at(w, at, key,
+                     fmt::format("zone {}: not a constraint: the job may run in any zone{}",
+                                 parts[2], pin.region ? " of " + *pin.region : ""));
+  }
+  return pin;
+}
+
+void warn_unpriced(const yaml::Where& w, const YAML::Node& at, const std::string& key,
+                   const Pin& pin, const Catalog& catalog) {
+  if (pin.provider == "*") return;
+  bool known = false;
+  for (const auto& i : catalog.instances) known = known || i.provider == pin.provider;
+  if (!known) {
+    yaml::warning_at(
+        w, at, key,
+        fmt::format("the catalog has no prices for cloud '{}'; its cost is unknown", pin.provider));
+  }
+}
+
+// accelerators, cloud/infra/region/zone and use_spot, from the job's resources or an entry.
+void read_candidate(const yaml::Where& w, yaml::MapReader& m, const Catalog& catalog,
+                    Candidate& c) {
+  if (auto a = m.take("accelerators"); a && !a->IsNull()) {
+    c.accelerators_given = true;
+    read_accelerators(w, *a, m.key_path("accelerators"), catalog, c.accelerators, c.ordered);
+  }
+  auto cloud_node = m.take("cloud");
+  auto infra_node = m.take("infra");
+  auto region_node = m.take("region");
+  auto text = [&](const std::optional<YAML::Node>& n, std::string_view key) {
+    return n && !n->IsNull() ? yaml::as_string(w, *n, m.key_path(key)) : std::nullopt;
+  };
+  auto cloud = text(cloud_node, "cloud");
+  auto infra = text(infra_node, "infra");
+  auto region = text(region_node, "region");
+  if (infra && (cloud || region)) {
+    yaml::error_at(w, *infra_node, m.key_path("infra"),
+                   "give infra, or cloud and region, not both (infra: aws/us-east-1 says both)");
+  } else if (infra) {
+    c.pin = parse_infra(w, *infra_node, m.key_path("infra"), *infra);
+    if (c.pin) warn_unpriced(w, *infra_node, m.key_path("infra"), *c.pin, catalog);
+  } else if (cloud || region) {
+    Pin pin{cloud ? provider_name(*cloud) : "*", std::nullopt};
+    if (region) pin.region = trim(*region);
+    c.pin = pin;
+    if (cloud) warn_unpriced(w, *cloud_node, m.key_path("cloud"), pin, catalog);
+  }
+  c.use_spot = m.boolean("use_spot");
+  m.accept_with_warning({{"zone", "not a constraint: the job may run in any zone"}});
+}
+
+// any_of/ordered: each entry one alternative, its fields over the job's. Entries without
+// accelerators take the job's; an entry's other keys (cpus, memory, ...) are not per
+// alternative here, and say so.
+void read_alternatives(const yaml::Where& w, const YAML::Node& list, const std::string& key,
+                       const Catalog& catalog, const Candidate& base, JobSpec& spec) {
+  if (!list.IsSequence()) {
+    yaml::error_at(w, list, key, "expected a list of resources, one per alternative");
+    return;
+  }
+  std::vector<Pin> cpu_pins;
+  bool cpu_anywhere = false;
+  std::size_t cpu_only = 0;
+  std::size_t i = 0;
+  for (const auto& entry : list) {
+    std::string path = fmt::format("{}[{}]", key, i++);
+    yaml::MapReader em(w, entry, path);
+    if (!em.ok()) continue;
+    Candidate c;
+    read_candidate(w, em, catalog, c);
+    em.accept_with_warning({
+        {"cpus", "not read per alternative: the job's resources.cpus counts"},
+        {"memory", "not read per alternative: the job's resources.memory counts"},
+        {"instance_type", "not read per alternative: the job's resources.instance_type counts"},
+        {"disk_size", "not read per alternative: the job's resources.disk_size counts"},
+        {"disk_tier", "the target's default disks are used"},
+        {"network_tier", "the target's default network is used"},
+        {"image_id", "the job runs in the host's environment, not in the image"},
+        {"ports", "no port is opened or forwarded"},
+        {"labels", "not applied to anything"},
+        {"accelerator_args", "not passed to the accelerator's runtime"},
+        {"job_recovery", "hylab's own recovery applies"},
+        {"autostop", "no cluster is kept up to stop"},
+    });
+    em.finish();
+    const auto& accels = c.accelerators_given ? c.accelerators : base.accelerators;
+    std::optional<Pin> pin = c.pin ? c.pin : base.pin;
+    if (accels.empty()) {
+      ++cpu_only;
+      if (pin) {
+        cpu_pins.push_back(*pin);
+      } else {
+        cpu_anywhere = true;
+      }
+      continue;
+    }
+    for (auto a : accels) {
+      a.pin = pin;
+      a.use_spot = c.use_spot ? c.use_spot : base.use_spot;
+      a.origin = path;
+      spec.accelerators.push_back(std::move(a));
+    }
+  }
+  if (spec.accelerators.empty()) {  // CPU-only alternatives: any of their places
+    if (!cpu_anywhere) spec.pins = cpu_pins;
+  } else if (cpu_only > 0) {
+    yaml::warning_at(w, list, key,
+                     fmt::format("{} alternative(s) without accelerators among ones with GPUs are "
+                                 "not considered: the job is placed as asking for a GPU",
+                                 cpu_only));
+  }
+}
+
+// SkyPilot's memory: a bare number is GB, and its KB/MB/GB/TB/PB are binary (2^10 ...).
+Result<std::uint64_t> skypilot_bytes(std::string v) {
+  std::string lower = to_lower(v);
+  for (const char* unit : {"kb", "mb", "gb", "tb", "pb"}) {
+    if (lower.size() > 2 && lower.compare(lower.size() - 2, 2, unit) == 0) {
+      v = v.substr(0, v.size() - 2) + static_cast<char>(std::toupper(unit[0])) + "iB";
+      break;
+    }
+  }
+  return parse_bytes(v, kGiB);
+}
+
+// "32", "32+", "64GB", "1024MB+": bytes per node; "8x": at least 8 GiB per vCPU.
+void read_memory(const yaml::Where& w, const YAML::Node& mem, JobSpec& spec) {
+  const std::string key = "resources.memory";
+  auto v = at_least_value(w, mem, key);
+  if (!v) return;
+  if (!v->empty() && (v->back() == 'x' || v->back() == 'X')) {
+    auto ratio = parse_number(v->substr(0, v->size() - 1));
+    if (!ratio || *ratio <= 0) {
+      yaml::error_at(w, mem, key,
+                     fmt::format("expected GiB per vCPU such as 8x, got {}", quote(mem.Scalar())));
+    } else {
+      spec.memory_per_cpu_gib = *ratio;
+    }
+    return;
+  }
+  auto b = skypilot_bytes(*v);
+  if (!b) {
+    yaml::error_at(w, mem, key, b.error().message);
+  } else if (*b == 0) {
+    yaml::error_at(w, mem, key, "must be greater than 0");
+  } else {
+    spec.memory_bytes = *b;
+  }
+}
+
 void read_resources(const yaml::Where& w, const YAML::Node& node, const Catalog& catalog,
                     JobSpec& spec) {
   yaml::MapReader m(w, node, "resources");
   if (!m.ok()) return;
-  if (auto a = m.take("accelerators")) read_accelerators(w, *a, catalog, spec);
+  Candidate base;
+  read_candidate(w, m, catalog, base);
+  spec.use_spot = base.use_spot;
+  if (base.pin) spec.pins = {*base.pin};
+  auto any_of = m.take("any_of");
+  auto ordered = m.take("ordered");
+  if (any_of && ordered) {
+    yaml::error_at(w, *ordered, "resources.ordered",
+                   "give any_of or ordered, not both: they are two ways to list alternatives");
+  } else if (any_of || ordered) {
+    spec.ordered = ordered.has_value();
+    read_alternatives(w, any_of ? *any_of : *ordered,
+                      any_of ? "resources.any_of" : "resources.ordered", catalog, base, spec);
+  } else {
+    spec.accelerators = base.accelerators;
+    spec.ordered = base.ordered;
+  }
   if (auto c = m.take("cpus"); c && !c->IsNull()) {
     if (auto v = at_least_value(w, *c, "resources.cpus")) {
       auto n = parse_number(*v);
@@ -275,19 +501,7 @@ void read_resources(const yaml::Where& w, const YAML::Node& node, const Catalog&
       }
     }
   }
-  if (auto mem = m.take("memory"); mem && !mem->IsNull()) {
-    if (auto v = at_least_value(w, *mem, "resources.memory")) {
-      auto b = parse_bytes(*v, kGiB);
-      if (!b) {
-        yaml::error_at(w, *mem, "resources.memory", b.error().message);
-      } else if (*b == 0) {
-        yaml::error_at(w, *mem, "resources.memory", "must be greater than 0");
-      } else {
-        spec.memory_bytes = *b;
-      }
-    }
-  }
-  spec.use_spot = m.boolean("use_spot");
+  if (auto mem = m.take("memory"); mem && !mem->IsNull()) read_memory(w, *mem, spec);
   if (auto it = m.take("instance_type"); it && !it->IsNull()) {
     if (auto s = yaml::as_string(w, *it, "resources.instance_type")) {
       if (const Instance* inst = catalog.find_instance(*s)) {
@@ -304,29 +518,19 @@ void read_resources(const yaml::Where& w, const YAML::Node& node, const Catalog&
     }
   }
   if (auto d = m.take("disk_size"); d && !d->IsNull()) {
-    if (auto b = yaml::as_bytes(w, *d, "resources.disk_size", kGB)) {
-      if (*b == 0) {
+    if (auto text = yaml::as_string(w, *d, "resources.disk_size")) {
+      auto b = skypilot_bytes(trim(*text));
+      if (!b) {
+        yaml::error_at(w, *d, "resources.disk_size", b.error().message);
+      } else if (*b == 0) {
         yaml::error_at(w, *d, "resources.disk_size", "must be greater than 0");
       } else {
         spec.disk_bytes = *b;
       }
     }
   }
-  if (auto c = m.string("cloud")) {
-    spec.cloud = to_lower(*c);
-    bool known = false;
-    for (const auto& i : catalog.instances) known = known || i.provider == *spec.cloud;
-    if (!known) {
-      yaml::warning_at(
-          w, *m.take("cloud"), "resources.cloud",
-          fmt::format("the catalog has no prices for cloud '{}'; cloud cost is unknown", *c));
-    }
-  }
-  // SkyPilot keys hylab accepts but does not act on yet, each with what that means.
+  // SkyPilot keys hylab accepts but does not act on, each with what that means.
   m.accept_with_warning({
-      {"region", "not a constraint yet: the job may run in any region"},
-      {"zone", "not a constraint yet: the job may run in any zone"},
-      {"infra", "not a constraint yet: the job may run on any target placement picks"},
       {"ports", "no port is opened or forwarded: the job's ports are reachable only where it runs"},
       {"image_id", "the job runs in the host's environment, not in the image"},
       {"labels", "not applied to anything"},
@@ -340,14 +544,42 @@ void read_resources(const yaml::Where& w, const YAML::Node& node, const Catalog&
       {"disk_tier", "the target's default disks are used"},
       {"network_tier", "the target's default network is used"},
       {"autostop", "no cluster is kept up to stop: jobs run on the lab and existing targets"},
-      {"any_of",
-       "its alternatives are not considered yet: only resources.accelerators counts "
-       "(without it the job is placed as asking for no GPU)"},
-      {"ordered",
-       "its alternatives are not considered yet: only resources.accelerators counts "
-       "(without it the job is placed as asking for no GPU)"},
+      {"max_hourly_cost", "not a limit: policy.monthly_cloud_budget_usd is hylab's"},
   });
   m.finish();
+}
+
+// SkyServe's service: the job is an inference service. hylab runs one replica of it and
+// serves it through the gateway; each service key is named with what that means.
+void read_service(const yaml::Where& w, const YAML::Node& node, JobSpec& spec) {
+  if (!node.IsMap()) {
+    yaml::error_at(w, node, "service",
+                   "expected a mapping such as {readiness_probe: /health, replicas: 1}, got " +
+                       std::string(yaml::type_name(node)));
+    return;
+  }
+  spec.service = true;
+  static const std::vector<std::pair<std::string, std::string>> kMeanings = {
+      {"replicas", "one replica runs: the gateway spreads load over its configured endpoints"},
+      {"replica_policy", "no autoscaling: one replica runs"},
+      {"readiness_probe", "not probed: the gateway's health checks decide where requests go"},
+      {"ports", "not published: add the service as a gateway endpoint"},
+      {"load_balancing_policy", "the gateway's routing applies"},
+      {"tls", "not terminated here: the gateway's listener applies"},
+  };
+  std::set<std::string> warned;
+  for (const auto& kv : node) {
+    if (!kv.first.IsScalar()) continue;
+    const std::string& key = kv.first.Scalar();
+    if (!warned.insert(key).second) continue;
+    std::string meaning = "not acted on";
+    for (const auto& [k, v] : kMeanings) {
+      if (k == key) meaning = v;
+    }
+    // Every SkyServe key is valid SkyPilot: none is refused, each is named.
+    yaml::warning_at(w, kv.first, "service." + printable(key),
+                     meaning == "not acted on" ? meaning : "not acted on: " + meaning);
+  }
 }
 
 void read_data(const yaml::Where& w, const YAML::Node& node, JobSpec& spec) {
@@ -424,10 +656,151 @@ std::string file_stem(const std::string& path) {
   return dot == std::string::npos || dot == 0 ? base : base.substr(0, dot);
 }
 
+// The documents of a YAML stream, each with the line it starts on (0-based), split at
+// "---" lines (a document marker at column 0 ends any block before it); "..." lines end a
+// document. Documents of nothing but blanks and comments are left out.
+struct Document {
+  std::size_t first_line = 0;
+  std::string text;
+};
+
+bool marker_line(std::string_view line, std::string_view marker) {
+  return line.substr(0, 3) == marker && (line.size() == 3 || line[3] == ' ' || line[3] == '\t' ||
+                                         line[3] == '\r' || line[3] == '\n');
+}
+
+bool blank_document(std::string_view text) {
+  std::size_t pos = 0;
+  while (pos < text.size()) {
+    auto nl = text.find('\n', pos);
+    std::string line = trim(text.substr(pos, nl == std::string_view::npos ? nl : nl - pos));
+    if (!line.empty() && line[0] != '#') return false;
+    if (nl == std::string_view::npos) break;
+    pos = nl + 1;
+  }
+  return true;
+}
+
+std::vector<Document> split_documents(std::string_view text) {
+  std::vector<Document> docs;
+  Document cur;
+  std::size_t line_no = 0, pos = 0;
+  auto flush = [&](std::size_t next_first) {
+    if (!blank_document(cur.text)) docs.push_back(std::move(cur));
+    cur = Document{next_first, {}};
+  };
+  while (pos < text.size()) {
+    auto nl = text.find('\n', pos);
+    std::string_view line =
+        text.substr(pos, nl == std::string_view::npos ? std::string_view::npos : nl - pos + 1);
+    if (marker_line(line, "---")) {
+      flush(line_no);
+      // "--- key: value" keeps what follows the marker, in its column.
+      cur.text = std::string(3, ' ') + std::string(line.substr(3));
+    } else if (marker_line(line, "...")) {
+      flush(line_no + 1);
+    } else {
+      cur.text += line;
+    }
+    ++line_no;
+    if (nl == std::string_view::npos) break;
+    pos = nl + 1;
+  }
+  flush(line_no);
+  return docs;
+}
+
+// A document of nothing but `name: X` (a pipeline's header).
+std::optional<std::string> header_name(const Document& d) {
+  try {
+    YAML::Node n = YAML::Load(d.text);
+    if (n.IsMap() && n.size() == 1 && n["name"] && n["name"].IsScalar()) return n["name"].Scalar();
+  } catch (const YAML::Exception&) {
+  }
+  return std::nullopt;
+}
+
+std::optional<JobSpec> load_one(std::string_view text, const std::string& file,
+                                const Catalog& catalog, Diagnostics& diag);
+
 }  // namespace
 
 std::optional<JobSpec> load_job_spec_text(std::string_view text, const std::string& file,
                                           const Catalog& catalog, Diagnostics& diag) {
+  if (text.size() <= kMaxJobSpecBytes && split_documents(text).size() > 1) {
+    diag.error(file, 0, 0, "",
+               "the file holds several YAML documents: it is a pipeline, one job per document "
+               "(hylab run and hylab place take it whole)");
+    return std::nullopt;
+  }
+  return load_one(text, file, catalog, diag);
+}
+
+std::optional<PipelineSpec> load_pipeline_text(std::string_view text, const std::string& file,
+                                               const Catalog& catalog, Diagnostics& diag) {
+  if (text.size() > kMaxJobSpecBytes) {
+    (void)load_one(text, file, catalog, diag);  // reports the limit
+    return std::nullopt;
+  }
+  std::vector<Document> docs = split_documents(text);
+  PipelineSpec p;
+  p.name = file_stem(file);
+  if (docs.size() <= 1) {  // one job (or an empty file, which load_one reports)
+    auto spec = load_one(text, file, catalog, diag);
+    if (!spec) return std::nullopt;
+    p.name = spec->name;
+    p.jobs.push_back(std::move(*spec));
+    p.texts.emplace_back(text);
+    return p;
+  }
+  if (auto name = header_name(docs.front())) {
+    p.name = trim(*name);
+    p.header = true;
+    docs.erase(docs.begin());
+  }
+  if (docs.size() > kMaxPipelineJobs) {
+    diag.error(file, static_cast<int>(docs[kMaxPipelineJobs].first_line) + 1, 1, "",
+               fmt::format("the pipeline has {} jobs, over the limit of {}", docs.size(),
+                           kMaxPipelineJobs));
+    return std::nullopt;
+  }
+  bool ok = true;
+  for (std::size_t i = 0; i < docs.size(); ++i) {
+    // Padded to its own lines, so every message names the line in the file.
+    std::string padded = std::string(docs[i].first_line, '\n') + docs[i].text;
+    auto spec = load_one(padded, file, catalog, diag);
+    if (!spec) {
+      ok = false;
+      continue;
+    }
+    bool named = false;
+    try {
+      YAML::Node n = YAML::Load(docs[i].text);
+      named = n.IsMap() && n["name"];
+    } catch (const YAML::Exception&) {
+    }
+    if (!named) spec->name = fmt::format("{}-{}", p.name, i + 1);
+    p.jobs.push_back(std::move(*spec));
+    p.texts.push_back(docs[i].text);
+  }
+  if (!ok) return std::nullopt;
+  return p;
+}
+
+std::optional<PipelineSpec> load_pipeline_file(const std::string& path, const Catalog& catalog,
+                                               Diagnostics& diag) {
+  auto text = read_text_file(path, kMaxJobSpecBytes);
+  if (!text) {
+    diag.error(path, 0, 0, "", text.error().message.substr(path.size() + 2));
+    return std::nullopt;
+  }
+  return load_pipeline_text(*text, path, catalog, diag);
+}
+
+namespace {
+
+std::optional<JobSpec> load_one(std::string_view text, const std::string& file,
+                                const Catalog& catalog, Diagnostics& diag) {
   std::size_t errors_before = diag.error_count();
   if (text.size() > kMaxJobSpecBytes) {
     diag.error(file, 0, 0, "",
@@ -497,6 +870,7 @@ std::optional<JobSpec> load_job_spec_text(std::string_view text, const std::stri
     }
   }
   if (auto p = top.choice("pattern", {"one-time", "recurring", "continuous"})) {
+    spec.pattern_given = true;
     if (*p == "one-time") spec.pattern = Pattern::kOneTime;
     if (*p == "recurring") spec.pattern = Pattern::kRecurring;
     if (*p == "continuous") spec.pattern = Pattern::kContinuous;
@@ -505,10 +879,8 @@ std::optional<JobSpec> load_job_spec_text(std::string_view text, const std::stri
     spec.reach = *r == "global" ? Reach::kGlobal : Reach::kRegional;
   }
   if (auto o = top.string_list("outputs")) spec.outputs = *o;
+  if (auto sv = top.take("service"); sv && !sv->IsNull()) read_service(w, *sv, spec);
   top.accept_with_warning({
-      {"service",
-       "placed as a job, not a service: one replica, no readiness probe, no load "
-       "balancer (service.replicas is not read)"},
       {"secrets", "not passed to the job"},
       {"config", "SkyPilot's per-task configuration overrides do not apply"},
       {"volumes", "not mounted"},
@@ -516,9 +888,15 @@ std::optional<JobSpec> load_job_spec_text(std::string_view text, const std::stri
       {"experimental", "ignored"},
   });
   top.finish();
+  if (spec.service) {  // an inference service, 24/7, unless the file says otherwise
+    if (!spec.category_given) spec.category = Category::kInference;
+    if (!spec.pattern_given) spec.pattern = Pattern::kContinuous;
+  }
   if (diag.error_count() > errors_before) return std::nullopt;
   return spec;
 }
+
+}  // namespace
 
 std::optional<JobSpec> load_job_spec_file(const std::string& path, const Catalog& catalog,
                                           Diagnostics& diag) {

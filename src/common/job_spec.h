@@ -27,11 +27,28 @@ std::string_view to_string(Sensitivity s);
 std::string_view to_string(Pattern p);
 std::string_view to_string(Reach r);
 
-// "A100:8": a whole number of GPUs of one catalog model (canonical name).
+// Where a job may run: a cloud provider, and maybe one of its regions. From
+// resources.cloud/region or resources.infra ("aws/us-east-1"; "k8s" is "kubernetes").
+struct Pin {
+  std::string provider;  // lower case; "*": any provider (infra: "*/us-east-1")
+  std::optional<std::string> region;
+  bool operator==(const Pin&) const = default;
+};
+std::string to_string(const Pin& p);  // "aws/us-east-1"
+
+// One alternative of the request: a whole number of accelerators of one catalog model
+// (canonical name) per node, or of any GPU model when `model` is empty ("accelerators: 4").
+// An alternative from an any_of/ordered entry carries that entry's pin and spot choice.
 struct AcceleratorRequest {
   std::string model;
   int count = 1;
+  std::optional<Pin> pin{};        // unset: the job's pins
+  std::optional<bool> use_spot{};  // unset: the job's
+  std::string origin{};            // where it was written: "resources.any_of[1]"
+
+  bool any_model() const { return model.empty(); }
 };
+std::string to_string(const AcceleratorRequest& a);  // "H100:8", "any GPU:4", "+ on aws"
 
 struct JobSpec {
   std::string file;  // where it was loaded from, for messages
@@ -40,13 +57,21 @@ struct JobSpec {
   // SkyPilot's keys.
   std::optional<std::string> workdir;
   int num_nodes = 1;
-  std::vector<AcceleratorRequest> accelerators;  // alternatives, in order of preference
-  std::optional<double> cpus;                    // per node; "4+" means at least 4
-  std::optional<std::uint64_t> memory_bytes;     // per node
-  std::optional<bool> use_spot;                  // unset: placement decides
-  std::optional<std::string> instance_type;      // canonical catalog name
+  // Alternatives: a set or map in accelerators, or any_of, leave the cloud the cheapest;
+  // a list, or ordered, is in order of preference (`ordered`). The lab runs the first it
+  // can hold either way.
+  std::vector<AcceleratorRequest> accelerators;
+  bool ordered = false;
+  std::optional<double> cpus;                 // per node; "4+" means at least 4
+  std::optional<std::uint64_t> memory_bytes;  // per node
+  std::optional<double> memory_per_cpu_gib;   // "8x": at least 8 GiB per vCPU
+  std::optional<bool> use_spot;               // unset: placement decides
+  std::optional<std::string> instance_type;   // canonical catalog name
   std::optional<std::uint64_t> disk_bytes;
-  std::optional<std::string> cloud;  // restricts cloud pricing to one provider
+  // Where it may run (any of them); empty: anywhere, the lab included. A pinned job goes
+  // only to a cloud target that declares the provider (and region).
+  std::vector<Pin> pins;
+  bool service = false;  // a SkyServe `service:` section: an inference service
   std::map<std::string, std::optional<std::string>> envs;
   std::map<std::string, std::string> file_mounts;  // remote path -> source (as written)
   std::string setup;
@@ -62,8 +87,14 @@ struct JobSpec {
   std::vector<std::string> data_inputs;
   std::optional<double> hours;  // estimated run time on the requested resources
   Pattern pattern = Pattern::kOneTime;
+  bool pattern_given = false;
   Reach reach = Reach::kRegional;
   std::vector<std::string> outputs;
+
+  // The pins of one alternative: its own, else the job's.
+  std::vector<Pin> pins_of(const AcceleratorRequest& a) const {
+    return a.pin ? std::vector<Pin>{*a.pin} : pins;
+  }
 
   bool sensitive() const {
     return sensitivity == Sensitivity::kSensitive || sensitivity == Sensitivity::kRegulated;
@@ -73,9 +104,31 @@ struct JobSpec {
 // Job specs are small; anything larger is refused before parsing.
 inline constexpr std::size_t kMaxJobSpecBytes = 256UL * 1024;
 
+// One job spec: a file of one YAML document (a file of several is refused here, and names
+// load_pipeline_text).
 std::optional<JobSpec> load_job_spec_text(std::string_view text, const std::string& file,
                                           const Catalog& catalog, Diagnostics& diag);
 std::optional<JobSpec> load_job_spec_file(const std::string& path, const Catalog& catalog,
                                           Diagnostics& diag);
+
+// A file of several YAML documents is a pipeline, SkyPilot's chain: a job per document, each
+// starting when the one before has succeeded, the rest cancelled when one fails. A first
+// document with nothing but `name:` names the pipeline. A file of one document is a
+// pipeline of one job. Diagnostics keep the file's own line numbers.
+struct PipelineSpec {
+  std::string name;                // the first document's lone `name:`, else the file's stem
+  bool header = false;             // the file starts with such a document
+  std::vector<JobSpec> jobs;       // in order
+  std::vector<std::string> texts;  // each job's own document, as stored for it
+
+  bool chain() const { return jobs.size() > 1; }
+};
+
+inline constexpr std::size_t kMaxPipelineJobs = 64;
+
+std::optional<PipelineSpec> load_pipeline_text(std::string_view text, const std::string& file,
+                                               const Catalog& catalog, Diagnostics& diag);
+std::optional<PipelineSpec> load_pipeline_file(const std::string& path, const Catalog& catalog,
+                                               Diagnostics& diag);
 
 }  // namespace hylab

@@ -2,21 +2,63 @@
 #include "placement/burst.h"
 
 #include <fmt/format.h>
+#include <fmt/ranges.h>
+
+#include <optional>
 
 namespace hylab::placement {
 
 namespace {
 
-bool holds(const Instance& inst, const JobSpec& spec, const Catalog& catalog) {
-  if (spec.accelerators.empty()) return true;
+// Whether a node of the instance carries the alternative: its model, or cards at least as
+// large (GPUs for GPUs only).
+bool holds_alternative(const Instance& inst, const AcceleratorRequest& req,
+                       const Catalog& catalog) {
   const GpuModel* has = inst.gpu.empty() ? nullptr : catalog.find_gpu(inst.gpu);
-  if (!has) return false;
-  for (const auto& req : spec.accelerators) {
-    const GpuModel* want = catalog.find_gpu(req.model);
-    if (!want || inst.gpu_count < req.count) continue;
-    if (has->name == want->name || has->memory_bytes >= want->memory_bytes) return true;
+  if (!has || inst.gpu_count < req.count) return false;
+  if (req.any_model()) return !has->cloud_only();
+  const GpuModel* want = catalog.find_gpu(req.model);
+  if (!want) return false;
+  if (has->name == want->name) return true;
+  return !want->cloud_only() && !has->cloud_only() && has->memory_bytes >= want->memory_bytes;
+}
+
+bool pins_allow(const CloudTarget& t, const std::vector<Pin>& pins) {
+  if (pins.empty()) return true;
+  for (const auto& p : pins) {
+    bool provider = p.provider == "*" || p.provider == t.provider;
+    bool region = !p.region || *p.region == t.region;
+    if (provider && region) return true;
   }
   return false;
+}
+
+// Why the target cannot take the job, or nothing when it can.
+std::optional<std::string> refusal(const CloudTarget& t, const Instance* inst, const JobSpec& spec,
+                                   const Catalog& catalog) {
+  std::string where = t.provider.empty() ? "no provider declared" : "on " + t.provider;
+  if (!t.region.empty()) where += "/" + t.region;
+  if (spec.accelerators.empty()) {
+    if (pins_allow(t, spec.pins)) return std::nullopt;
+    std::vector<std::string> asked;
+    for (const auto& p : spec.pins) asked.push_back(to_string(p));
+    return fmt::format("{} ({}, the job is pinned to {})", t.name, where, fmt::join(asked, " or "));
+  }
+  bool carries = false;
+  for (const auto& req : spec.accelerators) {
+    bool fits = !inst || holds_alternative(*inst, req, catalog);
+    carries = carries || fits;
+    if (fits && pins_allow(t, spec.pins_of(req))) return std::nullopt;
+  }
+  if (!carries) {
+    return fmt::format("{} ({} has {}x {})", t.name, inst->name, inst->gpu_count,
+                       inst->gpu.empty() ? "no GPU" : inst->gpu);
+  }
+  std::vector<std::string> asked;
+  for (const auto& req : spec.accelerators) {
+    for (const auto& p : spec.pins_of(req)) asked.push_back(to_string(p));
+  }
+  return fmt::format("{} ({}, the job is pinned to {})", t.name, where, fmt::join(asked, " or "));
 }
 
 std::string money(double usd) { return fmt::format("${:.2f}", usd); }
@@ -30,14 +72,8 @@ TargetChoice choose_target(const JobSpec& spec, bool spot, const Config& cfg) {
   for (const auto& t : cfg.clouds) {
     if (t.kind != "slurm") continue;
     const Instance* inst = t.instance.empty() ? nullptr : cfg.catalog.find_instance(t.instance);
-    if (inst && !holds(*inst, spec, cfg.catalog)) {
-      refused.push_back(fmt::format("{} ({} has {}x {})", t.name, inst->name, inst->gpu_count,
-                                    inst->gpu.empty() ? "no GPU" : inst->gpu));
-      continue;
-    }
-    if (inst && spec.cloud && inst->provider != *spec.cloud) {
-      refused.push_back(
-          fmt::format("{} (on {}, the job asks for {})", t.name, inst->provider, *spec.cloud));
+    if (auto no = refusal(t, inst, spec, cfg.catalog)) {
+      refused.push_back(std::move(*no));
       continue;
     }
     ++fitting;

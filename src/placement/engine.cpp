@@ -1,6 +1,7 @@
 #include "placement/engine.h"
 
 #include <fmt/format.h>
+#include <fmt/ranges.h>
 
 #include <cmath>
 
@@ -76,7 +77,10 @@ class Tree {
   }
 
   Decision run() {
-    if (!spec_.category_given) {
+    if (spec_.service && !spec_.category_given) {
+      d_.reasons.push_back(
+          "service: an inference service, placed by the production-inference rule");
+    } else if (!spec_.category_given) {
       d_.reasons.push_back("category not set: treated as training (set category: to be sure)");
     }
     if (spec_.category == Category::kDataProcessing) d_.matrix_cell = matrix_cell();
@@ -111,14 +115,23 @@ class Tree {
     d_.reasons.insert(d_.reasons.begin() + static_cast<long>(prefix_reasons()), std::move(reason));
   }
 
-  // The "category not set" note stays first; the deciding reason follows it.
+  // The "category not set" (or "service") note stays first; the deciding reason follows.
   std::size_t prefix_reasons() const { return spec_.category_given ? 0 : 1; }
+
+  // The spot choice of the alternative the cloud takes, else the job's.
+  std::optional<bool> use_spot() const {
+    if (offer_ && offer_->alternative >= 0) {
+      const auto& a = spec_.accelerators[static_cast<std::size_t>(offer_->alternative)];
+      if (a.use_spot) return a.use_spot;
+    }
+    return spec_.use_spot;
+  }
 
   // Spot unless the job said otherwise: batch work that can restart (training and data
   // processing that is not continuous) saves the spot discount; services do not.
   void choose_spot(bool suits_spot) {
-    if (spec_.use_spot) {
-      d_.spot = *spec_.use_spot;
+    if (auto asked = use_spot()) {
+      d_.spot = *asked;
       d_.reasons.push_back(
           fmt::format("spot {} by resources.use_spot", d_.spot ? "requested" : "declined"));
       return;
@@ -199,7 +212,7 @@ class Tree {
           "only; hylab data refuses plain uploads of sensitive paths");
     }
     add_local_timing();
-    if (spec_.use_spot.value_or(false) || spec_.instance_type) {
+    if (use_spot().value_or(false) || spec_.instance_type) {
       d_.reasons.push_back(
           "resources.use_spot/instance_type ignored: the job cannot go to the cloud");
     }
@@ -303,6 +316,7 @@ class Tree {
     decide(Environment::kHybrid, rule::kProductionInference,
            "production inference: served by the gateway from the lab first, overflowing to the "
            "cloud at peak and failing over when the lab is down");
+    choose_spot(false);  // a service is never on spot unless resources.use_spot says so
     if (d_.breakeven_months && offer_) {
       d_.reasons.push_back(
           fmt::format("the lab's share pays for itself in {:.1f} months of 24/7 "
@@ -380,7 +394,51 @@ class Tree {
       d_.reasons.push_back("no price: " + why_no_cloud_ + " (add one under catalog.instances)");
   }
 
-  Decision finish() { return std::move(d_); }
+  // Among several alternatives, which one won where the job goes, and why.
+  void explain_alternatives() {
+    if (spec_.accelerators.size() < 2 || !d_.placeable) return;
+    auto name = [&](int i) {
+      const auto& a = spec_.accelerators[static_cast<std::size_t>(i)];
+      return fmt::format("{}{}", describe_alternative(a, cfg_.catalog),
+                         a.origin.empty() ? "" : " (" + a.origin + ")");
+    };
+    if (d_.environment != Environment::kCloud) {
+      if (fit_.alternative < 0) return;
+      std::string why =
+          fmt::format("of {} alternatives the lab runs the first it can hold: {}, as {}",
+                      spec_.accelerators.size(), name(fit_.alternative), fit_.allocation);
+      if (!fit_.passed.empty())
+        why += fmt::format(" (before it: {})", fmt::join(fit_.passed, "; "));
+      d_.reasons.push_back(why);
+      return;
+    }
+    if (!offer_ || offer_->alternative < 0) return;
+    d_.reasons.push_back(fmt::format(
+        "of {} alternatives the cloud takes {}: {}, on {} ({})", spec_.accelerators.size(),
+        spec_.ordered ? "the first one offered, in the order given" : "the cheapest",
+        name(offer_->alternative), offer_->instance->name, fmt::join(offer_->compared, "; ")));
+  }
+
+  // A cloud-only accelerator (TPU, Inferentia, Trainium) that no catalog instance offers
+  // has nowhere to run.
+  void check_cloud_only() {
+    if (!d_.placeable || d_.environment != Environment::kCloud || offer_) return;
+    for (const auto& a : spec_.accelerators) {
+      const GpuModel* m = a.any_model() ? nullptr : cfg_.catalog.find_gpu(a.model);
+      if (!m || !m->cloud_only()) return;
+    }
+    if (spec_.accelerators.empty()) return;
+    d_.placeable = false;
+    d_.reasons.insert(d_.reasons.begin() + static_cast<long>(prefix_reasons()),
+                      fmt::format("cannot place: {}: only a cloud offers it, and {}", fit_.why_not,
+                                  why_no_cloud_));
+  }
+
+  Decision finish() {
+    check_cloud_only();
+    explain_alternatives();
+    return std::move(d_);
+  }
 
   const JobSpec& spec_;
   const Config& cfg_;

@@ -9,7 +9,9 @@
 #include <boost/json.hpp>
 #include <chrono>
 #include <ctime>
+#include <variant>
 
+#include "common/clock.h"
 #include "common/job_spec.h"
 #include "common/text.h"
 #include "exec/spend.h"
@@ -39,10 +41,6 @@ bool constant_time_equal(std::string_view a, std::string_view b) {
 }
 
 namespace {
-
-double now_seconds() {
-  return std::chrono::duration<double>(std::chrono::system_clock::now().time_since_epoch()).count();
-}
 
 json::value time_json(std::optional<double> t) {
   if (!t) return nullptr;
@@ -133,6 +131,12 @@ json::object job_json(const JobRecord& j) {
   if (j.outputs_bytes) {  // brought back from the cloud target
     o["outputs_bytes"] = *j.outputs_bytes;
     o["outputs_files"] = j.outputs_files.value_or(0);
+  }
+  if (!j.after.empty() || !j.pipeline.empty()) {
+    json::array after;
+    for (auto id : j.after) after.emplace_back(id);
+    o["after"] = std::move(after);
+    o["pipeline"] = j.pipeline.empty() ? json::value(nullptr) : json::value(j.pipeline);
   }
   return o;
 }
@@ -309,7 +313,7 @@ HttpResponse Api::route(const HttpRequest& req, std::string& label) {
 
 namespace {
 struct Parsed {
-  std::optional<JobSpec> spec;
+  std::optional<PipelineSpec> pipeline;  // one job, or a chain of several documents
   Diagnostics diag;
   std::string file;
 };
@@ -331,97 +335,199 @@ Parsed parse_spec(const HttpRequest& req, const Catalog& catalog) {
     return p;
   }
   // JSON is YAML, so one loader takes both.
-  p.spec = load_job_spec_text(req.body, p.file, catalog, p.diag);
+  p.pipeline = load_pipeline_text(req.body, p.file, catalog, p.diag);
   return p;
 }
-}  // namespace
 
-HttpResponse Api::place(const HttpRequest& req) {
-  Parsed p = parse_spec(req, cfg_.catalog);
-  if (!p.spec) {
-    return error(400, fmt::format("the job spec has {} error(s)", p.diag.error_count()),
-                 json::object{{"diagnostics", diagnostics_json(p.diag)}});
-  }
-  auto d = placement::decide(*p.spec, cfg_);
-  json::object o = placement::decision_json(d);
-  o["warnings"] = diagnostics_json(p.diag);
-  return json_response(200, std::move(o));
+HttpResponse spec_errors(const Parsed& p) {
+  return error(400, fmt::format("the job spec has {} error(s)", p.diag.error_count()),
+               json::object{{"diagnostics", diagnostics_json(p.diag)}});
 }
 
-HttpResponse Api::submit(const HttpRequest& req) {
-  Parsed p = parse_spec(req, cfg_.catalog);
-  if (!p.spec) {
-    return error(400, fmt::format("the job spec has {} error(s)", p.diag.error_count()),
-                 json::object{{"diagnostics", diagnostics_json(p.diag)}});
+std::vector<std::string> split_commas(const std::string& s) {
+  std::vector<std::string> out;
+  std::size_t pos = 0;
+  while (true) {
+    auto comma = s.find(',', pos);
+    out.push_back(s.substr(pos, comma == std::string::npos ? comma : comma - pos));
+    if (comma == std::string::npos) return out;
+    pos = comma + 1;
   }
+}
+
+// What a submission asks beside its spec: ?priority=, ?base= for a relative workdir, and
+// ?after=ID,ID for the jobs it waits for.
+struct SubmitOptions {
   int priority = 0;
+  std::string base;
+  std::vector<std::int64_t> after;
+};
+
+std::variant<SubmitOptions, HttpResponse> submit_options(const HttpRequest& req,
+                                                         store::Store& store) {
+  SubmitOptions o;
   if (auto it = req.query.find("priority"); it != req.query.end()) {
     try {
       std::size_t used = 0;
-      priority = std::stoi(it->second, &used);
-      if (used != it->second.size() || priority < -1000 || priority > 1000)
+      o.priority = std::stoi(it->second, &used);
+      if (used != it->second.size() || o.priority < -1000 || o.priority > 1000)
         throw std::out_of_range("");
     } catch (...) {
       return error(400, fmt::format("priority must be a whole number from -1000 to 1000, got '{}'",
                                     it->second));
     }
   }
-  std::string workdir;
-  if (p.spec->workdir && !p.spec->workdir->empty()) {
-    workdir = *p.spec->workdir;
-    if (workdir[0] != '/') {
-      auto base = req.query.find("base");
-      if (base == req.query.end() || base->second.empty() || base->second[0] != '/') {
-        return error(
-            400, fmt::format("workdir '{}' is relative: submit with ?base=/absolute/dir (hylab run "
-                             "does) or give an absolute path",
-                             workdir));
+  if (auto it = req.query.find("base"); it != req.query.end()) {
+    if (auto fault = find_text_fault(it->second, /*multiline=*/false)) {
+      return error(400, fmt::format("the ?base= parameter is not one line of text: {} at byte {}",
+                                    fault->message, fault->offset));
+    }
+    o.base = it->second;
+  }
+  if (auto it = req.query.find("after"); it != req.query.end() && !it->second.empty()) {
+    for (const auto& part : split_commas(it->second)) {
+      auto id = parse_id(part);
+      if (!id)
+        return error(400, fmt::format("after must be job ids such as 12,13, got '{}'", part));
+      auto dep = store.get_job(*id);
+      if (!dep) {
+        return error(dep.error().code == Errc::kNotFound ? 404 : 500,
+                     fmt::format("after: {}", dep.error().message));
       }
-      if (auto fault = find_text_fault(base->second, /*multiline=*/false)) {
-        return error(400, fmt::format("the ?base= parameter is not one line of text: {} at byte {}",
-                                      fault->message, fault->offset));
+      if (store::is_terminal(dep->state) && dep->state != JobState::kSucceeded) {
+        return error(409, fmt::format("after: job {} ({}) has {}: a job waiting for it would "
+                                      "never start",
+                                      *id, dep->name, store::to_string(dep->state)));
       }
-      workdir = base->second + "/" + workdir;
+      if (o.after.size() >= 64) return error(400, "after: at most 64 jobs");
+      o.after.push_back(*id);
     }
   }
-  auto d = placement::decide(*p.spec, cfg_);
-  if (d.placeable && d.environment == placement::Environment::kLocal) {
-    // Burst: a job that would queue on the lab longer than the policy allows runs in the
-    // cloud now, unless the monthly cloud budget is spent.
-    exec::WaitEstimate w = executor_.local_wait(*p.spec);
-    bool budget_left = !exec::budget_spent(store_, cfg_.policy, now_seconds());
-    placement::burst(d, *p.spec, {w.hours, w.known, w.detail}, budget_left, cfg_);
+  return o;
+}
+
+// A relative workdir is relative to ?base= (where hylab run was called), as in SkyPilot.
+std::variant<std::string, HttpResponse> workdir_of(const JobSpec& spec, const SubmitOptions& o) {
+  if (!spec.workdir || spec.workdir->empty()) return std::string();
+  const std::string& w = *spec.workdir;
+  if (w[0] == '/') return w;
+  if (o.base.empty() || o.base[0] != '/') {
+    return error(400, fmt::format("workdir '{}' is relative: submit with ?base=/absolute/dir "
+                                  "(hylab run does) or give an absolute path",
+                                  w));
   }
-  json::object decision = placement::decision_json(d);
-  if (!d.placeable) {
-    std::string why = "cannot place";
-    for (const auto& r : d.reasons) {
-      if (r.rfind("cannot place", 0) == 0) why = r;
+  return o.base + "/" + w;
+}
+
+std::string cannot_place_reason(const placement::Decision& d) {
+  for (const auto& r : d.reasons) {
+    if (r.rfind("cannot place", 0) == 0) return d.name + ": " + r;
+  }
+  return d.name + ": cannot place";
+}
+}  // namespace
+
+// POST /v1/place: the decision for one job, or {"pipeline", "decisions"} for a chain.
+HttpResponse Api::place(const HttpRequest& req) {
+  Parsed p = parse_spec(req, cfg_.catalog);
+  if (!p.pipeline) return spec_errors(p);
+  if (!p.pipeline->chain()) {
+    json::object o = placement::decision_json(placement::decide(p.pipeline->jobs[0], cfg_));
+    o["warnings"] = diagnostics_json(p.diag);
+    return json_response(200, std::move(o));
+  }
+  json::array decisions;
+  for (const auto& job : p.pipeline->jobs) {
+    decisions.emplace_back(placement::decision_json(placement::decide(job, cfg_)));
+  }
+  return json_response(200, json::object{{"pipeline", p.pipeline->name},
+                                         {"decisions", std::move(decisions)},
+                                         {"warnings", diagnostics_json(p.diag)}});
+}
+
+// POST /v1/jobs: one job (201 with the job), or a pipeline (201 with {"pipeline", "jobs"}),
+// each job placed on its own. All or nothing: a spec error, a job that cannot be placed or
+// a bad parameter stores none of them.
+HttpResponse Api::submit(const HttpRequest& req) {
+  Parsed p = parse_spec(req, cfg_.catalog);
+  if (!p.pipeline) return spec_errors(p);
+  auto opts = submit_options(req, store_);
+  if (auto* bad = std::get_if<HttpResponse>(&opts)) return std::move(*bad);
+  const SubmitOptions& o = std::get<SubmitOptions>(opts);
+  const PipelineSpec& pipe = *p.pipeline;
+
+  std::vector<JobRecord> records;
+  json::array decisions;
+  for (std::size_t i = 0; i < pipe.jobs.size(); ++i) {
+    const JobSpec& spec = pipe.jobs[i];
+    auto workdir = workdir_of(spec, o);
+    if (auto* bad = std::get_if<HttpResponse>(&workdir)) return std::move(*bad);
+    bool waits = i > 0 || !o.after.empty();
+    auto d = placement::decide(spec, cfg_);
+    if (d.placeable && d.environment == placement::Environment::kLocal && !waits) {
+      // Burst: a job that would queue on the lab longer than the policy allows runs in the
+      // cloud now, unless the monthly cloud budget is spent. (A job that waits for others
+      // cannot know its wait for the lab yet.)
+      exec::WaitEstimate w = executor_.local_wait(spec);
+      bool budget_left = !exec::budget_spent(store_, cfg_.policy, now_seconds());
+      placement::burst(d, spec, {w.hours, w.known, w.detail}, budget_left, cfg_);
     }
-    return error(422, why, json::object{{"decision", decision}});
+    json::object decision = placement::decision_json(d);
+    if (!d.placeable) {
+      return error(422, cannot_place_reason(d), json::object{{"decision", decision}});
+    }
+    JobRecord job;
+    job.name = spec.name;
+    job.spec = pipe.texts[i];
+    job.spec_file = p.file;
+    job.state = JobState::kPending;
+    job.environment = std::string(placement::to_string(d.environment));
+    job.rule = d.rule;
+    job.spot = d.spot;
+    job.decision = json::serialize(decision);
+    job.priority = o.priority;
+    job.created_at = now_seconds();
+    job.workdir = std::get<std::string>(workdir);
+    if (pipe.chain()) job.pipeline = pipe.name;
+    if (i == 0 && !o.after.empty()) {
+      job.after = o.after;
+      job.held = true;
+    }
+    records.push_back(std::move(job));
   }
-  JobRecord job;
-  job.name = p.spec->name;
-  job.spec = req.body;
-  job.spec_file = p.file;
-  job.state = JobState::kPending;
-  job.environment = std::string(placement::to_string(d.environment));
-  job.rule = d.rule;
-  job.spot = d.spot;
-  job.decision = json::serialize(decision);
-  job.priority = priority;
-  job.created_at = now_seconds();
-  job.workdir = workdir;
-  auto id = store_.insert_job(job);
-  if (!id) return error(500, id.error().message);
-  // Cloud jobs go to the cloud target (clouds: in hylab.yaml); without one they wait, saying so.
-  if (auto s = executor_.submit(*id); !s) return error(500, s.error().message);
-  auto stored = store_.get_job(*id);
-  if (!stored) return error(500, stored.error().message);
-  json::object o = job_json(*stored);
-  o["warnings"] = diagnostics_json(p.diag);
-  HttpResponse r = json_response(201, std::move(o));
-  r.headers.emplace_back("Location", fmt::format("/v1/jobs/{}", *id));
+  std::vector<std::int64_t> ids;
+  if (records.size() == 1) {
+    auto id = store_.insert_job(records[0]);
+    if (!id) return error(500, id.error().message);
+    ids.push_back(*id);
+  } else {
+    auto chain = store_.insert_chain(std::move(records));
+    if (!chain) return error(500, chain.error().message);
+    ids = std::move(*chain);
+  }
+  // The first job goes to its executor (a held one only says what it waits for); cloud jobs
+  // go to the cloud target, and without one they wait, saying so.
+  if (auto s = executor_.submit(ids.front()); !s) return error(500, s.error().message);
+  for (std::size_t i = 1; i < ids.size(); ++i) {
+    if (auto s = executor_.submit(ids[i]); !s) return error(500, s.error().message);
+  }
+  json::array jobs;
+  for (auto id : ids) {
+    auto stored = store_.get_job(id);
+    if (!stored) return error(500, stored.error().message);
+    jobs.emplace_back(job_json(*stored));
+  }
+  HttpResponse r;
+  if (ids.size() == 1) {
+    json::object one = std::move(jobs[0].as_object());
+    one["warnings"] = diagnostics_json(p.diag);
+    r = json_response(201, std::move(one));
+  } else {
+    r = json_response(201, json::object{{"pipeline", pipe.name},
+                                        {"jobs", std::move(jobs)},
+                                        {"warnings", diagnostics_json(p.diag)}});
+  }
+  r.headers.emplace_back("Location", fmt::format("/v1/jobs/{}", ids.front()));
   return r;
 }
 

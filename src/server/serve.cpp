@@ -147,7 +147,7 @@ int run_serve(const Config& cfg, const ServeOptions& opts, std::ostream& out, st
   sopts.jobs_dir = dir + "/jobs";
   sopts.instance = load_or_create_instance(dir + "/instance");
   exec::slurm::SlurmExecutor cloud(ioc, **store, cfg, sopts);
-  exec::Router executor(**store, local, cloud);
+  exec::Router executor(ioc, **store, local, cloud);
   executor.recover();
 
   Api api(cfg, **store, executor, *token);

@@ -48,7 +48,7 @@ bool is_terminal(JobState s) {
 namespace {
 
 // Each entry moves the schema one version up; never edit one that has shipped.
-constexpr std::array<const char*, 3> kMigrations = {
+constexpr std::array<const char*, 4> kMigrations = {
     R"sql(
 CREATE TABLE jobs (
   id INTEGER PRIMARY KEY AUTOINCREMENT,
@@ -95,7 +95,33 @@ ALTER TABLE jobs ADD COLUMN outputs_bytes INTEGER;
 ALTER TABLE jobs ADD COLUMN outputs_files INTEGER;
 CREATE INDEX jobs_by_end ON jobs(ended_at);
 )sql",
+    // 4: pipelines: the jobs a job waits for, the pipeline it belongs to, and whether it is
+    // still held back from its executor.
+    R"sql(
+ALTER TABLE jobs ADD COLUMN after_ids TEXT NOT NULL DEFAULT '';
+ALTER TABLE jobs ADD COLUMN pipeline TEXT NOT NULL DEFAULT '';
+ALTER TABLE jobs ADD COLUMN held INTEGER NOT NULL DEFAULT 0;
+)sql",
 };
+
+std::string ids_text(const std::vector<std::int64_t>& ids) {
+  std::string out;
+  for (auto id : ids) out += (out.empty() ? "" : ",") + std::to_string(id);
+  return out;
+}
+
+std::vector<std::int64_t> ids_from(const std::string& text) {
+  std::vector<std::int64_t> out;
+  std::size_t pos = 0;
+  while (pos < text.size()) {
+    auto comma = text.find(',', pos);
+    std::string part = text.substr(pos, comma == std::string::npos ? comma : comma - pos);
+    if (!part.empty()) out.push_back(std::stoll(part));
+    if (comma == std::string::npos) break;
+    pos = comma + 1;
+  }
+  return out;
+}
 
 class Stmt {
  public:
@@ -155,7 +181,7 @@ constexpr const char* kColumns =
     "id, name, spec, spec_file, state, environment, rule, spot, decision, reason, priority, gpus, "
     "pid, pid_start, pgid, exit_code, signal, cancel_requested, created_at, queued_at, started_at, "
     "ended_at, job_dir, workdir, target, remote_id, restarts, cost_usd, cost_prior_usd, "
-    "segment_start, outputs_bytes, outputs_files";
+    "segment_start, outputs_bytes, outputs_files, after_ids, pipeline, held";
 
 JobRecord read_row(sqlite3_stmt* s) {
   JobRecord j;
@@ -191,6 +217,9 @@ JobRecord read_row(sqlite3_stmt* s) {
   j.segment_start = opt_real(s, 29);
   j.outputs_bytes = opt_int(s, 30);
   if (auto v = opt_int(s, 31)) j.outputs_files = *v;
+  j.after = ids_from(text(s, 32));
+  j.pipeline = text(s, 33);
+  j.held = sqlite3_column_int(s, 34) != 0;
   return j;
 }
 
@@ -287,7 +316,8 @@ Result<std::int64_t> Store::insert_job(const JobRecord& j) {
   Stmt st(db_,
           "INSERT INTO jobs (name, spec, spec_file, state, environment, rule, spot, decision, "
           "reason, priority, "
-          "gpus, created_at, queued_at, job_dir, workdir) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)");
+          "gpus, created_at, queued_at, job_dir, workdir, after_ids, pipeline, held) VALUES "
+          "(?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)");
   if (!st.ok()) return db_error(db_, "insert job");
   st.bind(1, j.name);
   st.bind(2, j.spec);
@@ -304,8 +334,34 @@ Result<std::int64_t> Store::insert_job(const JobRecord& j) {
   st.bind(13, j.queued_at);
   st.bind(14, j.job_dir);
   st.bind(15, j.workdir);
+  st.bind(16, ids_text(j.after));
+  st.bind(17, j.pipeline);
+  st.bind(18, static_cast<std::int64_t>(j.held));
   if (st.step() != SQLITE_DONE) return db_error(db_, "insert job");
   return static_cast<std::int64_t>(sqlite3_last_insert_rowid(db_));
+}
+
+Result<std::vector<std::int64_t>> Store::insert_chain(std::vector<JobRecord> jobs) {
+  if (sqlite3_exec(db_, "BEGIN IMMEDIATE", nullptr, nullptr, nullptr) != SQLITE_OK)
+    return db_error(db_, "insert pipeline");
+  std::vector<std::int64_t> ids;
+  for (auto& j : jobs) {
+    if (!ids.empty()) {
+      j.after = {ids.back()};
+      j.held = true;
+    }
+    auto id = insert_job(j);
+    if (!id) {
+      sqlite3_exec(db_, "ROLLBACK", nullptr, nullptr, nullptr);
+      return id.error();
+    }
+    ids.push_back(*id);
+  }
+  if (sqlite3_exec(db_, "COMMIT", nullptr, nullptr, nullptr) != SQLITE_OK) {
+    sqlite3_exec(db_, "ROLLBACK", nullptr, nullptr, nullptr);
+    return db_error(db_, "insert pipeline");
+  }
+  return ids;
 }
 
 Result<JobRecord> Store::get_job(std::int64_t id) const {
@@ -357,7 +413,7 @@ Result<bool> Store::update_job(const JobRecord& j) {
           "signal=?, "
           "cancel_requested=?, queued_at=?, started_at=?, ended_at=?, job_dir=?, target=?, "
           "remote_id=?, restarts=?, cost_usd=?, spot=?, cost_prior_usd=?, segment_start=?, "
-          "outputs_bytes=?, outputs_files=? WHERE id=?");
+          "outputs_bytes=?, outputs_files=?, held=? WHERE id=?");
   if (!st.ok()) return db_error(db_, "update job");
   st.bind(1, std::string(to_string(j.state)));
   st.bind(2, j.reason);
@@ -381,10 +437,12 @@ Result<bool> Store::update_job(const JobRecord& j) {
   st.bind(20, j.segment_start);
   st.bind(21, j.outputs_bytes);
   st.bind(22, j.outputs_files);
-  st.bind(23, j.id);
+  st.bind(23, static_cast<std::int64_t>(j.held));
+  st.bind(24, j.id);
   if (st.step() != SQLITE_DONE) return db_error(db_, "update job");
   if (sqlite3_changes(db_) == 0)
     return Error{Errc::kNotFound, fmt::format("no job with id {}", j.id)};
+  if (on_ended_ && is_terminal(j.state)) on_ended_(j);
   return true;
 }
 

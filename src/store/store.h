@@ -4,6 +4,7 @@
 #pragma once
 
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <optional>
 #include <string>
@@ -55,6 +56,11 @@ struct JobRecord {
   std::optional<double> segment_start;        // when the current run started (Slurm's StartTime)
   std::optional<std::int64_t> outputs_bytes;  // the outputs brought back, once it ended
   std::optional<std::int64_t> outputs_files;
+  // Pipelines: the jobs this one waits for (it starts when all have succeeded and is
+  // cancelled when one fails), the pipeline's name, and whether it is still held back.
+  std::vector<std::int64_t> after;
+  std::string pipeline;
+  bool held = false;
 };
 
 struct JobFilter {
@@ -82,6 +88,12 @@ class Store {
   int schema_version() const;
 
   Result<std::int64_t> insert_job(const JobRecord& job);
+  // A pipeline, all or nothing: each job after the first waits for (and is held behind)
+  // the one before it. Returns the ids in order.
+  Result<std::vector<std::int64_t>> insert_chain(std::vector<JobRecord> jobs);
+  // Called after update_job writes a job in an ending state (succeeded, failed,
+  // cancelled, lost), on the caller's thread; at most one listener.
+  void on_ended(std::function<void(const JobRecord&)> f) { on_ended_ = std::move(f); }
   Result<JobRecord> get_job(std::int64_t id) const;
   Result<std::vector<JobRecord>> list_jobs(const JobFilter& filter) const;
   // Jobs in one state, in queue order (priority, then id).
@@ -97,6 +109,7 @@ class Store {
   explicit Store(sqlite3* db) : db_(db) {}
   Result<bool> migrate();
   sqlite3* db_;
+  std::function<void(const JobRecord&)> on_ended_;
 };
 
 }  // namespace hylab::store

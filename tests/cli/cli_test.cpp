@@ -227,7 +227,12 @@ TEST(CliBinary, PlacesAllExamplesLikeMakeRun) {
   EXPECT_EQ(run_binary("--config " + kConfig + " place " + kSrc + "/examples/jobs/*.yaml", &out),
             0);
   for (const auto& entry : std::filesystem::directory_iterator(kSrc + "/examples/jobs")) {
-    EXPECT_THAT(out, HasSubstr(entry.path().stem().string() + " ")) << out;
+    // A pipeline's jobs read "PIPELINE/JOB", a decision per document.
+    std::string stem = entry.path().stem().string();
+    EXPECT_TRUE(out.find(stem + " ") != std::string::npos ||
+                out.find(stem + "/") != std::string::npos)
+        << stem << " in\n"
+        << out;
   }
   std::string json_out;
   EXPECT_EQ(run_binary("-o json place --config " + kConfig + " " + kSrc + "/examples/jobs/*.yaml",
@@ -237,6 +242,10 @@ TEST(CliBinary, PlacesAllExamplesLikeMakeRun) {
   std::set<std::string> envs;
   for (const auto& d : v.as_array()) envs.insert(std::string(d.at("environment").as_string()));
   EXPECT_EQ(envs, (std::set<std::string>{"local", "cloud", "hybrid"}));
+  // The pipeline: one decision per document, each placed on its own.
+  EXPECT_THAT(out, HasSubstr("weekly-model/prepare"));
+  EXPECT_THAT(out, HasSubstr("weekly-model/train"));
+  EXPECT_THAT(out, HasSubstr("weekly-model/evaluate"));
 }
 
 TEST(CliBinary, ExitCodes) {

@@ -1,4 +1,4 @@
-// libFuzzer target over the config and job-spec loaders: any byte string must load or
+// libFuzzer target over the config and job-spec (pipeline) loaders: any byte string must load or
 // be refused with diagnostics; never crash, hang or trip a sanitizer. The first byte
 // picks the loader so one corpus serves both.
 #include <cstddef>
@@ -30,8 +30,10 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
           "lab: {gpus: [{model: RTX4090, count: 2}], cpus: 32, memory: 128GiB, disk: 4TB}",
           "lab.yaml", d);
     }();
-    auto spec = hylab::load_job_spec_text(text, "fuzz.yaml", cfg.catalog, diag);
-    if (spec) (void)hylab::placement::decide(*spec, cfg);
+    auto pipeline = hylab::load_pipeline_text(text, "fuzz.yaml", cfg.catalog, diag);
+    if (pipeline) {
+      for (const auto& spec : pipeline->jobs) (void)hylab::placement::decide(spec, cfg);
+    }
   }
   (void)diag.str();
   return 0;

@@ -18,6 +18,7 @@
 #include <limits>
 #include <map>
 
+#include "common/clock.h"
 #include "common/gpu.h"
 #include "common/job_spec.h"
 #include "exec/local/process.h"
@@ -32,10 +33,6 @@ using store::JobRecord;
 using store::JobState;
 
 namespace {
-
-double now_seconds() {
-  return std::chrono::duration<double>(std::chrono::system_clock::now().time_since_epoch()).count();
-}
 
 int pidfd_open(pid_t pid) { return static_cast<int>(::syscall(SYS_pidfd_open, pid, 0)); }
 
@@ -109,6 +106,7 @@ class LocalExecutor::Impl {
     // Jobs the server recorded but had not handed over before it stopped.
     if (auto pending = store_.jobs_in_state(JobState::kPending)) {
       for (auto& job : *pending) {
+        if (job.held) continue;  // waits for the jobs before it (the router releases it)
         if (job.environment == "local" || job.environment == "hybrid") (void)submit(job.id);
       }
     }

@@ -14,6 +14,7 @@
 #include <map>
 #include <set>
 
+#include "common/clock.h"
 #include "common/job_spec.h"
 #include "common/units.h"
 #include "exec/slurm/batch.h"
@@ -28,10 +29,6 @@ using store::JobRecord;
 using store::JobState;
 
 namespace {
-
-double now_seconds() {
-  return std::chrono::duration<double>(std::chrono::system_clock::now().time_since_epoch()).count();
-}
 
 // Slurm's local ISO time ("2026-11-29T10:45:52") as Unix seconds; nothing when absent.
 std::optional<double> slurm_seconds(const std::string& iso) {
@@ -111,7 +108,7 @@ class SlurmExecutor::Impl {
     // Cloud jobs recorded but not handed over (a stop in between, or no target until now).
     if (auto pending = store_.jobs_in_state(JobState::kPending)) {
       for (const auto& j : *pending)
-        if (j.environment == "cloud") (void)submit(j.id);
+        if (j.environment == "cloud" && !j.held) (void)submit(j.id);
     }
     schedule();
   }

@@ -235,10 +235,9 @@ TEST(JobSpecWarnings, SkyPilotKeysNotActedOnAreNamed) {
   // Each key at its own line and column, with what ignoring it means.
   EXPECT_THAT(d.str(), HasSubstr("job.yaml:2:13: warning: resources.ports: not acted on: no port "
                                  "is opened or forwarded"));
-  EXPECT_THAT(d.str(), HasSubstr("job.yaml:2:26: warning: resources.region: not acted on: not a "
-                                 "constraint yet"));
-  EXPECT_THAT(d.str(), HasSubstr("job.yaml:1:1: warning: service: not acted on: placed as a job, "
-                                 "not a service: one replica"));
+  EXPECT_THAT(d.str(), HasSubstr("job.yaml:1:11: warning: service.replicas: not acted on: one "
+                                 "replica runs"));
+  EXPECT_THAT(d.str(), Not(HasSubstr("resources.region")));  // a pin, acted on
   Diagnostics image;
   ASSERT_TRUE(load_job_spec_text("resources:\n  image_id: docker:ubuntu\nsecrets: {A: b}\n",
                                  "job.yaml", builtin_catalog(), image));

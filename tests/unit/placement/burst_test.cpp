@@ -50,7 +50,7 @@ TEST(ChooseTarget, CheapestTargetThatHoldsTheJob) {
   t = choose_target(
       testing::spec_from("resources: {accelerators: L4:1, cloud: gcp}\nrun: x\n", cfg), false, cfg);
   EXPECT_FALSE(t.target);
-  EXPECT_THAT(t.why, HasSubstr("on aws, the job asks for gcp"));
+  EXPECT_THAT(t.why, HasSubstr("(on aws, the job is pinned to gcp)"));
   Config none = testing::config_from(testing::kTwoGpuLab);
   EXPECT_THAT(choose_target(JobSpec{}, false, none).why,
               HasSubstr("no cloud target is configured"));
