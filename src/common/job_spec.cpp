@@ -368,6 +368,17 @@ void read_candidate(const yaml::Where& w, yaml::MapReader& m, const Catalog& cat
   m.accept_with_warning({{"zone", "not a constraint: the job may run in any zone"}});
 }
 
+// An entry's pin over the job's, field by field: {region: us-east1} under cloud: gcp is
+// gcp/us-east1; a region stays only with its own provider.
+std::optional<Pin> merged_pin(const std::optional<Pin>& entry, const std::optional<Pin>& job) {
+  if (!entry) return job;
+  if (!job) return entry;
+  Pin p = *entry;
+  if (p.provider == "*") p.provider = job->provider;
+  if (!p.region && p.provider == job->provider) p.region = job->region;
+  return p;
+}
+
 // any_of/ordered: each entry one alternative, its fields over the job's. Entries without
 // accelerators take the job's; an entry's other keys (cpus, memory, ...) are not per
 // alternative here, and say so.
@@ -403,7 +414,7 @@ void read_alternatives(const yaml::Where& w, const YAML::Node& list, const std::
     });
     em.finish();
     const auto& accels = c.accelerators_given ? c.accelerators : base.accelerators;
-    std::optional<Pin> pin = c.pin ? c.pin : base.pin;
+    std::optional<Pin> pin = merged_pin(c.pin, base.pin);
     if (accels.empty()) {
       ++cpu_only;
       if (pin) {
@@ -507,13 +518,19 @@ void read_resources(const yaml::Where& w, const YAML::Node& node, const Catalog&
       if (const Instance* inst = catalog.find_instance(*s)) {
         spec.instance_type = inst->name;
       } else {
-        std::string msg = fmt::format("unknown instance type {}", quote(*s));
+        // A near miss is a typo (an error); an instance the catalog does not price is
+        // valid SkyPilot, matched by the rest of its resources instead.
         if (auto near = did_you_mean(*s, catalog.instance_names())) {
-          msg += fmt::format(" (did you mean '{}'?)", *near);
+          yaml::error_at(
+              w, *it, "resources.instance_type",
+              fmt::format("unknown instance type {} (did you mean '{}'?)", quote(*s), *near));
         } else {
-          msg += "; add it under catalog.instances in hylab.yaml with its price";
+          yaml::warning_at(w, *it, "resources.instance_type",
+                           fmt::format("the catalog does not price instance type {}: the job is "
+                                       "matched by its other resources (add it under "
+                                       "catalog.instances in hylab.yaml with its price)",
+                                       quote(*s)));
         }
-        yaml::error_at(w, *it, "resources.instance_type", msg);
       }
     }
   }
@@ -882,6 +899,7 @@ std::optional<JobSpec> load_one(std::string_view text, const std::string& file,
   if (auto sv = top.take("service"); sv && !sv->IsNull()) read_service(w, *sv, spec);
   top.accept_with_warning({
       {"secrets", "not passed to the job"},
+      {"model", "SkyServe's model-only form: hylab runs what run: says, and nothing without it"},
       {"config", "SkyPilot's per-task configuration overrides do not apply"},
       {"volumes", "not mounted"},
       {"event_callback", "not run"},

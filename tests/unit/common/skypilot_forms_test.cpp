@@ -106,8 +106,8 @@ TEST(SkyPilotForms, CloudInfraAndRegionPinTheJob) {
               HasSubstr("job.yaml:1:20: error: resources.infra: expected CLOUD, CLOUD/REGION"));
   EXPECT_THAT(spec_errors("resources: {infra: aws, cloud: aws}\n"),
               HasSubstr("give infra, or cloud and region, not both"));
-  EXPECT_THAT(spec_warnings("resources: {cloud: lambda}\n"),
-              HasSubstr("resources.cloud: the catalog has no prices for cloud 'lambda'"));
+  EXPECT_THAT(spec_warnings("resources: {cloud: paperspace}\n"),
+              HasSubstr("resources.cloud: the catalog has no prices for cloud 'paperspace'"));
 }
 
 TEST(SkyPilotForms, MemoryAndDiskAsSkyPilotWritesThem) {
