@@ -11,6 +11,7 @@
 #include <vector>
 
 #include "common/config.h"
+#include "common/dstack_spec.h"
 #include "common/text.h"
 #include "common/units.h"
 #include "common/yaml_reader.h"
@@ -339,9 +340,19 @@ void warn_unpriced(const yaml::Where& w, const YAML::Node& at, const std::string
 // accelerators, cloud/infra/region/zone and use_spot, from the job's resources or an entry.
 void read_candidate(const yaml::Where& w, yaml::MapReader& m, const Catalog& catalog,
                     Candidate& c) {
-  if (auto a = m.take("accelerators"); a && !a->IsNull()) {
+  // SkyPilot reads `gpus` as another name for `accelerators`.
+  auto a = m.take("accelerators");
+  auto gpus = m.take("gpus");
+  if (a && gpus) {
+    yaml::error_at(w, *gpus, m.key_path("gpus"),
+                   "give accelerators or gpus, not both: gpus is another name for it");
+  } else if (gpus) {
+    a = gpus;
+  }
+  if (a && !a->IsNull()) {
     c.accelerators_given = true;
-    read_accelerators(w, *a, m.key_path("accelerators"), catalog, c.accelerators, c.ordered);
+    read_accelerators(w, *a, m.key_path(gpus && a == gpus ? "gpus" : "accelerators"), catalog,
+                      c.accelerators, c.ordered);
   }
   auto cloud_node = m.take("cloud");
   auto infra_node = m.take("infra");
@@ -615,10 +626,13 @@ void read_data(const yaml::Where& w, const YAML::Node& node, JobSpec& spec) {
 }
 
 // Every string of a job spec is stored, listed, and handed to bash and the environment,
-// so each must be text: valid UTF-8 without control characters. Scripts (run, setup) and
-// environment values may hold tabs and newlines; names, paths and keys are one line.
+// so each must be text: valid UTF-8 without control characters. Scripts (run, setup, dstack's
+// commands) and environment values may hold tabs and newlines; names, paths and keys are one
+// line.
 bool multiline_field(std::string_view path) {
-  return path == "run" || path == "setup" || path.rfind("envs.", 0) == 0;
+  return path == "run" || path == "setup" || path.rfind("envs.", 0) == 0 ||
+         path.rfind("commands[", 0) == 0 || path.rfind("env[", 0) == 0 ||  // dstack's
+         path.rfind("env.", 0) == 0;
 }
 
 // The raw text first: yaml-cpp passes bytes that are not UTF-8 through untouched, and here
@@ -742,6 +756,14 @@ std::optional<JobSpec> load_one(std::string_view text, const std::string& file,
 
 }  // namespace
 
+namespace detail {
+bool read_accelerators(const yaml::Where& w, const YAML::Node& n, const std::string& key,
+                       const Catalog& catalog, std::vector<AcceleratorRequest>& out,
+                       bool& ordered) {
+  return hylab::read_accelerators(w, n, key, catalog, out, ordered);
+}
+}  // namespace detail
+
 std::optional<JobSpec> load_job_spec_text(std::string_view text, const std::string& file,
                                           const Catalog& catalog, Diagnostics& diag) {
   if (text.size() <= kMaxJobSpecBytes && split_documents(text).size() > 1) {
@@ -837,6 +859,12 @@ std::optional<JobSpec> load_one(std::string_view text, const std::string& file,
   if (doc->IsNull()) {
     diag.error(file, 0, 0, "", "the job spec is empty: give at least a name and a run command");
     return std::nullopt;
+  }
+  if (detail::is_dstack(*doc)) {  // a dstack task or service: its forms that map cleanly
+    spec.name = file_stem(file);
+    detail::read_dstack(w, *doc, catalog, spec);
+    if (diag.error_count() > errors_before) return std::nullopt;
+    return spec;
   }
 
   spec.name = top.string("name").value_or(file_stem(file));

@@ -42,9 +42,10 @@ std::string to_string(const Pin& p);  // "aws/us-east-1"
 struct AcceleratorRequest {
   std::string model;
   int count = 1;
-  std::optional<Pin> pin{};        // unset: the job's pins
-  std::optional<bool> use_spot{};  // unset: the job's
-  std::string origin{};            // where it was written: "resources.any_of[1]"
+  std::uint64_t min_memory_bytes = 0;  // any model: at least this much per card (dstack's 24GB..)
+  std::optional<Pin> pin{};            // unset: the job's pins
+  std::optional<bool> use_spot{};      // unset: the job's
+  std::string origin{};                // where it was written: "resources.any_of[1]"
 
   bool any_model() const { return model.empty(); }
 };

@@ -16,7 +16,7 @@ bool holds_alternative(const Instance& inst, const AcceleratorRequest& req,
                        const Catalog& catalog) {
   const GpuModel* has = inst.gpu.empty() ? nullptr : catalog.find_gpu(inst.gpu);
   if (!has || inst.gpu_count < req.count) return false;
-  if (req.any_model()) return !has->cloud_only();
+  if (req.any_model()) return !has->cloud_only() && has->memory_bytes >= req.min_memory_bytes;
   const GpuModel* want = catalog.find_gpu(req.model);
   if (!want) return false;
   if (has->name == want->name) return true;

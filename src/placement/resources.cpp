@@ -19,7 +19,11 @@ std::string pins_text(const std::vector<Pin>& pins) {
 }
 
 std::string one_request(const AcceleratorRequest& a, const Catalog& catalog) {
-  if (a.any_model()) return fmt::format("{}x any GPU", a.count);
+  if (a.any_model()) {
+    return a.min_memory_bytes
+               ? fmt::format("{}x any GPU ({}+ each)", a.count, format_bytes(a.min_memory_bytes))
+               : fmt::format("{}x any GPU", a.count);
+  }
   const GpuModel* m = catalog.find_gpu(a.model);
   if (m && m->cloud_only()) return fmt::format("{}x {}", a.count, a.model);
   return fmt::format("{}x {} ({} each)", a.count, a.model, m ? format_bytes(m->memory_bytes) : "?");
@@ -73,12 +77,13 @@ std::string pinned_note(const std::vector<Pin>& pins) {
 
 // The lab's cards for one alternative: the exact model first, then the fastest with enough
 // memory each; any card for a count of any model, fastest first.
-std::vector<const LabGpu*> lab_cards_for(const GpuModel* want, const Lab& lab) {
+std::vector<const LabGpu*> lab_cards_for(const GpuModel* want, std::uint64_t min_memory,
+                                         const Lab& lab) {
   std::vector<const LabGpu*> cards, others;
   for (const auto& g : lab.gpus) {
     if (want && g.model == want->name) {
       cards.push_back(&g);
-    } else if (!want || g.memory_bytes >= want->memory_bytes) {
+    } else if (!want ? g.memory_bytes >= min_memory : g.memory_bytes >= want->memory_bytes) {
       others.push_back(&g);
     }
   }
@@ -166,7 +171,7 @@ LocalFit fit_local(const JobSpec& spec, const Config& cfg) {
       continue;
     }
     int need = req.count * spec.num_nodes;
-    std::vector<const LabGpu*> cards = lab_cards_for(want, lab);
+    std::vector<const LabGpu*> cards = lab_cards_for(want, req.min_memory_bytes, lab);
     int taken = 0;
     double tflops = 0;
     std::vector<std::string> parts;
@@ -184,8 +189,11 @@ LocalFit fit_local(const JobSpec& spec, const Config& cfg) {
           want ? fmt::format("needs {} GPUs with at least {} each ({}); the lab has {} such ({})",
                              need, format_bytes(want->memory_bytes), want->name, eligible,
                              describe_lab(lab))
-               : fmt::format("needs {} GPUs of any model; the lab has {} ({})", need, eligible,
-                             describe_lab(lab)));
+               : fmt::format("needs {} GPUs of any model{}; the lab has {} such ({})", need,
+                             req.min_memory_bytes ? fmt::format(" with at least {} each",
+                                                                format_bytes(req.min_memory_bytes))
+                                                  : "",
+                             eligible, describe_lab(lab)));
       continue;
     }
     if (!host.empty()) return with_host(fit);
@@ -241,7 +249,9 @@ class CloudMatch {
     } else if (req->any_model()) {
       for (const auto& inst : catalog_.instances) {
         const GpuModel* has = inst.gpu.empty() ? nullptr : catalog_.find_gpu(inst.gpu);
-        if (!has || has->cloud_only() || inst.gpu_count < req->count || !fits(inst)) continue;
+        if (!has || has->cloud_only() || has->memory_bytes < req->min_memory_bytes ||
+            inst.gpu_count < req->count || !fits(inst))
+          continue;
         consider(inst, 1,
                  fmt::format("any GPU model: the cheapest catalog GPU that fits, {}x {}",
                              inst.gpu_count, has->name));

@@ -68,6 +68,23 @@ run: |
   EXPECT_EQ(s.get_json("/v1/inventory").at("free").as_int64(), 2);
 }
 
+TEST(ServeLifecycle, ACountOfAnyModelGetsThatManyOfTheLabsGpus) {
+  ServeHarness s;
+  s.start();
+  // "accelerators: 2", the first thing a new user types; a dstack task asking 20 GB cards.
+  std::int64_t id = s.submit(
+      "category: development\nresources: {accelerators: 2}\nrun: echo "
+      "gpus=$CUDA_VISIBLE_DEVICES\n");
+  std::int64_t dstack = s.submit(
+      "type: task\nresources: {gpu: '20GB..'}\ncommands: [echo dstack=$CUDA_VISIBLE_DEVICES]\n");
+  ASSERT_GT(id, 0);
+  ASSERT_GT(dstack, 0);
+  ASSERT_TRUE(s.wait_state(id, "succeeded"));
+  ASSERT_TRUE(s.wait_state(dstack, "succeeded"));
+  EXPECT_THAT(s.log(id), HasSubstr("gpus=0,1"));
+  EXPECT_THAT(s.log(dstack), ::testing::ContainsRegex("dstack=[01]"));
+}
+
 TEST(ServeLifecycle, FailingRunAndFailingSetupAreRecorded) {
   ServeHarness s;
   s.start();

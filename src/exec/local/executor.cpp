@@ -248,13 +248,25 @@ class LocalExecutor::Impl {
 
   // The lab GPUs that could hold one accelerator request: the model itself first, then
   // any with at least its memory (as allocate() chooses).
-  std::vector<std::size_t> eligible(const GpuModel& want) const {
+  // The lab's GPUs that can serve one alternative: its model first, then any card with as
+  // much memory; for a count of any model, every card with the memory asked. None for an
+  // alternative pinned to a cloud or an accelerator only a cloud has.
+  std::vector<std::size_t> eligible(const JobSpec& spec, const AcceleratorRequest& req) const {
     std::vector<std::size_t> out;
+    if (!spec.pins_of(req).empty()) return out;
+    if (req.any_model()) {
+      for (std::size_t i = 0; i < inv_.gpus.size(); ++i) {
+        if (inv_.gpus[i].memory_bytes >= req.min_memory_bytes) out.push_back(i);
+      }
+      return out;
+    }
+    const GpuModel* want = cfg_.catalog.find_gpu(req.model);
+    if (!want || want->cloud_only()) return out;
     for (int exact = 1; exact >= 0; --exact) {
       for (std::size_t i = 0; i < inv_.gpus.size(); ++i) {
         const auto& g = inv_.gpus[i];
-        bool is_exact = g.model == want.name;
-        if ((exact && is_exact) || (!exact && !is_exact && g.memory_bytes >= want.memory_bytes))
+        bool is_exact = g.model == want->name;
+        if ((exact && is_exact) || (!exact && !is_exact && g.memory_bytes >= want->memory_bytes))
           out.push_back(i);
       }
     }
@@ -267,11 +279,9 @@ class LocalExecutor::Impl {
       const JobSpec& spec, const std::vector<double>& free_at) const {
     std::optional<std::pair<double, std::vector<std::size_t>>> best;
     for (const auto& req : spec.accelerators) {
-      const GpuModel* want = cfg_.catalog.find_gpu(req.model);
-      if (!want) continue;
       std::size_t need =
           static_cast<std::size_t>(req.count) * static_cast<std::size_t>(spec.num_nodes);
-      auto e = eligible(*want);
+      auto e = eligible(spec, req);
       if (need == 0 || e.size() < need) continue;
       std::stable_sort(e.begin(), e.end(),
                        [&](std::size_t a, std::size_t b) { return free_at[a] < free_at[b]; });
@@ -297,14 +307,12 @@ class LocalExecutor::Impl {
     std::vector<std::string> nevers;
     bool any_wait = false;
     for (const auto& req : spec.accelerators) {
-      const GpuModel* want = cfg_.catalog.find_gpu(req.model);
-      if (!want) continue;
       std::size_t need =
           static_cast<std::size_t>(req.count) * static_cast<std::size_t>(spec.num_nodes);
-      std::vector<std::size_t> eligible = this->eligible(*want);
+      std::vector<std::size_t> eligible = this->eligible(spec, req);
       if (eligible.size() < need) {
-        nevers.push_back(
-            fmt::format("{}x {} (the lab has {} such GPUs)", need, want->name, eligible.size()));
+        nevers.push_back(fmt::format("{}x {} (the lab has {} such GPUs)", need,
+                                     req.any_model() ? "any GPU" : req.model, eligible.size()));
         continue;
       }
       std::vector<std::size_t> free;

@@ -28,6 +28,12 @@ TEST(SkyPilotForms, ACountAloneIsThatManyGpusOfAnyModel) {
   EXPECT_THAT(spec_errors("resources: {accelerators: 1.5}\n"), HasSubstr("fractional GPU count"));
 }
 
+TEST(SkyPilotForms, GpusIsAnotherNameForAccelerators) {
+  EXPECT_EQ(spec_from("resources: {gpus: H100:8}\n").accelerators.at(0).count, 8);
+  EXPECT_THAT(spec_errors("resources: {gpus: H100:8, accelerators: A100:8}\n"),
+              HasSubstr("give accelerators or gpus, not both"));
+}
+
 TEST(SkyPilotForms, AListIsInOrderOfPreferenceASetIsNot) {
   JobSpec list = spec_from("resources:\n  accelerators: [L4:1, H100:1, A100:1]\n");
   EXPECT_TRUE(list.ordered);

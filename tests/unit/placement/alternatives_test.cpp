@@ -59,6 +59,16 @@ TEST_F(AlternativesTest, TheCloudTakesTheCheapestOfAnyOfAndTheFirstOfOrdered) {
   EXPECT_THAT(reasons(ordered), HasSubstr("on azure: Standard_ND96asr_v4 at $27.20/h"));
 }
 
+TEST_F(AlternativesTest, TheGpusOfSkyPilotsExamplesArePriced) {
+  for (auto [model, instance] :
+       {std::pair{"A10", "Standard_NV36ads_A10_v5"}, std::pair{"A40", "serverless-a40"},
+        std::pair{"L40", "serverless-l40"}}) {
+    Decision d = place(std::string("resources: {accelerators: ") + model + ":1}\nreach: global\n");
+    EXPECT_EQ(d.environment, Environment::kCloud) << model;
+    EXPECT_EQ(d.cost.cloud.instance, instance) << model;
+  }
+}
+
 TEST_F(AlternativesTest, ACountOfAnyModelTakesTheLabsCardsOrTheCheapestCloudGpu) {
   Decision lab = place("category: development\nresources: {accelerators: 2}\n");
   EXPECT_EQ(lab.environment, Environment::kLocal);
@@ -69,7 +79,7 @@ TEST_F(AlternativesTest, ACountOfAnyModelTakesTheLabsCardsOrTheCheapestCloudGpu)
   EXPECT_THAT(cloud.cost.cloud.note, HasSubstr("any GPU model: the cheapest catalog GPU"));
   Decision big = place("resources: {accelerators: 3}\n");
   EXPECT_EQ(big.environment, Environment::kCloud);
-  EXPECT_THAT(reasons(big), HasSubstr("needs 3 GPUs of any model; the lab has 2"));
+  EXPECT_THAT(reasons(big), HasSubstr("needs 3 GPUs of any model; the lab has 2 such"));
 }
 
 TEST_F(AlternativesTest, APinSendsTheJobToTheCloudAndSensitiveDataIsRefused) {
