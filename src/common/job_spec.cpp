@@ -379,6 +379,65 @@ void read_candidate(const yaml::Where& w, yaml::MapReader& m, const Catalog& cat
   m.accept_with_warning({{"zone", "not a constraint: the job may run in any zone"}});
 }
 
+// SkyPilot's memory: a bare number is GB, and its KB/MB/GB/TB/PB are binary (2^10 ...).
+Result<std::uint64_t> skypilot_bytes(std::string v) {
+  std::string lower = to_lower(v);
+  for (const char* unit : {"kb", "mb", "gb", "tb", "pb"}) {
+    if (lower.size() > 2 && lower.compare(lower.size() - 2, 2, unit) == 0) {
+      v = v.substr(0, v.size() - 2) + static_cast<char>(std::toupper(unit[0])) + "iB";
+      break;
+    }
+  }
+  return parse_bytes(v, kGiB);
+}
+
+// "32", "32+", "64GB", "1024MB+": bytes per node; "8x": at least 8 GiB per vCPU.
+struct MemoryAsk {
+  std::optional<std::uint64_t> bytes;
+  std::optional<double> per_cpu_gib;
+};
+
+MemoryAsk read_memory(const yaml::Where& w, const YAML::Node& mem, const std::string& key) {
+  MemoryAsk out;
+  auto v = at_least_value(w, mem, key);
+  if (!v) return out;
+  if (!v->empty() && (v->back() == 'x' || v->back() == 'X')) {
+    auto ratio = parse_number(v->substr(0, v->size() - 1));
+    if (!ratio || *ratio <= 0) {
+      yaml::error_at(w, mem, key,
+                     fmt::format("expected GiB per vCPU such as 8x, got {}", quote(mem.Scalar())));
+    } else {
+      out.per_cpu_gib = *ratio;
+    }
+    return out;
+  }
+  auto b = skypilot_bytes(*v);
+  if (!b) {
+    yaml::error_at(w, mem, key, b.error().message);
+  } else if (*b == 0) {
+    yaml::error_at(w, mem, key, "must be greater than 0");
+  } else {
+    out.bytes = *b;
+  }
+  return out;
+}
+
+// "8", 8, "8+": CPUs per node.
+std::optional<double> read_cpus(const yaml::Where& w, const YAML::Node& c, const std::string& key) {
+  auto v = at_least_value(w, c, key);
+  if (!v) return std::nullopt;
+  auto n = parse_number(*v);
+  if (!n) {
+    yaml::error_at(w, c, key,
+                   "expected a number of CPUs such as 8 or 8+, got " + quote(c.Scalar()));
+  } else if (*n <= 0) {
+    yaml::error_at(w, c, key, "must be greater than 0");
+  } else {
+    return *n;
+  }
+  return std::nullopt;
+}
+
 // An entry's pin over the job's, field by field: {region: us-east1} under cloud: gcp is
 // gcp/us-east1; a region stays only with its own provider.
 std::optional<Pin> merged_pin(const std::optional<Pin>& entry, const std::optional<Pin>& job) {
@@ -409,9 +468,18 @@ void read_alternatives(const yaml::Where& w, const YAML::Node& list, const std::
     if (!em.ok()) continue;
     Candidate c;
     read_candidate(w, em, catalog, c);
+    std::optional<double> cpus;
+    std::optional<std::uint64_t> memory;
+    if (auto n = em.take("cpus"); n && !n->IsNull()) cpus = read_cpus(w, *n, path + ".cpus");
+    if (auto n = em.take("memory"); n && !n->IsNull()) {
+      MemoryAsk ask = read_memory(w, *n, path + ".memory");
+      memory = ask.bytes;
+      if (ask.per_cpu_gib) {
+        yaml::warning_at(w, *n, path + ".memory",
+                         "not acted on: GiB per vCPU is read for the job's resources.memory only");
+      }
+    }
     em.accept_with_warning({
-        {"cpus", "not read per alternative: the job's resources.cpus counts"},
-        {"memory", "not read per alternative: the job's resources.memory counts"},
         {"instance_type", "not read per alternative: the job's resources.instance_type counts"},
         {"disk_size", "not read per alternative: the job's resources.disk_size counts"},
         {"disk_tier", "the target's default disks are used"},
@@ -427,6 +495,11 @@ void read_alternatives(const yaml::Where& w, const YAML::Node& list, const std::
     const auto& accels = c.accelerators_given ? c.accelerators : base.accelerators;
     std::optional<Pin> pin = merged_pin(c.pin, base.pin);
     if (accels.empty()) {
+      if (cpus || memory) {
+        yaml::warning_at(w, entry, path,
+                         "cpus/memory of an alternative without accelerators are not read "
+                         "per alternative: the job's count");
+      }
       ++cpu_only;
       if (pin) {
         cpu_pins.push_back(*pin);
@@ -438,6 +511,8 @@ void read_alternatives(const yaml::Where& w, const YAML::Node& list, const std::
     for (auto a : accels) {
       a.pin = pin;
       a.use_spot = c.use_spot ? c.use_spot : base.use_spot;
+      a.cpus = cpus;
+      a.memory_bytes = memory;
       a.origin = path;
       spec.accelerators.push_back(std::move(a));
     }
@@ -449,43 +524,6 @@ void read_alternatives(const yaml::Where& w, const YAML::Node& list, const std::
                      fmt::format("{} alternative(s) without accelerators among ones with GPUs are "
                                  "not considered: the job is placed as asking for a GPU",
                                  cpu_only));
-  }
-}
-
-// SkyPilot's memory: a bare number is GB, and its KB/MB/GB/TB/PB are binary (2^10 ...).
-Result<std::uint64_t> skypilot_bytes(std::string v) {
-  std::string lower = to_lower(v);
-  for (const char* unit : {"kb", "mb", "gb", "tb", "pb"}) {
-    if (lower.size() > 2 && lower.compare(lower.size() - 2, 2, unit) == 0) {
-      v = v.substr(0, v.size() - 2) + static_cast<char>(std::toupper(unit[0])) + "iB";
-      break;
-    }
-  }
-  return parse_bytes(v, kGiB);
-}
-
-// "32", "32+", "64GB", "1024MB+": bytes per node; "8x": at least 8 GiB per vCPU.
-void read_memory(const yaml::Where& w, const YAML::Node& mem, JobSpec& spec) {
-  const std::string key = "resources.memory";
-  auto v = at_least_value(w, mem, key);
-  if (!v) return;
-  if (!v->empty() && (v->back() == 'x' || v->back() == 'X')) {
-    auto ratio = parse_number(v->substr(0, v->size() - 1));
-    if (!ratio || *ratio <= 0) {
-      yaml::error_at(w, mem, key,
-                     fmt::format("expected GiB per vCPU such as 8x, got {}", quote(mem.Scalar())));
-    } else {
-      spec.memory_per_cpu_gib = *ratio;
-    }
-    return;
-  }
-  auto b = skypilot_bytes(*v);
-  if (!b) {
-    yaml::error_at(w, mem, key, b.error().message);
-  } else if (*b == 0) {
-    yaml::error_at(w, mem, key, "must be greater than 0");
-  } else {
-    spec.memory_bytes = *b;
   }
 }
 
@@ -510,20 +548,12 @@ void read_resources(const yaml::Where& w, const YAML::Node& node, const Catalog&
     spec.accelerators = base.accelerators;
     spec.ordered = base.ordered;
   }
-  if (auto c = m.take("cpus"); c && !c->IsNull()) {
-    if (auto v = at_least_value(w, *c, "resources.cpus")) {
-      auto n = parse_number(*v);
-      if (!n) {
-        yaml::error_at(w, *c, "resources.cpus",
-                       "expected a number of CPUs such as 8 or 8+, got " + quote(c->Scalar()));
-      } else if (*n <= 0) {
-        yaml::error_at(w, *c, "resources.cpus", "must be greater than 0");
-      } else {
-        spec.cpus = *n;
-      }
-    }
+  if (auto c = m.take("cpus"); c && !c->IsNull()) spec.cpus = read_cpus(w, *c, "resources.cpus");
+  if (auto mem = m.take("memory"); mem && !mem->IsNull()) {
+    MemoryAsk ask = read_memory(w, *mem, "resources.memory");
+    spec.memory_bytes = ask.bytes;
+    spec.memory_per_cpu_gib = ask.per_cpu_gib;
   }
-  if (auto mem = m.take("memory"); mem && !mem->IsNull()) read_memory(w, *mem, spec);
   if (auto it = m.take("instance_type"); it && !it->IsNull()) {
     if (auto s = yaml::as_string(w, *it, "resources.instance_type")) {
       if (const Instance* inst = catalog.find_instance(*s)) {

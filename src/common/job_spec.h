@@ -45,7 +45,9 @@ struct AcceleratorRequest {
   std::uint64_t min_memory_bytes = 0;  // any model: at least this much per card (dstack's 24GB..)
   std::optional<Pin> pin{};            // unset: the job's pins
   std::optional<bool> use_spot{};      // unset: the job's
-  std::string origin{};                // where it was written: "resources.any_of[1]"
+  std::optional<double> cpus{};        // an any_of/ordered entry's own; unset: the job's
+  std::optional<std::uint64_t> memory_bytes{};
+  std::string origin{};  // where it was written: "resources.any_of[1]"
 
   bool any_model() const { return model.empty(); }
 };
@@ -95,6 +97,13 @@ struct JobSpec {
   // The pins of one alternative: its own, else the job's.
   std::vector<Pin> pins_of(const AcceleratorRequest& a) const {
     return a.pin ? std::vector<Pin>{*a.pin} : pins;
+  }
+  // The job as one alternative asks for it: its own CPUs and memory over the job's.
+  JobSpec as_alternative(const AcceleratorRequest& a) const {
+    JobSpec s = *this;
+    if (a.cpus) s.cpus = a.cpus;
+    if (a.memory_bytes) s.memory_bytes = a.memory_bytes;
+    return s;
   }
 
   bool sensitive() const {

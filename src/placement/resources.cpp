@@ -196,7 +196,18 @@ LocalFit fit_local(const JobSpec& spec, const Config& cfg) {
                              eligible, describe_lab(lab)));
       continue;
     }
-    if (!host.empty()) return with_host(fit);
+    if (req.cpus || req.memory_bytes) {  // an alternative with its own CPUs or memory
+      auto own = host_shortfalls(spec.as_alternative(req), lab);
+      if (!own.empty()) {
+        std::string why;
+        for (const auto& h : own) join_into(why, h);
+        misses.push_back(
+            fmt::format("{} ({}): {}", one_request(req, cfg.catalog), req.origin, why));
+        continue;
+      }
+    } else if (!host.empty()) {
+      return with_host(fit);
+    }
     fit.fits = true;
     fit.gpus_used = need;
     fit.share = static_cast<double>(need) / lab.gpu_count();
@@ -239,9 +250,12 @@ class CloudMatch {
   // The cheapest instance for one alternative (nullptr: CPUs only) within its pins.
   std::optional<CloudOffer> best_for(const AcceleratorRequest* req) {
     std::vector<Pin> pins = req ? spec_.pins_of(*req) : spec_.pins;
+    const JobSpec asked = req ? spec_.as_alternative(*req) : spec_;
     best_.reset();
     best_cost_ = std::numeric_limits<double>::infinity();
-    auto fits = [&](const Instance& inst) { return provider_allowed(inst, pins) && host_ok(inst); };
+    auto fits = [&](const Instance& inst) {
+      return provider_allowed(inst, pins) && host_ok(asked, inst);
+    };
     if (!req) {
       for (const auto& inst : catalog_.instances) {
         if (inst.gpu_count == 0 && fits(inst)) consider(inst, 1, "cheapest CPU instance that fits");
@@ -284,11 +298,11 @@ class CloudMatch {
   double cost(const CloudOffer& o) const { return o.usd_per_hour() / o.speed; }
 
  private:
-  bool host_ok(const Instance& inst) const {
-    if (spec_.cpus && inst.vcpus < *spec_.cpus) return false;
-    if (spec_.memory_bytes && inst.memory_bytes < *spec_.memory_bytes) return false;
-    if (spec_.memory_per_cpu_gib &&
-        static_cast<double>(inst.memory_bytes) < *spec_.memory_per_cpu_gib * kGiB * inst.vcpus)
+  static bool host_ok(const JobSpec& spec, const Instance& inst) {
+    if (spec.cpus && inst.vcpus < *spec.cpus) return false;
+    if (spec.memory_bytes && inst.memory_bytes < *spec.memory_bytes) return false;
+    if (spec.memory_per_cpu_gib &&
+        static_cast<double>(inst.memory_bytes) < *spec.memory_per_cpu_gib * kGiB * inst.vcpus)
       return false;
     return true;
   }

@@ -81,10 +81,15 @@ TEST(SkyPilotForms, OrderedKeepsTheOrderAndCpuOnlyAlternativesArePins) {
       HasSubstr("job.yaml:3:12: error: resources.ordered: give any_of or ordered, not both"));
   EXPECT_THAT(spec_errors("resources:\n  any_of: {cloud: aws}\n"),
               HasSubstr("resources.any_of: expected a list of resources"));
-  // An entry's key that is not per alternative is named, not refused.
-  EXPECT_THAT(spec_warnings("resources:\n  any_of:\n    - {accelerators: A100, cpus: 8}\n"),
-              HasSubstr("job.yaml:3:28: warning: resources.any_of[0].cpus: not acted on: not read "
-                        "per alternative"));
+  // An entry's own CPUs and memory are its; a key that is not per alternative is named.
+  JobSpec own = spec_from(
+      "resources:\n  any_of:\n    - {accelerators: A100, cpus: 8+, memory: "
+      "64}\n");
+  EXPECT_EQ(own.accelerators.at(0).cpus, 8);
+  EXPECT_EQ(own.accelerators.at(0).memory_bytes, 64ULL << 30);
+  EXPECT_THAT(spec_warnings("resources:\n  any_of:\n    - {accelerators: A100, disk_size: 8}\n"),
+              HasSubstr("job.yaml:3:28: warning: resources.any_of[0].disk_size: not acted on: not "
+                        "read per alternative"));
   EXPECT_THAT(spec_errors("resources:\n  any_of:\n    - {acelerators: A100}\n"),
               HasSubstr("resources.any_of[0].acelerators: unknown key (did you mean "
                         "'accelerators'?)"));

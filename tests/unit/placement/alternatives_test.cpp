@@ -59,6 +59,21 @@ TEST_F(AlternativesTest, TheCloudTakesTheCheapestOfAnyOfAndTheFirstOfOrdered) {
   EXPECT_THAT(reasons(ordered), HasSubstr("on azure: Standard_ND96asr_v4 at $27.20/h"));
 }
 
+TEST_F(AlternativesTest, AnAlternativesOwnCpusAndMemoryCount) {
+  // The first alternative's GPUs fit the lab, but not its CPUs: the second runs.
+  Decision d = place(
+      "category: development\nresources:\n  any_of:\n    - {accelerators: "
+      "RTX4090:1, cpus: 64}\n    - {accelerators: RTX4090:2, memory: 64GB}\n");
+  EXPECT_EQ(d.environment, Environment::kLocal);
+  EXPECT_EQ(d.cost.local.allocation, "2x RTX4090");
+  EXPECT_THAT(reasons(d), HasSubstr("(resources.any_of[0]): needs 64 CPUs; the lab has 32"));
+  // In the cloud, an alternative's own memory rules out the instances too small for it.
+  Decision cloud = place(
+      "resources:\n  any_of:\n    - {accelerators: L4:1, memory: 150GB}\n"
+      "reach: global\n");
+  EXPECT_EQ(cloud.cost.cloud.instance, "g6.12xlarge");  // 192 GiB; g6.xlarge has 16
+}
+
 TEST_F(AlternativesTest, TheGpusOfSkyPilotsExamplesArePriced) {
   for (auto [model, instance] :
        {std::pair{"A10", "Standard_NV36ads_A10_v5"}, std::pair{"A40", "serverless-a40"},
