@@ -773,11 +773,10 @@ std::vector<Document> split_documents(std::string_view text) {
 
 // A document of nothing but `name: X` (a pipeline's header).
 std::optional<std::string> header_name(const Document& d) {
-  try {
-    YAML::Node n = YAML::Load(d.text);
-    if (n.IsMap() && n.size() == 1 && n["name"] && n["name"].IsScalar()) return n["name"].Scalar();
-  } catch (const YAML::Exception&) {
-  }
+  Diagnostics ignored;  // a document that does not parse is no header; loading it says why
+  auto n = yaml::parse(d.text, "", ignored);  // (within the nesting and size limits)
+  if (n && n->IsMap() && n->size() == 1 && (*n)["name"] && (*n)["name"].IsScalar())
+    return (*n)["name"].Scalar();
   return std::nullopt;
 }
 

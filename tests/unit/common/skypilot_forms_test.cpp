@@ -205,6 +205,11 @@ TEST(Pipelines, ErrorsNameTheLineInTheFileAndOneJobIsAPipelineOfOne) {
   // A loader of one job refuses a chain instead of cutting it to its first document.
   EXPECT_THAT(spec_errors("name: a\nrun: x\n---\nname: b\nrun: y\n"),
               HasSubstr("the file holds several YAML documents: it is a pipeline"));
+  // A first document nested too deep is refused by the limits, not read as a header.
+  Diagnostics deep;
+  EXPECT_FALSE(load_pipeline_text(std::string(200000, '[') + "\n---\nrun: x\n", "d.yaml",
+                                  builtin_catalog(), deep));
+  EXPECT_THAT(deep.str(), HasSubstr("nesting deeper than 64 levels"));
   // "---" inside a block scalar's indented text is text, not a marker.
   Diagnostics block;
   auto b =
