@@ -62,8 +62,8 @@ std::string decisions_table(const std::vector<Decision>& ds) {
   for (const auto& d : ds) {
     std::string env = d.placeable ? std::string(placement::to_string(d.environment)) : "-";
     std::string why = d.reasons.empty() ? "" : d.reasons.front();
-    for (const auto& r : d.reasons) {
-      if (r.rfind("category not set", 0) != 0) {
+    for (const auto& r : d.reasons) {  // past the notes on how the job was read
+      if (r.rfind("category not set", 0) != 0 && r.rfind("service: ", 0) != 0) {
         why = r;
         break;
       }

@@ -79,7 +79,8 @@ class Tree {
   Decision run() {
     if (spec_.service && !spec_.category_given) {
       d_.reasons.push_back(
-          "service: an inference service, placed by the production-inference rule");
+          "service: an inference service (category inference, pattern continuous), never on "
+          "spot unless resources.use_spot says so");
     } else if (!spec_.category_given) {
       d_.reasons.push_back("category not set: treated as training (set category: to be sure)");
     }

@@ -28,6 +28,15 @@ TEST(SkyPilotForms, ACountAloneIsThatManyGpusOfAnyModel) {
   EXPECT_THAT(spec_errors("resources: {accelerators: 1.5}\n"), HasSubstr("fractional GPU count"));
 }
 
+TEST(SkyPilotForms, TheAcceleratorsOfSkyPilotsExamplesAreKnown) {
+  for (const char* model : {"A10", "A40", "L40", "B200", "GH200", "MI300", "MI210", "tpu-v2-32",
+                            "tpu-v6e-4", "tpu-v5litepod-8", "Inferentia", "Trainium2"}) {
+    JobSpec s = spec_from(std::string("resources: {accelerators: ") + model + "}\n");
+    EXPECT_EQ(s.accelerators.size(), 1U) << model;
+  }
+  EXPECT_EQ(spec_from("resources: {accelerators: MI300:4}\n").accelerators.at(0).model, "MI300X");
+}
+
 TEST(SkyPilotForms, GpusIsAnotherNameForAccelerators) {
   EXPECT_EQ(spec_from("resources: {gpus: H100:8}\n").accelerators.at(0).count, 8);
   EXPECT_THAT(spec_errors("resources: {gpus: H100:8, accelerators: A100:8}\n"),
