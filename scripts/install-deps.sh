@@ -6,7 +6,7 @@ cd "$(dirname "$0")/.."
 
 build_pkgs=(cmake ninja-build g++ pkg-config ccache zlib1g-dev
   libyaml-cpp-dev libcli11-dev libfmt-dev libboost1.81-dev libboost-json1.81-dev
-  libsqlite3-dev libssl-dev prometheus-cpp-dev libcurl4-openssl-dev)
+  libsqlite3-dev libssl-dev prometheus-cpp-dev libcurl4-openssl-dev libhowardhinnant-date-dev tzdata)
 test_pkgs=(clang clang-format clang-tidy libclang-rt-14-dev libgtest-dev libgmock-dev git python3 openssl
   nginx-light python3-boto3 python3-botocore slurm-wlm munge procps openssh-client openssh-server)
 bench_pkgs=(libbenchmark-dev wrk python3 haproxy nginx-light util-linux rclone curl)

@@ -11,6 +11,7 @@
 #include "cli/client.h"
 #include "cli/data.h"
 #include "cli/output.h"
+#include "cli/schedule.h"
 #include "common/config.h"
 #include "common/job_spec.h"
 #include "common/text.h"
@@ -412,6 +413,21 @@ int run(const std::vector<std::string>& args, std::ostream& out, std::ostream& e
       ->check(CLI::Range(1, 1000));
   jobs_cmd->add_flag("--all", jobs_opts.all, "every job, page after page");
 
+  ScheduleNextOptions sched_next;
+  auto* sched_cmd = app.add_subcommand("schedule", "cron schedules");
+  sched_cmd->require_subcommand(1);
+  auto* sched_next_cmd = sched_cmd->add_subcommand(
+      "next", "the next firings of a cron expression (cronie's rules, DST included)");
+  sched_next_cmd
+      ->add_option("expression", sched_next.expression,
+                   "five fields (\"0 2 * * 0\") or @daily, @hourly, ...")
+      ->required();
+  sched_next_cmd->add_option("--tz", sched_next.timezone, "IANA time zone (default UTC)");
+  sched_next_cmd->add_option("--from", sched_next.from,
+                             "start after this RFC 3339 time (default: now)");
+  sched_next_cmd->add_option("-n", sched_next.count, "how many firings (default 5)")
+      ->check(CLI::Range(1, 10000));
+
   std::string logs_id;
   bool logs_follow = false;
   auto* logs_cmd = app.add_subcommand("logs", "print a job's output");
@@ -460,6 +476,8 @@ int run(const std::vector<std::string>& args, std::ostream& out, std::ostream& e
     if (place_cmd->parsed()) return cmd_place(g, place, io);
     if (be_cmd->parsed()) return cmd_breakeven(g, be, io);
     if (est_cmd->parsed()) return cmd_estimate(g, estimate_file, io);
+    if (sched_next_cmd->parsed())
+      return cmd_schedule_next(sched_next, g.format() == Format::kJson, out, err);
     client.json = g.format() == Format::kJson;
     bool needs_config = serve_cmd->parsed() || (gateway_cmd->parsed() && !stats_cmd->parsed());
     int code = kExitOk;
