@@ -232,8 +232,11 @@ int cmd_run(const Config& cfg, const ClientOptions& c, const RunOptions& o, std:
   // One job, or a pipeline: a line per job, in order.
   std::vector<const json::object*> jobs;
   if (top.contains("jobs")) {
-    err << fmt::format("pipeline {}: {} jobs, each starting when the one before has succeeded\n",
-                       str(top.at("pipeline")), top.at("jobs").as_array().size());
+    bool parallel = top.contains("parallel") && top.at("parallel").as_bool();
+    err << fmt::format("pipeline {}: {} jobs, {}\n", str(top.at("pipeline")),
+                       top.at("jobs").as_array().size(),
+                       parallel ? "started together (a job group)"
+                                : "each starting when the one before has succeeded");
     for (const auto& j : top.at("jobs").as_array()) jobs.push_back(&j.as_object());
   } else {
     jobs.push_back(&top);

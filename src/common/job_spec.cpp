@@ -771,13 +771,36 @@ std::vector<Document> split_documents(std::string_view text) {
   return docs;
 }
 
-// A document of nothing but `name: X` (a pipeline's header).
-std::optional<std::string> header_name(const Document& d) {
+// A pipeline's header: a first document of nothing but `name: X`, or SkyPilot's job-group
+// header (name with execution, primary_tasks, termination_delay).
+bool is_header(const Document& d) {
   Diagnostics ignored;  // a document that does not parse is no header; loading it says why
   auto n = yaml::parse(d.text, "", ignored);  // (within the nesting and size limits)
-  if (n && n->IsMap() && n->size() == 1 && (*n)["name"] && (*n)["name"].IsScalar())
-    return (*n)["name"].Scalar();
-  return std::nullopt;
+  if (!n || !n->IsMap() || !(*n)["name"] || !(*n)["name"].IsScalar()) return false;
+  for (const auto& kv : *n) {
+    if (!kv.first.IsScalar()) return false;
+    const std::string& k = kv.first.Scalar();
+    if (k != "name" && k != "execution" && k != "primary_tasks" && k != "termination_delay")
+      return false;
+  }
+  return true;
+}
+
+void read_header(const Document& d, const std::string& file, Diagnostics& diag,
+                 PipelineSpec& p) {
+  std::string padded = std::string(d.first_line, '\n') + d.text;
+  auto n = yaml::parse(padded, file, diag);
+  if (!n) return;
+  yaml::Where w{file, diag};
+  yaml::MapReader m(w, *n, "");
+  if (auto name = m.string("name")) p.name = trim(*name);
+  if (auto e = m.choice("execution", {"serial", "parallel"})) p.parallel = *e == "parallel";
+  m.accept_with_warning({
+      {"primary_tasks",
+       "every job of the group runs to its own end: the others are not stopped when these end"},
+      {"termination_delay", "the others are not stopped, so there is nothing to delay"},
+  });
+  m.finish();
 }
 
 std::optional<JobSpec> load_one(std::string_view text, const std::string& file,
@@ -821,8 +844,10 @@ std::optional<PipelineSpec> load_pipeline_text(std::string_view text, const std:
     p.texts.emplace_back(text);
     return p;
   }
-  if (auto name = header_name(docs.front())) {
-    p.name = trim(*name);
+  if (is_header(docs.front())) {
+    std::size_t errors = diag.error_count();
+    read_header(docs.front(), file, diag, p);
+    if (diag.error_count() > errors) return std::nullopt;
     p.header = true;
     docs.erase(docs.begin());
   }
@@ -897,7 +922,13 @@ std::optional<JobSpec> load_one(std::string_view text, const std::string& file,
   }
 
   spec.name = top.string("name").value_or(file_stem(file));
-  spec.workdir = top.string("workdir");
+  if (auto wd = top.take("workdir"); wd && wd->IsMap()) {  // SkyPilot's {url, ref}: a git repo
+    yaml::warning_at(w, *wd, "workdir",
+                     "not acted on: a git repository (url, ref) is not cloned: the job runs in "
+                     "its own folder; clone it in setup:");
+  } else if (wd && !wd->IsNull()) {
+    spec.workdir = yaml::as_string(w, *wd, "workdir");
+  }
   if (auto n = top.integer("num_nodes", 1)) spec.num_nodes = static_cast<int>(*n);
   if (auto r = top.take("resources")) read_resources(w, *r, catalog, spec);
   if (auto e = top.take("envs")) {

@@ -123,11 +123,15 @@ std::optional<JobSpec> load_job_spec_file(const std::string& path, const Catalog
 
 // A file of several YAML documents is a pipeline, SkyPilot's chain: a job per document, each
 // starting when the one before has succeeded, the rest cancelled when one fails. A first
-// document with nothing but `name:` names the pipeline. A file of one document is a
+// document with nothing but `name:` names the pipeline; SkyPilot's job-group header (with
+// `execution: parallel`) makes the jobs start together instead. A file of one document is a
 // pipeline of one job. Diagnostics keep the file's own line numbers.
 struct PipelineSpec {
   std::string name;                // the first document's lone `name:`, else the file's stem
   bool header = false;             // the file starts with such a document
+  // SkyPilot's job group (`execution: parallel` in the header): the jobs start together and
+  // wait for none of the others.
+  bool parallel = false;
   std::vector<JobSpec> jobs;       // in order
   std::vector<std::string> texts;  // each job's own document, as stored for it
 

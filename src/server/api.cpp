@@ -501,7 +501,7 @@ HttpResponse Api::submit(const HttpRequest& req) {
     if (!id) return error(500, id.error().message);
     ids.push_back(*id);
   } else {
-    auto chain = store_.insert_chain(std::move(records));
+    auto chain = store_.insert_chain(std::move(records), /*chained=*/!pipe.parallel);
     if (!chain) return error(500, chain.error().message);
     ids = std::move(*chain);
   }
@@ -524,6 +524,7 @@ HttpResponse Api::submit(const HttpRequest& req) {
     r = json_response(201, std::move(one));
   } else {
     r = json_response(201, json::object{{"pipeline", pipe.name},
+                                        {"parallel", pipe.parallel},
                                         {"jobs", std::move(jobs)},
                                         {"warnings", diagnostics_json(p.diag)}});
   }

@@ -48,6 +48,29 @@ TEST(Pipeline, EachJobStartsWhenTheOneBeforeHasSucceeded) {
   EXPECT_EQ(s.job(ids[1]).at("rule").as_string(), "development");
 }
 
+TEST(Pipeline, AJobGroupStartsItsJobsTogether) {
+  ServeHarness s;
+  s.start();
+  // Each job waits for the other's marker: only jobs started together both succeed.
+  std::string a = s.dir() + "/a", b = s.dir() + "/b";
+  auto r = s.request("POST", "/v1/jobs?file=chain.yaml",
+                     "name: chain\nexecution: parallel\n---\nname: a\ncategory: development\n"
+                     "run: touch " +
+                         a + "; for i in $(seq 200); do test -e " + b +
+                         " && exit 0; sleep 0.05; done; exit 1\n---\nname: b\n"
+                         "category: development\nrun: touch " +
+                         b + "; for i in $(seq 200); do test -e " + a +
+                         " && exit 0; sleep 0.05; done; exit 1\n");
+  ASSERT_EQ(r.status, 201) << r.body;
+  json::value v = json::parse(r.body);
+  EXPECT_TRUE(v.at("parallel").as_bool());
+  auto first = v.at("jobs").as_array().at(0).at("id").as_int64();
+  auto second = v.at("jobs").as_array().at(1).at("id").as_int64();
+  EXPECT_TRUE(s.job(second).at("after").as_array().empty());
+  ASSERT_TRUE(s.wait_state(first, "succeeded"));
+  ASSERT_TRUE(s.wait_state(second, "succeeded"));
+}
+
 TEST(Pipeline, AFailureCancelsTheRestSayingWhich) {
   ServeHarness s;
   s.start();

@@ -200,6 +200,27 @@ run: python train.py
   EXPECT_TRUE(load_job_spec_text(p->texts[0], "gpt2.yaml", builtin_catalog(), again));
 }
 
+TEST(Pipelines, AJobGroupHeaderStartsItsJobsTogether) {
+  Diagnostics d;
+  auto p = load_pipeline_text(
+      "name: group\nexecution: parallel\nprimary_tasks: [a]\n---\nname: a\nrun: x\n---\n"
+      "name: b\nworkdir: {url: 'https://example.com/r.git', ref: main}\nrun: y\n",
+      "g.yaml", builtin_catalog(), d);
+  ASSERT_TRUE(p) << d.str();
+  EXPECT_TRUE(p->header);
+  EXPECT_TRUE(p->parallel);
+  EXPECT_EQ(p->name, "group");
+  EXPECT_EQ(p->jobs.size(), 2U);
+  EXPECT_THAT(d.str(), HasSubstr("g.yaml:3:1: warning: primary_tasks: not acted on: every job of "
+                                 "the group runs to its own end"));
+  EXPECT_THAT(d.str(), HasSubstr("g.yaml:9:10: warning: workdir: not acted on: a git repository"));
+  EXPECT_FALSE(p->jobs[1].workdir);
+  Diagnostics bad;
+  EXPECT_FALSE(load_pipeline_text("name: g\nexecution: sideways\n---\nrun: x\n---\nrun: y\n",
+                                  "g.yaml", builtin_catalog(), bad));
+  EXPECT_THAT(bad.str(), HasSubstr("g.yaml:2:12: error: execution:"));
+}
+
 TEST(Pipelines, ErrorsNameTheLineInTheFileAndOneJobIsAPipelineOfOne) {
   Diagnostics d;
   auto p = load_pipeline_text("name: a\nrun: x\n---\nname: b\nresources: {acelerators: A100}\n",
