@@ -786,8 +786,7 @@ bool is_header(const Document& d) {
   return true;
 }
 
-void read_header(const Document& d, const std::string& file, Diagnostics& diag,
-                 PipelineSpec& p) {
+void read_header(const Document& d, const std::string& file, Diagnostics& diag, PipelineSpec& p) {
   std::string padded = std::string(d.first_line, '\n') + d.text;
   auto n = yaml::parse(padded, file, diag);
   if (!n) return;

@@ -127,8 +127,8 @@ std::optional<JobSpec> load_job_spec_file(const std::string& path, const Catalog
 // `execution: parallel`) makes the jobs start together instead. A file of one document is a
 // pipeline of one job. Diagnostics keep the file's own line numbers.
 struct PipelineSpec {
-  std::string name;                // the first document's lone `name:`, else the file's stem
-  bool header = false;             // the file starts with such a document
+  std::string name;     // the first document's lone `name:`, else the file's stem
+  bool header = false;  // the file starts with such a document
   // SkyPilot's job group (`execution: parallel` in the header): the jobs start together and
   // wait for none of the others.
   bool parallel = false;

@@ -341,8 +341,7 @@ Result<std::int64_t> Store::insert_job(const JobRecord& j) {
   return static_cast<std::int64_t>(sqlite3_last_insert_rowid(db_));
 }
 
-Result<std::vector<std::int64_t>> Store::insert_chain(std::vector<JobRecord> jobs,
-                                                      bool chained) {
+Result<std::vector<std::int64_t>> Store::insert_chain(std::vector<JobRecord> jobs, bool chained) {
   if (sqlite3_exec(db_, "BEGIN IMMEDIATE", nullptr, nullptr, nullptr) != SQLITE_OK)
     return db_error(db_, "insert pipeline");
   std::vector<std::int64_t> ids;

@@ -90,8 +90,7 @@ class Store {
   Result<std::int64_t> insert_job(const JobRecord& job);
   // A pipeline, all or nothing: when `chained`, each job after the first waits for (and is
   // held behind) the one before it. Returns the ids in order.
-  Result<std::vector<std::int64_t>> insert_chain(std::vector<JobRecord> jobs,
-                                                 bool chained = true);
+  Result<std::vector<std::int64_t>> insert_chain(std::vector<JobRecord> jobs, bool chained = true);
   // Called after update_job writes a job in an ending state (succeeded, failed,
   // cancelled, lost), on the caller's thread; at most one listener.
   void on_ended(std::function<void(const JobRecord&)> f) { on_ended_ = std::move(f); }
