@@ -48,6 +48,11 @@ if ((${#missing[@]} > 0)); then
   fi
 fi
 
+if [[ ${1:-build} != build && ! -f tests/cron-oracle/node_modules/cron-parser/package.json ]]; then
+  echo "Installing cron-parser (npm, pinned by tests/cron-oracle/package-lock.json)"
+  npm ci --prefix tests/cron-oracle --no-audit --no-fund
+fi
+
 if [[ ${1:-build} != build && ! -f tests/s3rver/node_modules/s3rver/bin/s3rver.js ]]; then
   echo "Installing s3rver (npm, pinned by tests/s3rver/package-lock.json)"
   npm ci --prefix tests/s3rver --no-audit --no-fund

@@ -46,6 +46,12 @@ class Cron {
   // The next `n` firings after `after`.
   std::vector<Instant> next_n(Instant after, const date::time_zone& zone, int n) const;
 
+  // Whether the hour and minute fields name this local time (a firing moved out of a
+  // spring-forward gap is at a time they do not name).
+  bool names_time(int hour, int minute) const {
+    return hours_[static_cast<std::size_t>(hour)] && minutes_[static_cast<std::size_t>(minute)];
+  }
+
   const std::string& expression() const { return expression_; }
   bool wildcard() const { return wildcard_; }
 
