@@ -132,6 +132,7 @@ void read_lab(const yaml::Where& w, const YAML::Node& node, const Catalog& catal
     }
   }
   if (auto v = m.number("electricity_usd_per_kwh", 0)) lab.electricity_usd_per_kwh = *v;
+  if (auto v = m.string("timezone")) lab.timezone = *v;
   m.finish();
 
   // Left out, the price and power of the whole lab default to those of its GPU cards.
@@ -551,6 +552,24 @@ void read_storage(const yaml::Where& w, const YAML::Node& node, StorageConfig& s
   m.finish();
 }
 
+void read_schedules(const yaml::Where& w, const YAML::Node& node, const std::string& base_dir,
+                    const Catalog& catalog, std::vector<ScheduleSpec>& out) {
+  yaml::for_each_item(
+      w, node, "schedules", "schedules (name, cron, job, ...)",
+      [&](const YAML::Node& item, const std::string& p) {
+        auto s = read_schedule(item, ScheduleReadContext{w.file, p, base_dir, catalog}, w.diag);
+        if (!s) return;
+        for (const auto& other : out) {
+          if (other.name == s->name) {
+            yaml::error_at(w, item["name"], p + ".name",
+                           fmt::format("a second schedule named '{}' (names are unique)", s->name));
+            return;
+          }
+        }
+        out.push_back(std::move(*s));
+      });
+}
+
 }  // namespace
 
 std::optional<Config> load_config_text(std::string_view text, const std::string& file,
@@ -575,6 +594,14 @@ std::optional<Config> load_config_text(std::string_view text, const std::string&
   if (auto st = top.take("storage"); st && !st->IsNull()) read_storage(w, *st, cfg.storage);
   if (auto cl = top.take("clouds"); cl && !cl->IsNull())
     read_clouds(w, *cl, cfg.catalog, cfg.clouds);
+  std::string base_dir;
+  {
+    auto slash = file.rfind('/');
+    base_dir = slash == std::string::npos ? "." : file.substr(0, slash);
+    if (base_dir.empty()) base_dir = "/";
+  }
+  if (auto sc = top.take("schedules"); sc && !sc->IsNull())
+    read_schedules(w, *sc, base_dir, cfg.catalog, cfg.schedules);
   {
     auto slash = file.rfind('/');
     cfg.storage.base_dir = slash == std::string::npos ? "." : file.substr(0, slash);

@@ -12,6 +12,7 @@
 
 #include "common/catalog.h"
 #include "common/diagnostics.h"
+#include "common/schedule_spec.h"
 #include "common/units.h"
 
 namespace hylab {
@@ -34,6 +35,9 @@ struct Lab {
   double busy_watts = 0;            // whole lab at full load
   double idle_watts = 0;            // whole lab idle
   double electricity_usd_per_kwh = 0.15;
+  // IANA zone of the lab's clock: schedules without a timezone run in it (checked by
+  // schedule::compile, where date/tz lives). Empty: UTC.
+  std::string timezone;
 
   int gpu_count() const;
   std::uint64_t gpu_memory_bytes() const;
@@ -194,6 +198,7 @@ struct Config {
   GatewayConfig gateway;
   StorageConfig storage;
   std::vector<CloudTarget> clouds;
+  std::vector<ScheduleSpec> schedules;  // schedules: (their jobs loaded and checked)
   Catalog catalog = builtin_catalog();
 };
 

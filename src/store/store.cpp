@@ -10,6 +10,8 @@
 #include <cerrno>
 #include <cstring>
 
+#include "store/sqlite_util.h"
+
 namespace hylab::store {
 
 std::string_view to_string(JobState s) {
@@ -48,7 +50,7 @@ bool is_terminal(JobState s) {
 namespace {
 
 // Each entry moves the schema one version up; never edit one that has shipped.
-constexpr std::array<const char*, 4> kMigrations = {
+constexpr std::array<const char*, 5> kMigrations = {
     R"sql(
 CREATE TABLE jobs (
   id INTEGER PRIMARY KEY AUTOINCREMENT,
@@ -102,6 +104,23 @@ ALTER TABLE jobs ADD COLUMN after_ids TEXT NOT NULL DEFAULT '';
 ALTER TABLE jobs ADD COLUMN pipeline TEXT NOT NULL DEFAULT '';
 ALTER TABLE jobs ADD COLUMN held INTEGER NOT NULL DEFAULT 0;
 )sql",
+    // 5: schedules, and the schedule and planned time of the jobs they start.
+    R"sql(
+CREATE TABLE schedules (
+  name TEXT PRIMARY KEY,
+  source TEXT NOT NULL,
+  definition TEXT NOT NULL,
+  suspended INTEGER NOT NULL DEFAULT 0,
+  last_planned REAL,
+  last_job INTEGER,
+  missed INTEGER NOT NULL DEFAULT 0,
+  created_at REAL NOT NULL,
+  updated_at REAL NOT NULL
+);
+ALTER TABLE jobs ADD COLUMN schedule TEXT NOT NULL DEFAULT '';
+ALTER TABLE jobs ADD COLUMN planned_at REAL;
+CREATE INDEX jobs_by_schedule ON jobs(schedule, id) WHERE schedule != '';
+)sql",
 };
 
 std::string ids_text(const std::vector<std::int64_t>& ids) {
@@ -123,65 +142,11 @@ std::vector<std::int64_t> ids_from(const std::string& text) {
   return out;
 }
 
-class Stmt {
- public:
-  Stmt(sqlite3* db, const char* sql) : db_(db) {
-    rc_ = sqlite3_prepare_v2(db, sql, -1, &stmt_, nullptr);
-  }
-  ~Stmt() { sqlite3_finalize(stmt_); }
-  Stmt(const Stmt&) = delete;
-  Stmt& operator=(const Stmt&) = delete;
-
-  bool ok() const { return rc_ == SQLITE_OK; }
-  std::string error() const { return sqlite3_errmsg(db_); }
-  sqlite3_stmt* get() { return stmt_; }
-
-  void bind(int i, std::int64_t v) { sqlite3_bind_int64(stmt_, i, v); }
-  void bind(int i, double v) { sqlite3_bind_double(stmt_, i, v); }
-  void bind(int i, const std::string& v) {
-    sqlite3_bind_text(stmt_, i, v.data(), static_cast<int>(v.size()), SQLITE_TRANSIENT);
-  }
-  template <class T>
-  void bind(int i, const std::optional<T>& v) {
-    if (v) {
-      bind(i,
-           static_cast<std::conditional_t<std::is_floating_point_v<T>, double, std::int64_t>>(*v));
-    } else {
-      sqlite3_bind_null(stmt_, i);
-    }
-  }
-  int step() { return sqlite3_step(stmt_); }
-
- private:
-  sqlite3* db_;
-  sqlite3_stmt* stmt_ = nullptr;
-  int rc_;
-};
-
-Error db_error(sqlite3* db, std::string_view what) {
-  return Error{Errc::kIo, fmt::format("state database: {}: {}", what, sqlite3_errmsg(db))};
-}
-
-std::string text(sqlite3_stmt* s, int col) {
-  const unsigned char* p = sqlite3_column_text(s, col);
-  return p ? std::string(reinterpret_cast<const char*>(p),
-                         static_cast<std::size_t>(sqlite3_column_bytes(s, col)))
-           : std::string();
-}
-std::optional<std::int64_t> opt_int(sqlite3_stmt* s, int col) {
-  if (sqlite3_column_type(s, col) == SQLITE_NULL) return std::nullopt;
-  return sqlite3_column_int64(s, col);
-}
-std::optional<double> opt_real(sqlite3_stmt* s, int col) {
-  if (sqlite3_column_type(s, col) == SQLITE_NULL) return std::nullopt;
-  return sqlite3_column_double(s, col);
-}
-
 constexpr const char* kColumns =
     "id, name, spec, spec_file, state, environment, rule, spot, decision, reason, priority, gpus, "
     "pid, pid_start, pgid, exit_code, signal, cancel_requested, created_at, queued_at, started_at, "
     "ended_at, job_dir, workdir, target, remote_id, restarts, cost_usd, cost_prior_usd, "
-    "segment_start, outputs_bytes, outputs_files, after_ids, pipeline, held";
+    "segment_start, outputs_bytes, outputs_files, after_ids, pipeline, held, schedule, planned_at";
 
 JobRecord read_row(sqlite3_stmt* s) {
   JobRecord j;
@@ -220,6 +185,8 @@ JobRecord read_row(sqlite3_stmt* s) {
   j.after = ids_from(text(s, 32));
   j.pipeline = text(s, 33);
   j.held = sqlite3_column_int(s, 34) != 0;
+  j.schedule = text(s, 35);
+  j.planned_at = opt_real(s, 36);
   return j;
 }
 
@@ -316,8 +283,8 @@ Result<std::int64_t> Store::insert_job(const JobRecord& j) {
   Stmt st(db_,
           "INSERT INTO jobs (name, spec, spec_file, state, environment, rule, spot, decision, "
           "reason, priority, "
-          "gpus, created_at, queued_at, job_dir, workdir, after_ids, pipeline, held) VALUES "
-          "(?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)");
+          "gpus, created_at, queued_at, job_dir, workdir, after_ids, pipeline, held, schedule, "
+          "planned_at) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)");
   if (!st.ok()) return db_error(db_, "insert job");
   st.bind(1, j.name);
   st.bind(2, j.spec);
@@ -337,13 +304,14 @@ Result<std::int64_t> Store::insert_job(const JobRecord& j) {
   st.bind(16, ids_text(j.after));
   st.bind(17, j.pipeline);
   st.bind(18, static_cast<std::int64_t>(j.held));
+  st.bind(19, j.schedule);
+  st.bind(20, j.planned_at);
   if (st.step() != SQLITE_DONE) return db_error(db_, "insert job");
   return static_cast<std::int64_t>(sqlite3_last_insert_rowid(db_));
 }
 
-Result<std::vector<std::int64_t>> Store::insert_chain(std::vector<JobRecord> jobs, bool chained) {
-  if (sqlite3_exec(db_, "BEGIN IMMEDIATE", nullptr, nullptr, nullptr) != SQLITE_OK)
-    return db_error(db_, "insert pipeline");
+// Inside a transaction the caller holds.
+Result<std::vector<std::int64_t>> Store::insert_jobs(std::vector<JobRecord>& jobs, bool chained) {
   std::vector<std::int64_t> ids;
   for (auto& j : jobs) {
     if (chained && !ids.empty()) {
@@ -351,17 +319,35 @@ Result<std::vector<std::int64_t>> Store::insert_chain(std::vector<JobRecord> job
       j.held = true;
     }
     auto id = insert_job(j);
-    if (!id) {
-      sqlite3_exec(db_, "ROLLBACK", nullptr, nullptr, nullptr);
-      return id.error();
-    }
+    if (!id) return id.error();
     ids.push_back(*id);
   }
-  if (sqlite3_exec(db_, "COMMIT", nullptr, nullptr, nullptr) != SQLITE_OK) {
-    sqlite3_exec(db_, "ROLLBACK", nullptr, nullptr, nullptr);
-    return db_error(db_, "insert pipeline");
-  }
   return ids;
+}
+
+namespace {
+// BEGIN IMMEDIATE ... COMMIT around `body`; rolled back when it fails.
+template <class T, class F>
+Result<T> in_transaction(sqlite3* db, std::string_view what, F&& body) {
+  if (sqlite3_exec(db, "BEGIN IMMEDIATE", nullptr, nullptr, nullptr) != SQLITE_OK)
+    return db_error(db, what);
+  Result<T> r = body();
+  if (!r) {
+    sqlite3_exec(db, "ROLLBACK", nullptr, nullptr, nullptr);
+    return r;
+  }
+  if (sqlite3_exec(db, "COMMIT", nullptr, nullptr, nullptr) != SQLITE_OK) {
+    Error e = db_error(db, what);
+    sqlite3_exec(db, "ROLLBACK", nullptr, nullptr, nullptr);
+    return e;
+  }
+  return r;
+}
+}  // namespace
+
+Result<std::vector<std::int64_t>> Store::insert_chain(std::vector<JobRecord> jobs, bool chained) {
+  return in_transaction<std::vector<std::int64_t>>(db_, "insert pipeline",
+                                                   [&] { return insert_jobs(jobs, chained); });
 }
 
 Result<JobRecord> Store::get_job(std::int64_t id) const {
@@ -378,12 +364,14 @@ Result<std::vector<JobRecord>> Store::list_jobs(const JobFilter& f) const {
   std::string sql = fmt::format("SELECT {} FROM jobs WHERE id > ?1", kColumns);
   if (f.state) sql += " AND state = ?2";
   if (f.environment) sql += " AND environment = ?3";
+  if (f.schedule) sql += " AND schedule = ?5";
   sql += " ORDER BY id LIMIT ?4";
   Stmt st(db_, sql.c_str());
   if (!st.ok()) return db_error(db_, "list jobs");
   st.bind(1, f.after_id);
   if (f.state) st.bind(2, std::string(to_string(*f.state)));
   if (f.environment) st.bind(3, *f.environment);
+  if (f.schedule) st.bind(5, *f.schedule);
   st.bind(4, static_cast<std::int64_t>(f.limit));
   return collect(st, db_);
 }
@@ -456,6 +444,157 @@ Result<std::vector<StateCount>> Store::count_by_state() const {
   }
   if (rc != SQLITE_DONE) return db_error(db_, "count jobs");
   return out;
+}
+
+namespace {
+
+constexpr const char* kScheduleColumns =
+    "name, source, definition, suspended, last_planned, last_job, missed, created_at, updated_at";
+
+ScheduleRecord read_schedule_row(sqlite3_stmt* s) {
+  ScheduleRecord r;
+  r.name = text(s, 0);
+  r.source = text(s, 1);
+  r.definition = text(s, 2);
+  r.suspended = sqlite3_column_int(s, 3) != 0;
+  r.last_planned = opt_real(s, 4);
+  r.last_job = opt_int(s, 5);
+  r.missed = sqlite3_column_int64(s, 6);
+  r.created_at = sqlite3_column_double(s, 7);
+  r.updated_at = sqlite3_column_double(s, 8);
+  return r;
+}
+
+}  // namespace
+
+Result<bool> Store::put_schedule(const ScheduleRecord& r) {
+  Stmt st(db_,
+          "INSERT INTO schedules (name, source, definition, suspended, created_at, updated_at) "
+          "VALUES (?1, ?2, ?3, ?4, ?5, ?6) ON CONFLICT(name) DO UPDATE SET "
+          "suspended = CASE WHEN definition = excluded.definition THEN suspended ELSE "
+          "excluded.suspended END, source = excluded.source, definition = excluded.definition, "
+          "updated_at = excluded.updated_at");
+  if (!st.ok()) return db_error(db_, "put schedule");
+  st.bind(1, r.name);
+  st.bind(2, r.source);
+  st.bind(3, r.definition);
+  st.bind(4, static_cast<std::int64_t>(r.suspended));
+  st.bind(5, r.created_at);
+  st.bind(6, r.updated_at);
+  if (st.step() != SQLITE_DONE) return db_error(db_, "put schedule");
+  return true;
+}
+
+Result<ScheduleRecord> Store::get_schedule(const std::string& name) const {
+  Stmt st(db_, fmt::format("SELECT {} FROM schedules WHERE name = ?", kScheduleColumns).c_str());
+  if (!st.ok()) return db_error(db_, "get schedule");
+  st.bind(1, name);
+  int rc = st.step();
+  if (rc == SQLITE_ROW) return read_schedule_row(st.get());
+  if (rc == SQLITE_DONE) return Error{Errc::kNotFound, fmt::format("no schedule named '{}'", name)};
+  return db_error(db_, "get schedule");
+}
+
+Result<std::vector<ScheduleRecord>> Store::list_schedules() const {
+  Stmt st(db_, fmt::format("SELECT {} FROM schedules ORDER BY name", kScheduleColumns).c_str());
+  if (!st.ok()) return db_error(db_, "list schedules");
+  std::vector<ScheduleRecord> out;
+  int rc;
+  while ((rc = st.step()) == SQLITE_ROW) out.push_back(read_schedule_row(st.get()));
+  if (rc != SQLITE_DONE) return db_error(db_, "list schedules");
+  return out;
+}
+
+Result<bool> Store::delete_schedule(const std::string& name) {
+  Stmt st(db_, "DELETE FROM schedules WHERE name = ?");
+  if (!st.ok()) return db_error(db_, "delete schedule");
+  st.bind(1, name);
+  if (st.step() != SQLITE_DONE) return db_error(db_, "delete schedule");
+  if (sqlite3_changes(db_) == 0)
+    return Error{Errc::kNotFound, fmt::format("no schedule named '{}'", name)};
+  return true;
+}
+
+Result<bool> Store::set_schedule_suspended(const std::string& name, bool suspended) {
+  Stmt st(db_, "UPDATE schedules SET suspended = ? WHERE name = ?");
+  if (!st.ok()) return db_error(db_, "suspend schedule");
+  st.bind(1, static_cast<std::int64_t>(suspended));
+  st.bind(2, name);
+  if (st.step() != SQLITE_DONE) return db_error(db_, "suspend schedule");
+  if (sqlite3_changes(db_) == 0)
+    return Error{Errc::kNotFound, fmt::format("no schedule named '{}'", name)};
+  return true;
+}
+
+Result<std::vector<std::int64_t>> Store::record_firing(const std::string& schedule, double planned,
+                                                       std::vector<JobRecord> jobs, bool chained,
+                                                       std::int64_t missed) {
+  return in_transaction<std::vector<std::int64_t>>(
+      db_, "record a firing", [&]() -> Result<std::vector<std::int64_t>> {
+        for (auto& j : jobs) {
+          j.schedule = schedule;
+          j.planned_at = planned;
+        }
+        auto ids = insert_jobs(jobs, chained);
+        if (!ids) return ids;
+        Stmt st(db_,
+                "UPDATE schedules SET last_planned = ?1, missed = missed + ?2, "
+                "last_job = COALESCE(?3, last_job) WHERE name = ?4");
+        if (!st.ok()) return db_error(db_, "record a firing");
+        st.bind(1, planned);
+        st.bind(2, missed);
+        st.bind(3, ids->empty() ? std::optional<std::int64_t>() : ids->front());
+        st.bind(4, schedule);
+        if (st.step() != SQLITE_DONE) return db_error(db_, "record a firing");
+        if (sqlite3_changes(db_) == 0)
+          return Error{Errc::kNotFound, fmt::format("no schedule named '{}'", schedule)};
+        return ids;
+      });
+}
+
+Result<std::vector<JobRecord>> Store::active_jobs_of(const std::string& schedule) const {
+  Stmt st(db_, fmt::format("SELECT {} FROM jobs WHERE schedule = ? AND state IN ('pending', "
+                           "'queued', 'running') ORDER BY id",
+                           kColumns)
+                   .c_str());
+  if (!st.ok()) return db_error(db_, "list jobs");
+  st.bind(1, schedule);
+  return collect(st, db_);
+}
+
+Result<std::vector<JobRecord>> Store::prune_schedule_jobs(const std::string& schedule,
+                                                          int succeeded, int failed) {
+  Stmt st(db_, fmt::format("SELECT {} FROM jobs WHERE schedule = ? AND state IN ('succeeded', "
+                           "'failed', 'cancelled', 'lost') ORDER BY id DESC",
+                           kColumns)
+                   .c_str());
+  if (!st.ok()) return db_error(db_, "list jobs");
+  st.bind(1, schedule);
+  auto ended = collect(st, db_);
+  if (!ended) return ended;
+  std::vector<JobRecord> gone;
+  int kept_ok = 0, kept_bad = 0;
+  for (auto& j : *ended) {
+    bool ok = j.state == JobState::kSucceeded;
+    int& kept = ok ? kept_ok : kept_bad;
+    if (kept < (ok ? succeeded : failed)) {
+      ++kept;
+      continue;
+    }
+    gone.push_back(std::move(j));
+  }
+  if (gone.empty()) return gone;
+  auto done = in_transaction<bool>(db_, "prune jobs", [&]() -> Result<bool> {
+    for (const auto& j : gone) {
+      Stmt del(db_, "DELETE FROM jobs WHERE id = ?");
+      if (!del.ok()) return db_error(db_, "prune jobs");
+      del.bind(1, j.id);
+      if (del.step() != SQLITE_DONE) return db_error(db_, "prune jobs");
+    }
+    return true;
+  });
+  if (!done) return done.error();
+  return gone;
 }
 
 }  // namespace hylab::store

@@ -61,11 +61,29 @@ struct JobRecord {
   std::vector<std::int64_t> after;
   std::string pipeline;
   bool held = false;
+  // Started by a schedule: its name and the firing's planned time (Unix seconds).
+  std::string schedule;
+  std::optional<double> planned_at;
+};
+
+// A schedule and where its firings stand. The definition is the schedule as JSON (its job
+// spec's text included); the scheduler compiles it.
+struct ScheduleRecord {
+  std::string name;
+  std::string source = "api";  // "config" (from hylab.yaml) or "api"
+  std::string definition;
+  bool suspended = false;
+  std::optional<double> last_planned;  // the last firing handled, run or missed
+  std::optional<std::int64_t> last_job;
+  std::int64_t missed = 0;  // firings not run, over the schedule's life
+  double created_at = 0;    // firings are counted from here
+  double updated_at = 0;
 };
 
 struct JobFilter {
   std::optional<JobState> state;
   std::optional<std::string> environment;
+  std::optional<std::string> schedule;
   std::int64_t after_id = 0;  // pagination: ids greater than this
   int limit = 100;
 };
@@ -105,9 +123,31 @@ class Store {
   Result<bool> update_job(const JobRecord& job);
   Result<std::vector<StateCount>> count_by_state() const;
 
+  // Schedules. put_schedule inserts one, or replaces the definition and source of one
+  // already there (its firing state kept; `suspended` taken only when it is new or its
+  // definition changed).
+  Result<bool> put_schedule(const ScheduleRecord& s);
+  Result<ScheduleRecord> get_schedule(const std::string& name) const;
+  Result<std::vector<ScheduleRecord>> list_schedules() const;
+  Result<bool> delete_schedule(const std::string& name);
+  Result<bool> set_schedule_suspended(const std::string& name, bool suspended);
+  // One firing, in one transaction: its jobs (a chain when `chained`; none for a firing
+  // that is skipped), the schedule's last planned time, its last job and `missed` more
+  // missed firings. A kill at any moment leaves all of it written or none.
+  Result<std::vector<std::int64_t>> record_firing(const std::string& schedule, double planned,
+                                                  std::vector<JobRecord> jobs, bool chained,
+                                                  std::int64_t missed);
+  // A schedule's jobs that have not ended, oldest first.
+  Result<std::vector<JobRecord>> active_jobs_of(const std::string& schedule) const;
+  // Deletes a schedule's ended jobs beyond the newest `succeeded` that succeeded and the
+  // newest `failed` that did not; returns those deleted (their folders are the caller's).
+  Result<std::vector<JobRecord>> prune_schedule_jobs(const std::string& schedule, int succeeded,
+                                                     int failed);
+
  private:
   explicit Store(sqlite3* db) : db_(db) {}
   Result<bool> migrate();
+  Result<std::vector<std::int64_t>> insert_jobs(std::vector<JobRecord>& jobs, bool chained);
   sqlite3* db_;
   std::function<void(const JobRecord&)> on_ended_;
 };

@@ -41,12 +41,12 @@ TEST_F(StoreTest, MigratesAFreshDatabaseAndReopens) {
   {
     auto s = Store::open(path_);
     ASSERT_TRUE(s) << s.error().message;
-    EXPECT_EQ((*s)->schema_version(), 4);
+    EXPECT_EQ((*s)->schema_version(), 5);
     ASSERT_TRUE((*s)->insert_job(job("a")));
   }
   auto again = Store::open(path_);
   ASSERT_TRUE(again);
-  EXPECT_EQ((*again)->schema_version(), 4);
+  EXPECT_EQ((*again)->schema_version(), 5);
   EXPECT_EQ((*again)->get_job(1)->name, "a");
 }
 
@@ -72,7 +72,7 @@ TEST_F(StoreTest, MigratesAVersionOneDatabase) {
   }
   auto s = Store::open(path_);
   ASSERT_TRUE(s) << s.error().message;
-  EXPECT_EQ((*s)->schema_version(), 4);
+  EXPECT_EQ((*s)->schema_version(), 5);
   auto old = (*s)->get_job(1);
   ASSERT_TRUE(old);
   EXPECT_EQ(old->name, "old");
@@ -116,7 +116,7 @@ TEST_F(StoreTest, RefusesADatabaseFromANewerHylab) {
   sqlite3_close(db);
   auto s = Store::open(path_);
   ASSERT_FALSE(s);
-  EXPECT_NE(s.error().message.find("schema version 99, newer than this hylab knows (4)"),
+  EXPECT_NE(s.error().message.find("schema version 99, newer than this hylab knows (5)"),
             std::string::npos);
 }
 
